@@ -1,0 +1,3 @@
+"""geochange: change detection between two dates of georeferenced imagery."""
+
+__version__ = "0.1.0"

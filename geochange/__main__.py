@@ -1,0 +1,3 @@
+from geochange.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Everything that touches files: opening and aligning rasters, reading windows, writing outputs."""

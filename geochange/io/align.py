@@ -1,0 +1,100 @@
+"""Bring a raster onto another raster's grid on the fly (GDAL's warper through rasterio's WarpedVRT)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from geochange.errors import GeochangeError
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform and size. Outputs are written on the BEFORE image's grid."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, ds: rasterio.io.DatasetReaderBase) -> "Grid":
+        return cls(ds.crs, ds.transform, ds.width, ds.height)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)[::1]
+
+    def window_grid(self, window: Window) -> "Grid":
+        """The grid of a window of this grid (same CRS, same pixel size, shifted origin)."""
+        return Grid(self.crs, rasterio.windows.transform(window, self.transform),
+                    int(window.width), int(window.height))
+
+    def same_as(self, other: "Grid", tol: float = 1e-6) -> bool:
+        return (self.crs == other.crs and self.width == other.width and self.height == other.height
+                and self.transform.almost_equals(other.transform, precision=tol * max(self.res)))
+
+
+def open_raster(path: str) -> rasterio.io.DatasetReader:
+    """Open any GDAL-readable path, turning GDAL's complaints into one-line user errors."""
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        import os
+
+        if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
+            raise GeochangeError(f"{path}: no such file") from None
+        raise GeochangeError(f"{path}: not a raster GDAL can read ({_first_line(exc)})") from None
+    if ds.count == 0:
+        ds.close()
+        raise GeochangeError(f"{path}: the file holds no raster bands")
+    return ds
+
+
+def require_crs(ds: rasterio.io.DatasetReaderBase, path: str) -> None:
+    """Change detection needs georeferencing: refuse a raster with no CRS or no geotransform."""
+    if ds.crs is None:
+        raise GeochangeError(f"{path}: the raster has no CRS (georeference it first, e.g. gdal_edit.py -a_srs EPSG:XXXX)")
+    if ds.transform == Affine.identity() and not ds.gcps[0]:
+        raise GeochangeError(f"{path}: the raster has no geotransform")
+
+
+def warp_to_grid(ds: rasterio.io.DatasetReaderBase, grid: Grid,
+                 resampling: Resampling = Resampling.bilinear) -> rasterio.io.DatasetReaderBase:
+    """Return ``ds`` itself when it already lies on ``grid``, else a WarpedVRT of it onto ``grid``.
+
+    The VRT warps lazily, window by window, so nothing is read whole. Pixels of ``grid`` outside
+    ``ds``'s footprint come out masked: through the source's nodata value when it has one, its
+    alpha band when it has one, and an added alpha band otherwise.
+    """
+    if Grid.of(ds).same_as(grid):
+        return ds
+    has_alpha = any(ci == rasterio.enums.ColorInterp.alpha for ci in ds.colorinterp)
+    kwargs = dict(crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                  resampling=resampling)
+    if ds.nodata is None and not has_alpha:
+        kwargs["add_alpha"] = True
+    return WarpedVRT(ds, **kwargs)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def read_valid_mask(ds: rasterio.io.DatasetReaderBase, window: Window, bands: list[int]) -> np.ndarray:
+    """Boolean mask of pixels that hold data in every band of ``bands`` (nodata and alpha respected)."""
+    masks = ds.read_masks(bands, window=window)
+    return np.all(masks > 0, axis=0)

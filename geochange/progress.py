@@ -1,0 +1,48 @@
+"""Rich progress bars for long steps, silenced by ``--quiet`` (or when nobody watches a terminal)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+_quiet = False
+console = Console(stderr=True)
+
+
+def set_quiet(quiet: bool) -> None:
+    """Switch every progress bar and status line off (``--quiet``)."""
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def say(message: str) -> None:
+    """A status line on stderr, unless quiet."""
+    if not _quiet:
+        console.print(message, highlight=False)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr; shown even when quiet, since it is about the result."""
+    Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+@contextlib.contextmanager
+def task(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """Show a progress bar for one step; yields ``advance(n)``."""
+    if _quiet:
+        yield lambda n=1: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=not sys.stderr.isatty()) as prog:
+        tid = prog.add_task(description, total=total)
+        yield lambda n=1: prog.advance(tid, n)
