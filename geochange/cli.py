@@ -1,0 +1,186 @@
+"""The ``geochange`` command line: parse arguments, call one library function, print.
+
+Every command is a thin wrapper; the work lives in the library (``geochange.detect.detect``,
+``geochange.evaluate.evaluate``, ``geochange.info``) so it can be used from Python too.
+User errors (``GeochangeError``) become one line on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from geochange import __version__
+from geochange.errors import GeochangeError
+
+app = typer.Typer(
+    help="Find change between two dates of georeferenced imagery, on rasters of any size.\n\n"
+         "Example: geochange detect before.tif after.tif --out changes/",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]})
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn a GeochangeError (and Ctrl-C) into one line on stderr and a non-zero exit."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GeochangeError as exc:
+            stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            stderr.print("[red]interrupted[/red]: no output was left half-written")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
+    if not text:
+        return None
+    try:
+        bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise GeochangeError(f"--bands {text}: give band numbers separated by commas, e.g. 1,2,3") from None
+    return bands or None
+
+
+def _set_quiet(quiet: bool) -> None:
+    from geochange.progress import set_quiet
+
+    set_quiet(quiet)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  geochange detect 2009.tif 2020.tif\n\n"
+             "  geochange detect before.tif after.tif --out run1/ --min-area 50 --tile 1024\n\n"
+             "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite")
+@user_errors
+def detect(
+    before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
+    after: str = typer.Argument(..., help="Later image; warped onto BEFORE's grid on the fly if needed."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: <before stem>_change/ beside BEFORE]."),
+    model: str = typer.Option("cva", "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold)."),
+    tile: int = typer.Option(512, help="Window size in pixels (shrunk to the raster if larger)."),
+    overlap: int = typer.Option(64, help="Overlap between windows in pixels; blended without seams."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per model call."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    bands: Optional[str] = typer.Option(None, help="Bands to compare, e.g. 1,2,3 [default: the common first N]."),
+    normalize: str = typer.Option("meanstd", help="Radiometric normalisation of AFTER to BEFORE: meanstd, histogram or none."),
+    resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
+    min_area: float = typer.Option(0.0, "--min-area", help="Drop change polygons smaller than this (m²)."),
+    seed: int = typer.Option(0, help="Seed of the scene sampling (and of models that draw at random)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
+) -> None:
+    """Detect change from BEFORE to AFTER: change rasters (COG), polygons (GPKG, SHP), quicklook, summary."""
+    from geochange.detect import DetectOptions, default_out_dir
+    from geochange.detect import detect as run_detect
+
+    _set_quiet(quiet)
+    opts = DetectOptions(model=model, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+                         bands=_parse_bands(bands), normalize=normalize, resampling=resampling,
+                         min_area=min_area, seed=seed, overwrite=overwrite)
+    summary = run_detect(before, after, out, opts)
+    folder = out or default_out_dir(before)
+    if not quiet:
+        stdout.print(f"[green]done[/green]: {summary['changed_area_m2']:,.0f} m² changed "
+                  f"({100 * summary['changed_fraction']:.2f} % of valid pixels), "
+                  f"{summary['polygons']} polygons, in {summary['timings_s']['total']:.1f} s -> {folder}",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  geochange evaluate run1/change_mask.tif truth.tif\n\n"
+             "  geochange evaluate run1/change_mask.tif buildings_changed.gpkg --truth-layer changes --json")
+@user_errors
+def evaluate(
+    pred: str = typer.Argument(..., help="Change mask to score (uint8: 1 changed, 0 unchanged, 255 nodata)."),
+    truth: str = typer.Argument(..., help="Ground truth: a raster (brought onto PRED's grid) or a polygon layer."),
+    truth_layer: Optional[str] = typer.Option(None, "--truth-layer", help="Layer of a vector truth with several layers."),
+    change_values: Optional[str] = typer.Option(None, "--change-values", help="Truth raster values meaning 'changed', e.g. 2 [default: any value > 0]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Pixel metrics of a change mask against ground truth: accuracy, precision, recall, F1, kappa, IoU, mIoU."""
+    from geochange.evaluate import evaluate as run_evaluate
+
+    _set_quiet(quiet or as_json)
+    values = _parse_bands(change_values)
+    result = run_evaluate(pred, truth, truth_layer=truth_layer, change_values=values)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    s = result["scores"]
+    table = Table(title=f"{pred} vs {truth}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("accuracy", "precision", "recall", "f1", "kappa", "iou", "miou", "specificity"):
+        table.add_row(key, f"{s[key]:.4f}")
+    (tn, fp), (fn, tp) = s["confusion_matrix"]
+    table.add_row(escape("confusion [[tn, fp], [fn, tp]]"), escape(f"[[{tn}, {fp}], [{fn}, {tp}]]"))
+    stdout.print(table)
+
+
+@app.command(epilog="Examples:\n\n  geochange info scene.tif\n\n  geochange info before.tif after.tif --json")
+@user_errors
+def info(
+    files: List[str] = typer.Argument(..., help="One or more rasters; with two, also how they overlap."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """CRS, size, resolution, bands and nodata of rasters, and the overlap of a pair."""
+    from geochange.info import describe_overlap, describe_raster
+
+    result = {"rasters": [describe_raster(f) for f in files]}
+    if len(files) == 2:
+        result["overlap"] = describe_overlap(files[0], files[1])
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    for r in result["rasters"]:
+        table = Table(title=r["path"], show_header=False)
+        for key in ("driver", "crs", "crs_name", "width", "height", "res", "bands", "dtype", "nodata", "alpha", "bounds"):
+            value = r[key]
+            if key in ("bounds", "res") and value is not None:
+                value = [round(v, 9) for v in value]
+            table.add_row(key, escape(str(value)))
+        stdout.print(table)
+    if "overlap" in result:
+        ov = result["overlap"]
+        if ov["overlap"]:
+            stdout.print(f"overlap: {ov['width']}x{ov['height']} px of BEFORE at col {ov['col_off']}, row {ov['row_off']} "
+                      f"({100 * ov['fraction_of_before']:.1f} % of BEFORE); AFTER "
+                      f"{'is warped onto' if ov['after_warped'] else 'already lies on'} BEFORE's grid; "
+                      f"{ov['bands_compared']} bands compared", highlight=False)
+        else:
+            stdout.print(f"overlap: none ({ov['reason']})", highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"geochange {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Show the version and exit.")) -> None:
+    """Find change between two dates of georeferenced imagery, on rasters of any size."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="geochange")
+
+
+if __name__ == "__main__":
+    main()

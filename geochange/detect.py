@@ -1,0 +1,199 @@
+"""``geochange detect``: a change map of two dates, end to end, as files a GIS opens as they are.
+
+Open and align the pair, fit the radiometric normalisation and the model on windows sampled over
+the whole scene, run the sliding-window engine, and publish on BEFORE's grid: change_probability.tif,
+change_mask.tif (COGs), changes.gpkg / changes.shp (+ changes.qml), quicklook.png, summary.json.
+Every file appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rasterio.enums import Resampling
+
+import geochange
+from geochange.device import resolve_device
+from geochange.engine.plan import plan_windows
+from geochange.engine.sinks import MASK_NODATA, PROB_NODATA, PolygonSink, RasterSink, StatsSink
+from geochange.engine.sliding import run_sliding
+from geochange.errors import GeochangeError
+from geochange.io.atomic import write_text
+from geochange.io.pair import RasterPair
+from geochange.io.quicklook import write_quicklook
+from geochange.io.rasters import RasterWriter
+from geochange.io.vectors import VectorWriter
+from geochange.models import create_model
+from geochange.progress import say, task
+
+OUTPUTS = ("change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
+           "quicklook.png", "summary.json")
+
+
+@dataclass
+class DetectOptions:
+    """Everything ``detect`` can be told; the defaults are what the CLI uses."""
+
+    model: str = "cva"
+    model_params: dict = field(default_factory=dict)
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 8
+    device: str = "auto"
+    bands: list[int] | None = None
+    normalize: str = "meanstd"
+    resampling: str = "bilinear"
+    min_area: float = 0.0
+    seed: int = 0
+    sample_windows: int = 64
+    sample_size: int = 256
+    overwrite: bool = False
+
+
+def default_out_dir(before: str) -> Path:
+    """``<before stem>_change/`` beside BEFORE (in the working folder for remote paths)."""
+    if "://" in before or before.startswith("/vsi"):
+        return Path.cwd() / f"{Path(before.split('?')[0]).stem}_change"
+    p = Path(before)
+    return p.with_name(f"{p.stem}_change")
+
+
+def detect(before: str, after: str, out: str | Path | None = None,
+           options: DetectOptions | None = None) -> dict:
+    """Detect change from ``before`` to ``after`` and write the outputs into ``out``; returns the summary."""
+    opts = options or DetectOptions()
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    try:
+        resampling = Resampling[opts.resampling]
+    except KeyError:
+        raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
+    if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1:
+        raise GeochangeError("--tile must be >= 16, --overlap >= 0 and --batch-size >= 1")
+    device = resolve_device(opts.device)
+    with RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
+        out_dir, created = _prepare_out_dir(out, before, opts.overwrite)
+        try:
+            summary = _run(pair, out_dir, opts, device, timings)
+        except BaseException:
+            if created:
+                _remove_if_empty(out_dir)
+            raise
+    timings["total"] = round(time.perf_counter() - t0, 3)
+    summary["timings_s"] = timings
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict) -> dict:
+    grid = pair.grid
+    t = time.perf_counter()
+    with task("fitting on the scene", None):
+        pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
+                               seed=opts.seed)
+        samples = [pair.read(w) for w in pair.sample_windows(opts.sample_windows, opts.sample_size, opts.seed)]
+        samples = [(s.before, s.after, s.valid) for s in samples if s.valid.any()]
+        if not samples:
+            raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
+        model = create_model(opts.model, device=device, **opts.model_params)
+        model.fit(samples, seed=opts.seed)
+    timings["fit"] = round(time.perf_counter() - t, 3)
+
+    plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
+    if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
+        say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows")
+    writers = [RasterWriter(out_dir / "change_probability.tif", grid, "float32", PROB_NODATA, "average",
+                            "change probability"),
+               RasterWriter(out_dir / "change_mask.tif", grid, "uint8", MASK_NODATA, "nearest",
+                            "change mask (1 changed, 0 unchanged)")]
+    vectors = VectorWriter(out_dir, grid.crs, _polygon_schema())
+    stats = StatsSink(grid, model.threshold)
+    polygons = PolygonSink(vectors, grid, model.threshold, opts.min_area)
+    try:
+        t = time.perf_counter()
+        with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
+            engine = run_sliding(pair, model, plan, [RasterSink(*writers, model.threshold), polygons, stats],
+                                 batch_size=opts.batch_size, advance=advance)
+        timings["inference"] = round(time.perf_counter() - t, 3)
+        timings["model"] = round(engine.predict_s, 3)
+        t = time.perf_counter()
+        n_polygons = polygons.close()
+        with task("writing outputs", None):
+            for w in writers:
+                w.close()
+            vectors.close()
+        timings["publish"] = round(time.perf_counter() - t, 3)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        vectors.abort()
+        raise
+    t = time.perf_counter()
+    _quicklook(pair, out_dir)
+    timings["quicklook"] = round(time.perf_counter() - t, 3)
+    return {
+        "geochange_version": geochange.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": pair.describe(),
+        "crs": {"wkt": grid.crs.to_wkt(), "epsg": grid.crs.to_epsg()},
+        "grid": {"width": grid.width, "height": grid.height, "transform": list(grid.transform)[:6],
+                 "res": list(grid.res), "bounds": list(grid.bounds)},
+        "model": model.params(),
+        "threshold": model.threshold,
+        "engine": {"tile": plan.tile_w, "overlap": plan.overlap, "batch_size": opts.batch_size,
+                   "device": device, "windows": engine.windows, "seed": opts.seed,
+                   "normalize": opts.normalize, "resampling": opts.resampling},
+        **stats.as_dict(),
+        "polygons": n_polygons,
+        "min_area_m2": opts.min_area,
+        "outputs": [name for name in OUTPUTS if (out_dir / name).exists()],
+    }
+
+
+def _quicklook(pair: RasterPair, out_dir: Path) -> None:
+    import rasterio
+
+    before, after, valid = pair.read_overview(1024)
+    with rasterio.open(out_dir / "change_mask.tif") as ds:
+        mask = ds.read(1, out_shape=valid.shape, resampling=Resampling.nearest)
+    write_quicklook(out_dir / "quicklook.png", before, after, valid, mask)
+
+
+def _polygon_schema():
+    import geopandas as gpd
+
+    cols = {"id": np.array([], np.int64), "area_m2": np.array([], float), "perim_m": np.array([], float),
+            "mean_prob": np.array([], float), "max_prob": np.array([], float)}
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([]))
+
+
+def _prepare_out_dir(out: str | Path | None, before: str, overwrite: bool) -> tuple[Path, bool]:
+    """Create (or check) the output folder; refuse to overwrite earlier outputs unless asked to."""
+    out_dir = Path(out) if out else default_out_dir(before)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GeochangeError(f"{out_dir}: exists and is not a folder")
+    existing = [n for n in OUTPUTS if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise GeochangeError(f"{out_dir}: holds outputs of an earlier run ({existing[0]}, ...); "
+                             f"pass --overwrite to replace them or choose another --out")
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".geochange-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GeochangeError(f"{out_dir}: cannot write there ({exc.strerror or exc})") from None
+    return out_dir, created
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,79 @@
+"""Consumers of the engine's strips: the output rasters, the polygons, the change statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geochange.engine.polygons import StripPolygonizer, regions_to_frame
+from geochange.engine.sliding import Strip
+from geochange.geometry import pixel_areas_m2
+from geochange.io.align import Grid
+from geochange.io.rasters import RasterWriter
+from geochange.io.vectors import VectorWriter
+
+PROB_NODATA = -1.0
+MASK_NODATA = 255
+
+
+def change_mask(strip: Strip, threshold: float) -> np.ndarray:
+    """uint8 mask of a strip: 1 changed, 0 unchanged, 255 nodata."""
+    mask = (strip.prob >= threshold).astype(np.uint8)
+    mask[~strip.valid] = MASK_NODATA
+    return mask
+
+
+class RasterSink:
+    """Writes ``change_probability.tif`` (float32, nodata -1) and ``change_mask.tif`` (uint8, nodata 255)."""
+
+    def __init__(self, prob: RasterWriter, mask: RasterWriter, threshold: float) -> None:
+        self.prob, self.mask, self.threshold = prob, mask, threshold
+
+    def write(self, strip: Strip) -> None:
+        self.prob.write_rows(strip.row_off, np.where(strip.valid, strip.prob, PROB_NODATA).astype(np.float32))
+        self.mask.write_rows(strip.row_off, change_mask(strip, self.threshold))
+
+
+class PolygonSink:
+    """Polygonises changed pixels strip by strip and streams finished regions to a VectorWriter."""
+
+    def __init__(self, writer: VectorWriter, grid: Grid, threshold: float, min_area_m2: float = 0.0) -> None:
+        self.writer, self.grid, self.threshold, self.min_area = writer, grid, threshold, min_area_m2
+        self.polygonizer = StripPolygonizer()
+
+    def write(self, strip: Strip) -> None:
+        mask = strip.valid & (strip.prob >= self.threshold)
+        self._publish(self.polygonizer.add(strip.row_off, mask, strip.prob))
+
+    def close(self) -> int:
+        """Finish the regions still open; returns the number of polygons written."""
+        self._publish(self.polygonizer.close())
+        return self.writer.count
+
+    def _publish(self, regions) -> None:
+        frame = regions_to_frame(regions, self.grid.transform, self.grid.crs, self.min_area)
+        if len(frame):
+            frame.insert(0, "id", np.arange(self.writer.count + 1, self.writer.count + 1 + len(frame)))
+            self.writer.write(frame)
+
+
+class StatsSink:
+    """Counts valid and changed pixels and the changed area in m² (per-row pixel areas)."""
+
+    def __init__(self, grid: Grid, threshold: float) -> None:
+        self.grid, self.threshold = grid, threshold
+        self.valid_pixels = 0
+        self.changed_pixels = 0
+        self.changed_area_m2 = 0.0
+
+    def write(self, strip: Strip) -> None:
+        changed = strip.valid & (strip.prob >= self.threshold)
+        per_row = changed.sum(axis=1)
+        self.valid_pixels += int(strip.valid.sum())
+        self.changed_pixels += int(per_row.sum())
+        areas = pixel_areas_m2(self.grid.transform, self.grid.crs, strip.row_off, strip.prob.shape[0])
+        self.changed_area_m2 += float((per_row * areas).sum())
+
+    def as_dict(self) -> dict:
+        return {"valid_pixels": self.valid_pixels, "changed_pixels": self.changed_pixels,
+                "changed_fraction": round(self.changed_pixels / max(self.valid_pixels, 1), 6),
+                "changed_area_m2": round(self.changed_area_m2, 2)}

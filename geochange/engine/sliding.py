@@ -1,0 +1,173 @@
+"""Sliding-window inference: read windows in the background, predict in batches, blend, stream strips.
+
+The pipeline has three stages running at once: a reader thread reads (and warps) the next batches
+of window pairs, the calling thread runs the model, and a writer thread hands finished strips to
+the sinks (raster writers, polygoniser, statistics). Overlapping predictions are blended with
+weights that fall off toward window edges (plan.blend_weights). Only one strip of windows is held
+(``tile`` rows by the grid's width), so peak memory does not grow with the raster's height, and
+with a fixed tile it grows with the width only through that one strip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from geochange.engine.plan import WindowPlan, blend_weights
+from geochange.io.pair import RasterPair, WindowPair
+from geochange.models.base import ChangeModel
+
+
+@dataclass
+class Strip:
+    """Finished full-width rows of the output grid: blended probability and validity."""
+
+    row_off: int
+    prob: np.ndarray   # (h, width) float32; undefined where not valid
+    valid: np.ndarray  # (h, width) bool
+
+
+class StripSink(Protocol):
+    """Anything that consumes strips in order, top to bottom (writers, polygoniser, statistics)."""
+
+    def write(self, strip: Strip) -> None: ...
+
+
+@dataclass
+class EngineStats:
+    """Where the time went (seconds), for summary.json and the benchmark."""
+
+    windows: int = 0
+    batches: int = 0
+    predict_s: float = 0.0
+    read_wait_s: float = 0.0
+    write_wait_s: float = 0.0
+    total_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: Sequence[StripSink], *,
+                batch_size: int = 8, prefetch: int = 2,
+                advance: Callable[[int], None] = lambda n: None) -> EngineStats:
+    """Run ``model`` over every window of ``plan`` and stream blended strips to ``sinks``."""
+    stats = EngineStats()
+    t_start = time.perf_counter()
+    weights = blend_weights(plan.tile_h, plan.tile_w, plan.overlap)
+    acc = _StripAccumulator(plan)
+    with ThreadPoolExecutor(1, "geochange-read") as reader, ThreadPoolExecutor(1, "geochange-write") as writer:
+        batches = _prefetch(reader, pair, plan, batch_size, prefetch)
+        pending_writes: deque[Future] = deque()
+
+        def emit(strip: Strip) -> None:
+            pending_writes.append(writer.submit(_write_all, sinks, strip))
+            while len(pending_writes) > 2:
+                t = time.perf_counter()
+                pending_writes.popleft().result()
+                stats.write_wait_s += time.perf_counter() - t
+
+        while True:
+            t = time.perf_counter()
+            item = next(batches, None)
+            stats.read_wait_s += time.perf_counter() - t
+            if item is None:
+                break
+            rows, wps = item
+            before = np.stack([w.before for w in wps])
+            after = np.stack([w.after for w in wps])
+            valid = np.stack([w.valid for w in wps])
+            t = time.perf_counter()
+            probs = model.predict(before, after, valid)
+            stats.predict_s += time.perf_counter() - t
+            probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0)
+            for r, wp, p, v in zip(rows, wps, probs, valid):
+                for strip in acc.add(r, wp, p, weights * v):
+                    emit(strip)
+            stats.windows += len(wps)
+            stats.batches += 1
+            advance(len(wps))
+        for strip in acc.finish():
+            emit(strip)
+        t = time.perf_counter()
+        while pending_writes:
+            pending_writes.popleft().result()
+        stats.write_wait_s += time.perf_counter() - t
+    stats.total_s = time.perf_counter() - t_start
+    return stats
+
+
+def _write_all(sinks: Sequence[StripSink], strip: Strip) -> None:
+    for sink in sinks:
+        sink.write(strip)
+
+
+def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, plan: WindowPlan, batch_size: int,
+              depth: int) -> Iterator[tuple[list[int], list[WindowPair]]]:
+    """Batches of (window row indices, window pairs), read ``depth`` batches ahead in ``pool``."""
+    def read_batch(items):
+        return [r for r, _ in items], [pair.read(w) for _, w in items]
+
+    def chunks():
+        batch = []
+        for item in plan.windows():
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    queue: deque[Future] = deque()
+    source = chunks()
+    for items in source:
+        queue.append(pool.submit(read_batch, items))
+        if len(queue) > depth:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+class _StripAccumulator:
+    """Weighted sums of predictions over the rows one window row spans; emits rows once final."""
+
+    def __init__(self, plan: WindowPlan) -> None:
+        self.plan = plan
+        self.sum = np.zeros((plan.tile_h, plan.width), np.float32)
+        self.weight = np.zeros((plan.tile_h, plan.width), np.float32)
+        self.row = 0   # window row being accumulated
+        self.base = 0  # grid row of self.sum[0]
+
+    def add(self, r: int, wp: WindowPair, prob: np.ndarray, weight: np.ndarray) -> list[Strip]:
+        out = []
+        while r > self.row:
+            out.append(self._flush())
+        y0 = int(wp.window.row_off) - self.base
+        x0 = int(wp.window.col_off)
+        h, w = prob.shape
+        self.sum[y0:y0 + h, x0:x0 + w] += prob * weight
+        self.weight[y0:y0 + h, x0:x0 + w] += weight
+        return out
+
+    def finish(self) -> list[Strip]:
+        return [self._flush()]
+
+    def _flush(self) -> Strip:
+        start, stop = self.plan.strip_rows(self.row)
+        n = stop - start
+        wsum = self.weight[:n]
+        valid = wsum > 0
+        prob = np.divide(self.sum[:n], wsum, out=np.zeros_like(wsum), where=valid)
+        strip = Strip(start, prob, valid)
+        keep = self.plan.tile_h - n
+        if keep > 0:
+            self.sum[:keep] = self.sum[n:].copy()
+            self.weight[:keep] = self.weight[n:].copy()
+        self.sum[keep:] = 0
+        self.weight[keep:] = 0
+        self.base = stop
+        self.row += 1
+        return strip

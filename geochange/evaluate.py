@@ -1,0 +1,288 @@
+"""Score a change mask against ground truth (a raster or polygons), window by window.
+
+``evaluate(pred, truth)`` walks the PRED mask in square windows and accumulates a
+:class:`~geochange.metrics.ConfusionMatrix`, so rasters of any size work in bounded memory.
+
+* PRED is a change mask as geochange writes it: 1 changed, 0 unchanged, 255 nodata. Pixels
+  masked by the file itself (its nodata value, mask band or alpha) are left out too. Any other
+  value stops the evaluation: the file is not a change mask.
+* A TRUTH raster is brought onto PRED's grid with nearest-neighbour resampling; PRED pixels
+  outside its footprint or on its nodata are left out. A truth pixel is "changed" when its value
+  is in ``change_values`` when given, else when it is > 0 (so 0 = unchanged, and any positive
+  class or 255-as-changed counts as change).
+* A TRUTH vector (any OGR-readable file: GeoPackage, Shapefile, GeoJSON...; ``truth_layer`` picks
+  the layer) holds the changed areas as polygons: a PRED pixel whose centre falls inside a
+  polygon is changed, every other pixel is unchanged and valid. Geometries are reprojected to
+  PRED's CRS and repaired (``shapely.make_valid``); only their polygonal parts count.
+* When neither PRED nor a TRUTH raster has a CRS and both have the same size, they are compared
+  pixel to pixel (benchmark masks such as OSCD's are not georeferenced).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import Iterator, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.features
+import rasterio.warp
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from geochange.errors import GeochangeError
+from geochange.io.align import Grid, _first_line, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.metrics import ConfusionMatrix
+from geochange.progress import task, warn
+
+PRED_NODATA = 255
+
+
+def evaluate(pred_path: str, truth_path: str, *, truth_layer: str | None = None,
+             change_values: Sequence[int] | None = None, window_size: int = 1024) -> dict:
+    """Compare the change mask ``pred_path`` with the ground truth ``truth_path``.
+
+    ``truth_layer`` names the layer of a vector truth (and forces the truth to be read as a
+    vector); ``change_values`` lists the truth raster values that mean "changed" (default: any
+    value > 0); ``window_size`` is the side in pixels of the windows PRED is read in.
+
+    Returns ``{"pred": pred_path, "truth": truth_path, "scores": ConfusionMatrix.scores()}``.
+    Raises :class:`GeochangeError` on bad input.
+    """
+    if int(window_size) < 1:
+        raise GeochangeError(f"window size must be a positive number of pixels, not {window_size}")
+    window_size = int(window_size)
+    change_values = None if change_values is None else list(change_values)
+    with contextlib.ExitStack() as stack:
+        pred = stack.enter_context(open_raster(pred_path))
+        grid = Grid.of(pred)
+        truth_ds = _open_truth_raster(truth_path) if truth_layer is None else None
+        if truth_ds is not None:
+            stack.enter_context(truth_ds)
+            truth = _RasterTruth(pred, pred_path, truth_ds, truth_path, change_values)
+            if truth.ds is not truth_ds:
+                stack.enter_context(truth.ds)  # the WarpedVRT
+        else:
+            if change_values is not None:
+                raise GeochangeError(f"{truth_path}: change values apply to a truth raster, "
+                                     "not to polygons (every polygon is change)")
+            require_crs(pred, pred_path)
+            truth = _VectorTruth(truth_path, truth_layer, grid, pred_path)
+
+        pred_declares_nodata = pred.nodata is not None
+        cm = ConfusionMatrix()
+        n_255 = 0
+        windows = list(_windows(grid.width, grid.height, window_size))
+        with task("Evaluating", total=len(windows)) as advance:
+            for window in windows:
+                values = pred.read(1, window=window)
+                valid = read_valid_mask(pred, window, [1])
+                is_255 = values == PRED_NODATA
+                n_255 += int(np.count_nonzero(is_255 & valid))
+                valid &= ~is_255
+                _check_mask_values(values, valid, pred_path)
+                changed, truth_valid = truth.read(window)
+                valid &= truth_valid
+                cm.update(values == 1, changed, valid)
+                advance(1)
+
+    scores = cm.scores()
+    if scores["n_pixels"] == 0:
+        raise GeochangeError(f"no valid pixels to compare between {pred_path} and {truth_path} "
+                             "(all nodata in the prediction or outside/nodata in the truth)")
+    if scores["tp"] + scores["fp"] == 0 and n_255 and not pred_declares_nodata:
+        warn(f"{pred_path}: no pixel is 1 but {n_255} are 255, which count as nodata; "
+             "if 255 means changed in this mask, rewrite it as 0/1 first")
+    return {"pred": pred_path, "truth": truth_path, "scores": scores}
+
+
+# --- windows and PRED checks -------------------------------------------------------------------
+
+def _windows(width: int, height: int, size: int) -> Iterator[Window]:
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            yield Window(col, row, min(size, width - col), min(size, height - row))
+
+
+def _check_mask_values(values: np.ndarray, valid: np.ndarray, path: str) -> None:
+    """Refuse PRED when a valid pixel holds something else than 0 or 1."""
+    bad = valid & (values != 0) & (values != 1)
+    if bad.any():
+        value = values[bad][0]
+        value = value.item() if hasattr(value, "item") else value
+        raise GeochangeError(f"{path}: not a change mask: found value {value} "
+                             f"(expected 0 unchanged, 1 changed, {PRED_NODATA} nodata)")
+
+
+def _exists_or_remote(path: str) -> bool:
+    return "://" in path or path.startswith("/vsi") or os.path.exists(path)
+
+
+# --- raster truth -----------------------------------------------------------------------------
+
+def _open_truth_raster(path: str) -> rasterio.io.DatasetReader | None:
+    """The truth as a raster dataset, or None when it is a vector (decided by what GDAL can open)."""
+    if not _exists_or_remote(path):
+        raise GeochangeError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        if _is_vector(path):
+            return None
+        raise GeochangeError(f"{path}: not a raster or vector file GDAL can read ({_first_line(exc)})") from None
+    if ds.count == 0:
+        ds.close()
+        if _is_vector(path):
+            return None
+        raise GeochangeError(f"{path}: the file holds no raster bands and no vector layers")
+    return ds
+
+
+def _is_vector(path: str) -> bool:
+    import pyogrio
+
+    try:
+        return len(pyogrio.list_layers(path)) > 0
+    except Exception:  # pyogrio.errors.DataSourceError and friends: not a vector source
+        return False
+
+
+def _georeferenced(ds: rasterio.io.DatasetReaderBase) -> bool:
+    return ds.crs is not None
+
+
+class _RasterTruth:
+    """Truth raster read on PRED's grid (warped lazily when its grid differs)."""
+
+    def __init__(self, pred: rasterio.io.DatasetReaderBase, pred_path: str,
+                 ds: rasterio.io.DatasetReaderBase, path: str, change_values: list | None):
+        self.change_values = change_values
+        if not _georeferenced(pred) and not _georeferenced(ds):
+            if (pred.width, pred.height) != (ds.width, ds.height):
+                raise GeochangeError(
+                    f"neither {pred_path} nor {path} is georeferenced and their sizes differ "
+                    f"({pred.width}x{pred.height} vs {ds.width}x{ds.height}): cannot match pixels")
+            self.ds = ds  # pixel to pixel
+            return
+        require_crs(pred, pred_path)
+        require_crs(ds, path)
+        grid = Grid.of(pred)
+        _check_overlap(grid, ds, pred_path, path)
+        self.ds = warp_to_grid(ds, grid, Resampling.nearest)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        values = self.ds.read(1, window=window)
+        valid = read_valid_mask(self.ds, window, [1])
+        if self.change_values is not None:
+            changed = np.isin(values, self.change_values)
+        else:
+            changed = values > 0
+        return changed, valid
+
+
+def _check_overlap(grid: Grid, ds: rasterio.io.DatasetReaderBase, pred_path: str, path: str) -> None:
+    try:
+        bounds = rasterio.warp.transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
+    except Exception:  # an odd CRS pair: let the pixel count decide
+        return
+    if not _intersects(bounds, grid.bounds):
+        raise GeochangeError(f"{pred_path} and {path} do not overlap (check their CRSs and extents)")
+
+
+def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    if not all(np.isfinite(v) for v in (*a, *b)):
+        return True  # cannot tell: let the pixel count decide
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+# --- vector truth -----------------------------------------------------------------------------
+
+class _VectorTruth:
+    """Changed-area polygons, indexed once in an STRtree and rasterized window by window."""
+
+    def __init__(self, path: str, layer: str | None, grid: Grid, pred_path: str):
+        import geopandas as gpd
+        import pyogrio
+        import shapely
+
+        if not _exists_or_remote(path):
+            raise GeochangeError(f"{path}: no such file")
+        try:
+            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        except Exception as exc:
+            raise GeochangeError(f"{path}: not a vector file OGR can read ({_first_line(exc)})") from None
+        if not layers:
+            raise GeochangeError(f"{path}: the file holds no vector layers")
+        if layer is None and len(layers) > 1:
+            raise GeochangeError(f"{path}: holds {len(layers)} layers ({', '.join(layers)}): "
+                                 "name the truth layer to use")
+        if layer is not None and layer not in layers:
+            raise GeochangeError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
+        try:
+            gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
+        except Exception as exc:
+            raise GeochangeError(f"{path}: cannot read the vector layer ({_first_line(exc)})") from None
+        if len(gdf) == 0:
+            raise GeochangeError(f"{path}: the truth layer holds no features")
+        if gdf.crs is None:
+            raise GeochangeError(f"{path}: the vector has no CRS (assign one first, e.g. ogr2ogr -a_srs EPSG:XXXX)")
+        geoms = np.asarray(gdf.geometry.to_crs(grid.crs), dtype=object)
+        geoms = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
+        # one part at a time: overlapping parts of a multipolygon then add up (union), where
+        # make_valid on the whole would cut their overlap out
+        geoms = _make_valid(shapely.get_parts(geoms))
+        geoms = np.array([g for g in (_polygonal(g) for g in geoms) if g is not None], dtype=object)
+        if len(geoms) == 0:
+            raise GeochangeError(f"{path}: no polygon in the truth layer (change truth must be polygons)")
+        xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
+        if not _intersects((xmin, ymin, xmax, ymax), grid.bounds):
+            raise GeochangeError(f"{pred_path} and {path} do not overlap (check their CRSs and extents)")
+        self.geoms = geoms
+        self.tree = shapely.STRtree(geoms)
+        self.grid = grid
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        import shapely
+
+        h, w = int(window.height), int(window.width)
+        transform = self.grid.transform @ Affine.translation(window.col_off, window.row_off)
+        corners = np.array([transform @ xy for xy in ((0, 0), (w, 0), (0, h), (w, h))])
+        hits = self.tree.query(shapely.box(*corners.min(axis=0), *corners.max(axis=0)))
+        valid = np.ones((h, w), dtype=bool)
+        if len(hits) == 0:
+            return np.zeros((h, w), dtype=bool), valid
+        burned = rasterio.features.rasterize(((g, 1) for g in self.geoms[hits]), out_shape=(h, w),
+                                             transform=transform, fill=0, dtype="uint8")
+        return burned.astype(bool), valid
+
+
+def _make_valid(geoms: np.ndarray) -> np.ndarray:
+    """Repair geometries, keeping every covered area (GEOS's "structure" method when available)."""
+    import shapely
+    from shapely.errors import UnsupportedGEOSVersionError
+
+    try:
+        return shapely.make_valid(geoms, method="structure", keep_collapsed=False)
+    except (TypeError, ValueError, UnsupportedGEOSVersionError):  # shapely < 2.1, GEOS < 3.10
+        return shapely.make_valid(geoms)
+
+
+def _polygonal(geom):
+    """The polygonal part of a (repaired) geometry, or None when it has none."""
+    import shapely
+    from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
+
+    if isinstance(geom, (Polygon, MultiPolygon)):
+        return None if geom.is_empty else geom
+    if isinstance(geom, GeometryCollection):
+        parts = [p for p in shapely.get_parts(geom) if isinstance(p, (Polygon, MultiPolygon)) and not p.is_empty]
+        if not parts:
+            return None
+        return shapely.union_all(parts)
+    return None

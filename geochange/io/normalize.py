@@ -1,0 +1,85 @@
+"""Radiometric normalisation of AFTER to BEFORE, fitted on valid pixels sampled over the whole scene.
+
+A global brightness or contrast change between the dates (sun angle, exposure, season) must not
+read as change. Both dates come out in BEFORE's standardised units (zero mean, unit variance per
+band of BEFORE), so a model sees comparable numbers whatever the sensor's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from geochange.errors import GeochangeError
+
+if TYPE_CHECKING:
+    from geochange.io.pair import WindowPair
+
+METHODS = ("meanstd", "histogram", "none")
+_N_QUANTILES = 1025
+
+
+@dataclass
+class Normalizer:
+    """Per-band maps: ``before -> (before - mean_b) / std_b`` and AFTER first matched to BEFORE.
+
+    ``meanstd``: AFTER's per-band mean and std are matched to BEFORE's (a linear gain and offset).
+    ``histogram``: AFTER's per-band quantiles are mapped onto BEFORE's (histogram matching).
+    ``none``: AFTER is left as it is, only both are scaled by BEFORE's statistics.
+    """
+
+    method: str
+    mean_before: np.ndarray
+    std_before: np.ndarray
+    mean_after: np.ndarray
+    std_after: np.ndarray
+    q_before: np.ndarray | None = None  # (C, Q) quantiles, histogram method only
+    q_after: np.ndarray | None = None
+
+    def apply(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise ``(C, h, w)`` or ``(N, C, h, w)`` arrays of both dates (float32 out)."""
+        shape = (-1, 1, 1)
+        mb, sb = self.mean_before.reshape(shape), self.std_before.reshape(shape)
+        b = (before - mb) / sb
+        if self.method == "meanstd":
+            a = (after - self.mean_after.reshape(shape)) / self.std_after.reshape(shape)
+        elif self.method == "histogram":
+            a = np.empty_like(after, dtype=np.float32)
+            for c in range(after.shape[-3]):
+                matched = np.interp(after[..., c, :, :], self.q_after[c], self.q_before[c])
+                a[..., c, :, :] = (matched - self.mean_before[c]) / self.std_before[c]
+        else:
+            a = (after - mb) / sb
+        return b.astype(np.float32, copy=False), a.astype(np.float32, copy=False)
+
+    def as_dict(self) -> dict:
+        return {"method": self.method,
+                "mean_before": self.mean_before.round(4).tolist(), "std_before": self.std_before.round(4).tolist(),
+                "mean_after": self.mean_after.round(4).tolist(), "std_after": self.std_after.round(4).tolist()}
+
+
+def fit_normalizer(samples: Sequence["WindowPair"], method: str = "meanstd") -> Normalizer:
+    """Fit per-band statistics of both dates on the valid pixels of ``samples``."""
+    if method not in METHODS:
+        raise GeochangeError(f"unknown normalisation {method!r} (choose one of {', '.join(METHODS)})")
+    b = np.concatenate([s.before[:, s.valid] for s in samples], axis=1) if samples else np.empty((0, 0))
+    a = np.concatenate([s.after[:, s.valid] for s in samples], axis=1) if samples else np.empty((0, 0))
+    if b.size == 0 or b.shape[1] < 2:
+        raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
+    b64, a64 = b.astype(np.float64), a.astype(np.float64)
+    mean_b, std_b = b64.mean(axis=1), _safe_std(b64)
+    mean_a, std_a = a64.mean(axis=1), _safe_std(a64)
+    q_b = q_a = None
+    if method == "histogram":
+        qs = np.linspace(0, 1, _N_QUANTILES)
+        q_b = np.quantile(b64, qs, axis=1).T
+        q_a = np.quantile(a64, qs, axis=1).T
+        q_a = np.maximum.accumulate(q_a + np.arange(_N_QUANTILES) * 1e-9, axis=1)  # strictly increasing for interp
+    return Normalizer(method, mean_b, std_b, mean_a, std_a, q_b, q_a)
+
+
+def _safe_std(x: np.ndarray) -> np.ndarray:
+    std = x.std(axis=1)
+    return np.where(std > 1e-12, std, 1.0)

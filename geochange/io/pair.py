@@ -1,0 +1,207 @@
+"""Open two dates, bring AFTER onto BEFORE's grid, restrict to their overlap, and read window pairs.
+
+This is the one way in for imagery: the engine, ``tile`` and the quicklook all read through a
+:class:`RasterPair`. AFTER is warped lazily (GDAL's warper via WarpedVRT), so another CRS,
+resolution or extent is normal input. Reads are windowed; nothing reads a whole raster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from geochange.errors import GeochangeError
+from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.normalize import Normalizer, fit_normalizer
+from geochange.progress import warn
+
+
+@dataclass
+class WindowPair:
+    """Both dates of one window on the output grid: ``(C, h, w)`` float32 each, and a ``(h, w)`` validity mask."""
+
+    window: Window
+    before: np.ndarray
+    after: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class RasterPair:
+    """Two dates on one grid: BEFORE's grid, cut to the overlap of both footprints.
+
+    Use :meth:`open` rather than the constructor. ``grid`` is the output grid (BEFORE's CRS and
+    pixel size, origin moved to the overlap); windows passed to :meth:`read` are in its pixels.
+    """
+
+    before_path: str
+    after_path: str
+    grid: Grid
+    offset: Window
+    bands_before: list[int]
+    bands_after: list[int]
+    _before: rasterio.io.DatasetReader = field(repr=False)
+    _after: rasterio.io.DatasetReader = field(repr=False)
+    _after_on_grid: rasterio.io.DatasetReaderBase = field(repr=False)
+    normalizer: Normalizer | None = None
+
+    @classmethod
+    def open(cls, before: str, after: str, *, bands: list[int] | None = None,
+             resampling: Resampling = Resampling.bilinear) -> "RasterPair":
+        """Open BEFORE and AFTER, check they can be compared, and set up the aligned view of AFTER."""
+        ds_b = open_raster(str(before))
+        ds_a = open_raster(str(after))
+        try:
+            require_crs(ds_b, str(before))
+            require_crs(ds_a, str(after))
+            bands_b, bands_a = match_bands(ds_b.count, ds_a.count, bands)
+            offset = overlap_window(ds_b, ds_a)
+            full = Grid.of(ds_b)
+            grid = full.window_grid(offset)
+            after_on_grid = warp_to_grid(ds_a, grid, resampling)
+        except Exception:
+            ds_b.close()
+            ds_a.close()
+            raise
+        return cls(str(before), str(after), grid, offset, bands_b, bands_a, ds_b, ds_a, after_on_grid)
+
+    @property
+    def count(self) -> int:
+        """Number of bands compared."""
+        return len(self.bands_before)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.grid.height, self.grid.width
+
+    def read_raw(self, window: Window) -> WindowPair:
+        """Read one window of both dates as float32, without radiometric normalisation."""
+        src_win = Window(window.col_off + self.offset.col_off, window.row_off + self.offset.row_off,
+                         window.width, window.height)
+        before = self._before.read(self.bands_before, window=src_win, out_dtype="float32")
+        after = self._after_on_grid.read(self.bands_after, window=window, out_dtype="float32")
+        valid = read_valid_mask(self._before, src_win, self.bands_before)
+        valid &= read_valid_mask(self._after_on_grid, window, self.bands_after)
+        valid &= np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+        return WindowPair(window, before, after, valid)
+
+    def read(self, window: Window) -> WindowPair:
+        """Read one window of both dates, normalised when :meth:`fit_normalization` was called."""
+        wp = self.read_raw(window)
+        if self.normalizer is not None:
+            wp.before, wp.after = self.normalizer.apply(wp.before, wp.after)
+            wp.before[:, ~wp.valid] = 0.0
+            wp.after[:, ~wp.valid] = 0.0
+        return wp
+
+    def sample_windows(self, n: int = 64, size: int = 256, seed: int = 0) -> list[Window]:
+        """Up to ``n`` windows spread evenly over the whole scene (jittered by ``seed``).
+
+        Scene-level estimates (normalisation, thresholds, clusters) are fitted on these, so a
+        result means the same thing in every window and memory stays bounded.
+        """
+        h, w = self.shape
+        size_h, size_w = min(size, h), min(size, w)
+        per_side = max(1, int(math.sqrt(n)))
+        rows = min(per_side, max(1, h // size_h))
+        cols = min(max(1, n // rows), max(1, w // size_w))
+        rng = np.random.default_rng(seed)
+        windows = []
+        for i in range(rows):
+            for j in range(cols):
+                r0 = int(i * (h - size_h) / max(rows - 1, 1)) if rows > 1 else (h - size_h) // 2
+                c0 = int(j * (w - size_w) / max(cols - 1, 1)) if cols > 1 else (w - size_w) // 2
+                jitter_r = int(rng.integers(-size_h // 4, size_h // 4 + 1))
+                jitter_c = int(rng.integers(-size_w // 4, size_w // 4 + 1))
+                r0 = int(np.clip(r0 + jitter_r, 0, h - size_h))
+                c0 = int(np.clip(c0 + jitter_c, 0, w - size_w))
+                windows.append(Window(c0, r0, size_w, size_h))
+        return windows
+
+    def fit_normalization(self, method: str = "meanstd", *, n_windows: int = 64, size: int = 256,
+                          seed: int = 0) -> Normalizer:
+        """Fit the radiometric normalisation of AFTER to BEFORE on valid pixels sampled over the scene."""
+        samples = [self.read_raw(w) for w in self.sample_windows(n_windows, size, seed)]
+        self.normalizer = fit_normalizer(samples, method)
+        return self.normalizer
+
+    def read_overview(self, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Both dates (raw) and validity, decimated so the longer side is at most ``max_size``.
+
+        Read through GDAL's decimating RasterIO (overviews used when the files have them).
+        """
+        h, w = self.shape
+        scale = max(1.0, max(h, w) / max_size)
+        out_h, out_w = max(1, int(round(h / scale))), max(1, int(round(w / scale)))
+        src_win = Window(self.offset.col_off, self.offset.row_off, w, h)
+        kw = dict(out_shape=(self.count, out_h, out_w), resampling=Resampling.nearest, out_dtype="float32")
+        before = self._before.read(self.bands_before, window=src_win, **kw)
+        after = self._after_on_grid.read(self.bands_after, window=Window(0, 0, w, h), **kw)
+        mb = self._before.read_masks(self.bands_before, window=src_win, out_shape=(self.count, out_h, out_w))
+        ma = self._after_on_grid.read_masks(self.bands_after, window=Window(0, 0, w, h),
+                                            out_shape=(self.count, out_h, out_w))
+        valid = np.all(mb > 0, axis=0) & np.all(ma > 0, axis=0)
+        return before, after, valid
+
+    def describe(self) -> dict:
+        """What was compared, for summary.json."""
+        return {
+            "before": self.before_path,
+            "after": self.after_path,
+            "bands_before": self.bands_before,
+            "bands_after": self.bands_after,
+            "after_warped": self._after_on_grid is not self._after,
+            "before_window": {"col_off": int(self.offset.col_off), "row_off": int(self.offset.row_off),
+                              "width": int(self.offset.width), "height": int(self.offset.height)},
+            "normalization": self.normalizer.as_dict() if self.normalizer else None,
+        }
+
+    def close(self) -> None:
+        if self._after_on_grid is not self._after:
+            self._after_on_grid.close()
+        self._after.close()
+        self._before.close()
+
+    def __enter__(self) -> "RasterPair":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def match_bands(count_before: int, count_after: int, bands: list[int] | None) -> tuple[list[int], list[int]]:
+    """Choose the bands to compare: ``bands`` (1-based) if given, else the common first N, with a warning."""
+    if bands:
+        bad = [b for b in bands if b < 1 or b > min(count_before, count_after)]
+        if bad:
+            raise GeochangeError(f"--bands {','.join(map(str, bands))}: band {bad[0]} does not exist "
+                                 f"(BEFORE has {count_before} bands, AFTER has {count_after})")
+        return list(bands), list(bands)
+    n = min(count_before, count_after)
+    if count_before != count_after:
+        warn(f"BEFORE has {count_before} bands and AFTER {count_after}: comparing the first {n} "
+             f"(choose others with --bands)")
+    return list(range(1, n + 1)), list(range(1, n + 1))
+
+
+def overlap_window(ds_b: rasterio.io.DatasetReaderBase, ds_a: rasterio.io.DatasetReaderBase) -> Window:
+    """BEFORE's pixel window covered by AFTER's footprint (whole pixels); error when they do not meet."""
+    a_bounds = transform_bounds(ds_a.crs, ds_b.crs, *ds_a.bounds, densify_pts=21)
+    b = ds_b.bounds
+    left, right = max(b.left, a_bounds[0]), min(b.right, a_bounds[2])
+    bottom, top = max(b.bottom, a_bounds[1]), min(b.top, a_bounds[3])
+    if not (left < right and bottom < top):
+        raise GeochangeError(f"the two dates do not overlap ({ds_b.name} and {ds_a.name} cover different areas)")
+    win = from_bounds(left, bottom, right, top, ds_b.transform)
+    col0, row0 = max(0, math.floor(win.col_off + 1e-6)), max(0, math.floor(win.row_off + 1e-6))
+    col1 = min(ds_b.width, math.ceil(win.col_off + win.width - 1e-6))
+    row1 = min(ds_b.height, math.ceil(win.row_off + win.height - 1e-6))
+    if col1 - col0 < 1 or row1 - row0 < 1:
+        raise GeochangeError(f"the two dates overlap by less than one pixel ({ds_b.name}, {ds_a.name})")
+    return Window(col0, row0, col1 - col0, row1 - row0)

@@ -1,0 +1,84 @@
+"""The one vector writer: change polygons streamed into a GeoPackage and a Shapefile, published atomically.
+
+Both files are written in a hidden temporary folder beside the outputs and moved onto their final
+names on ``close``. A QGIS style (red outlines) goes beside them as ``<name>.qml`` (QGIS loads it
+with the Shapefile) and into the GeoPackage's ``layer_styles`` table (QGIS's default style for it).
+Field names are at most 10 characters so the Shapefile keeps them whole.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+import geopandas as gpd
+import pyogrio
+
+from geochange.io.atomic import commit, discard, temp_path, write_text
+
+LAYER = "changes"
+STYLE_QML = resources.files("geochange.io").joinpath("changes.qml").read_text(encoding="utf-8")
+_SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+
+class VectorWriter:
+    """Append GeoDataFrames of polygons to ``<out>/<name>.gpkg`` (layer ``changes``) and ``<name>.shp``."""
+
+    def __init__(self, out_dir: str | Path, crs, schema: gpd.GeoDataFrame, name: str = "changes") -> None:
+        self.out_dir, self.name, self.crs = Path(out_dir), name, crs
+        self._schema = schema.iloc[:0].set_crs(crs, allow_override=True)
+        self._tmp_dir = temp_path(self.out_dir / name)
+        discard(self._tmp_dir)
+        self._tmp_dir.mkdir(parents=True)
+        self.count = 0
+        self._write(self._schema, append=False)  # the layers exist (empty) even if nothing changed
+
+    def write(self, frame: gpd.GeoDataFrame) -> None:
+        """Append features (same columns as the schema, geometries in ``crs``)."""
+        if len(frame):
+            self._write(frame.set_crs(self.crs, allow_override=True), append=True)
+            self.count += len(frame)
+
+    def _write(self, frame: gpd.GeoDataFrame, append: bool) -> None:
+        kw = dict(geometry_type="MultiPolygon", promote_to_multi=True, append=append)
+        pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.gpkg", layer=LAYER, **kw)
+        pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.shp", encoding="UTF-8", **kw)
+
+    def close(self) -> list[Path]:
+        """Add the styles and move every file onto its final name."""
+        try:
+            _add_gpkg_style(self._tmp_dir / f"{self.name}.gpkg", LAYER, STYLE_QML)
+            published = []
+            for ext in (".gpkg", *_SHP_SIDECARS):
+                src = self._tmp_dir / f"{self.name}{ext}"
+                if src.exists():
+                    commit(src, self.out_dir / src.name)
+                    published.append(self.out_dir / src.name)
+            write_text(self.out_dir / f"{self.name}.qml", STYLE_QML)
+            return published
+        finally:
+            discard(self._tmp_dir)
+
+    def abort(self) -> None:
+        discard(self._tmp_dir)
+
+
+def _add_gpkg_style(gpkg: Path, layer: str, qml: str) -> None:
+    """Store ``qml`` as the default style of ``layer`` in the GeoPackage (QGIS's layer_styles table)."""
+    con = sqlite3.connect(gpkg)
+    try:
+        con.execute("""CREATE TABLE IF NOT EXISTS layer_styles (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), f_table_schema TEXT(256),
+            f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT,
+            styleSLD TEXT, useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
+            update_time DATETIME DEFAULT CURRENT_TIMESTAMP)""")
+        geom_col = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
+                               (layer,)).fetchone()
+        con.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column,"
+                    " styleName, styleQML, styleSLD, useAsDefault, description, owner) VALUES"
+                    " ('', '', ?, ?, ?, ?, '', 1, 'geochange default style', '')",
+                    (layer, geom_col[0] if geom_col else "geom", layer, qml))
+        con.commit()
+    finally:
+        con.close()

@@ -1,0 +1,26 @@
+"""Detect models, by name. Each module holds one model: its network (if any), losses and config."""
+
+from __future__ import annotations
+
+import importlib
+
+from geochange.errors import GeochangeError
+from geochange.models.base import ChangeModel
+
+#: name -> "module:Class"; imported lazily so that ``geochange --help`` stays fast.
+MODELS: dict[str, str] = {
+    "cva": "geochange.models.cva:CVA",
+}
+
+
+def create_model(name: str, device: str = "cpu", **config) -> ChangeModel:
+    """Instantiate the model called ``name`` with its default (paper) configuration, overridden by ``config``."""
+    if name not in MODELS:
+        raise GeochangeError(f"unknown model {name!r} (available: {', '.join(sorted(MODELS))})")
+    module, cls_name = MODELS[name].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    try:
+        cfg = cls.config_class(**config)
+    except TypeError as exc:
+        raise GeochangeError(f"bad option for model {name}: {exc}") from None
+    return cls(cfg, device=device)

@@ -1,0 +1,50 @@
+"""The one small interface between the detect engine and every model.
+
+A model sees arrays, never rasters, windows or files: ``fit`` gets windows sampled over the whole
+scene (for models that learn from the pair itself, or fit a scene-wide threshold), ``predict``
+gets a batch of window pairs and returns a change probability per pixel. The engine does the rest
+(reading, blending overlapping windows, thresholding at ``threshold``, writing).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, is_dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+# One sampled window: before (C, h, w), after (C, h, w), valid (h, w); normalised, float32.
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class ChangeModel(ABC):
+    """Base class of detect models.
+
+    ``predict(before, after, valid)`` takes ``(N, C, h, w)`` float32 arrays of both dates
+    (radiometrically normalised, invalid pixels zeroed) and a ``(N, h, w)`` bool validity mask,
+    and returns ``(N, h, w)`` float32 change probabilities in [0, 1]. Invalid pixels may hold any
+    value: the engine never counts them.
+    """
+
+    name: ClassVar[str]
+    #: the dataclass of hyper-parameters (paper defaults), stored in summary.json and checkpoints
+    config_class: ClassVar[type]
+    #: probability at or above which a pixel is "changed" in change_mask.tif
+    threshold: float = 0.5
+
+    def __init__(self, config: Any = None, device: str = "cpu") -> None:
+        self.config = config
+        self.device = device
+
+    def fit(self, samples: Sequence[Sample], seed: int = 0) -> None:
+        """Learn from the scene itself (thresholds, clusters, self-training). Default: nothing to fit."""
+
+    @abstractmethod
+    def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Change probability for a batch of window pairs."""
+
+    def params(self) -> dict:
+        """Configuration and fitted values, JSON-ready, for summary.json."""
+        cfg = asdict(self.config) if is_dataclass(self.config) else {}
+        return {"name": self.name, "config": cfg, "threshold": self.threshold}

@@ -1,0 +1,245 @@
+"""GGKI threshold (geochange.threshold): recovers the Bayes threshold and class shapes on known
+generalized-Gaussian mixtures, reduces to classic Kittler–Illingworth for beta = 2, and gives a
+monotone, threshold-consistent posterior."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+from scipy.special import gammaln
+
+from geochange.errors import GeochangeError
+from geochange.threshold import GGClass, GGKIResult, ggki_threshold
+
+
+def _gennorm(beta: float, mean: float, std: float) -> stats.rv_continuous:
+    """scipy's generalized normal with the given mean and *standard deviation*."""
+    scale = std / np.sqrt(np.exp(gammaln(3.0 / beta) - gammaln(1.0 / beta)))
+    return stats.gennorm(beta, loc=mean, scale=scale)
+
+
+def _mixture(seed: int, n: int, prior0: float, beta0: float, beta1: float, sep: float,
+             std1: float = 1.0) -> np.ndarray:
+    """Class 0 ~ GG(0, 1, beta0) with prior ``prior0``, class 1 ~ GG(sep, std1, beta1)."""
+    rng = np.random.default_rng(seed)
+    n1 = int(round(n * (1.0 - prior0)))
+    a = _gennorm(beta0, 0.0, 1.0).rvs(n - n1, random_state=rng)
+    b = _gennorm(beta1, sep, std1).rvs(n1, random_state=rng)
+    values = np.concatenate([a, b])
+    rng.shuffle(values)
+    return values
+
+
+def _bayes_threshold(prior0: float, beta0: float, beta1: float, sep: float,
+                     std1: float = 1.0) -> float:
+    """Where P0 p0(x) = P1 p1(x) between the two means (scipy's own pdfs, not the module's)."""
+    d0, d1 = _gennorm(beta0, 0.0, 1.0), _gennorm(beta1, sep, std1)
+
+    def f(x: float) -> float:
+        return (np.log(prior0) + d0.logpdf(x)) - (np.log(1.0 - prior0) + d1.logpdf(x))
+
+    return float(optimize.brentq(f, 0.0, sep))
+
+
+def _classic_ki(values: np.ndarray, candidates: np.ndarray) -> float:
+    """Reference Gaussian Kittler–Illingworth on the raw sample:
+    argmin_T P0 ln s0 + P1 ln s1 - P0 ln P0 - P1 ln P1."""
+    v = np.sort(values)
+    n = v.size
+    c1, c2 = np.concatenate([[0.0], np.cumsum(v)]), np.concatenate([[0.0], np.cumsum(v * v)])
+    k = np.searchsorted(v, candidates, side="right")  # class 0 is v <= T
+    n0, n1 = k, n - k
+    m0, m1 = c1[k] / n0, (c1[-1] - c1[k]) / n1
+    var0 = c2[k] / n0 - m0**2
+    var1 = (c2[-1] - c2[k]) / n1 - m1**2
+    p0, p1 = n0 / n, n1 / n
+    crit = p0 * 0.5 * np.log(var0) + p1 * 0.5 * np.log(var1) - p0 * np.log(p0) - p1 * np.log(p1)
+    return float(candidates[np.argmin(crit)])
+
+
+# -- recovery on generalized-Gaussian mixtures -------------------------------------------------
+
+def test_recovers_bayes_threshold_priors_and_shapes_for_non_gaussian_classes():
+    prior0, beta0, beta1, sep = 0.85, 1.2, 3.0, 4.0
+    values = _mixture(0, 1_000_000, prior0, beta0, beta1, sep)
+    res = ggki_threshold(values)
+    bayes = _bayes_threshold(prior0, beta0, beta1, sep)
+    assert abs(res.threshold - bayes) < 0.03 * sep
+    assert res.unchanged.prior == pytest.approx(prior0, abs=0.01)
+    assert res.changed.prior == pytest.approx(1.0 - prior0, abs=0.01)
+    assert res.unchanged.prior + res.changed.prior == pytest.approx(1.0)
+    assert res.unchanged.mean == pytest.approx(0.0, abs=0.1)
+    assert res.changed.mean == pytest.approx(sep, abs=0.2)
+    # Shapes are of the truncated classes, so only loosely the truth; but clearly non-Gaussian.
+    assert res.unchanged.beta == pytest.approx(beta0, abs=0.25)
+    assert 2.4 < res.changed.beta < 4.6
+    assert res.unchanged.beta < 2.0 < res.changed.beta
+
+
+def test_shapes_are_accurate_when_classes_are_well_separated():
+    prior0, beta0, beta1, sep = 0.85, 1.2, 3.0, 6.0
+    values = _mixture(1, 1_000_000, prior0, beta0, beta1, sep, std1=1.0)
+    res = ggki_threshold(values)
+    assert abs(res.threshold - _bayes_threshold(prior0, beta0, beta1, sep)) < 0.02 * sep
+    assert res.unchanged.beta == pytest.approx(beta0, abs=0.15)
+    assert res.changed.beta == pytest.approx(beta1, abs=0.4)
+    assert res.unchanged.std == pytest.approx(1.0, abs=0.1)
+    assert res.changed.std == pytest.approx(1.0, abs=0.1)
+
+
+def test_generalized_gaussian_beats_gaussian_ki_on_heavy_and_light_tails():
+    prior0, beta0, beta1, sep = 0.9, 1.0, 4.0, 5.0
+    values = _mixture(2, 400_000, prior0, beta0, beta1, sep)
+    bayes = _bayes_threshold(prior0, beta0, beta1, sep)
+    gg = ggki_threshold(values)
+    gauss = ggki_threshold(values, beta_bounds=(2.0, 2.0))
+    assert abs(gg.threshold - bayes) < 0.02 * sep
+    assert abs(gauss.threshold - bayes) > 0.05 * sep
+    assert gauss.unchanged.beta == gauss.changed.beta == 2.0
+
+
+def test_gaussian_case_matches_classic_ki_and_bayes():
+    prior0, sep = 0.8, 4.0
+    values = _mixture(3, 400_000, prior0, 2.0, 2.0, sep)
+    bayes = _bayes_threshold(prior0, 2.0, 2.0, sep)
+    classic = _classic_ki(values, np.linspace(0.0, sep, 4001))
+    fixed = ggki_threshold(values, beta_bounds=(2.0, 2.0))
+    free = ggki_threshold(values)
+    # beta fixed at 2 is the classic KI criterion (up to the histogram bin width).
+    bin_width = (np.percentile(values, 99.99) - np.percentile(values, 0.01)) / 512
+    assert abs(fixed.threshold - classic) <= 1.5 * bin_width
+    for res in (fixed, free):
+        assert abs(res.threshold - bayes) < 0.03 * sep
+        assert res.unchanged.prior == pytest.approx(prior0, abs=0.01)
+    assert free.unchanged.beta == pytest.approx(2.0, abs=0.2)
+    assert free.changed.beta == pytest.approx(2.0, abs=0.6)
+
+
+def test_ignores_non_finite_values_and_accepts_any_shape():
+    values = _mixture(4, 200_000, 0.85, 1.5, 2.5, 5.0)
+    ref = ggki_threshold(values)
+    dirty = np.concatenate([values, [np.nan] * 50, [np.inf, -np.inf]]).astype(np.float32)
+    res = ggki_threshold(dirty[: 200_000].reshape(400, 500))  # a 2-D float32 block
+    assert res.threshold == pytest.approx(ggki_threshold(values.astype(np.float32)).threshold)
+    assert ggki_threshold(dirty).threshold == pytest.approx(ref.threshold, abs=0.02)
+
+
+def test_threshold_is_float32_exact():
+    res = ggki_threshold(_mixture(5, 100_000, 0.85, 1.2, 3.0, 4.0))
+    assert float(np.float32(res.threshold)) == res.threshold
+
+
+def test_large_offset_keeps_float64_precision():
+    # float32 cannot resolve these values, so the threshold must not be snapped to float32.
+    values = 1e6 + 1e-3 * _mixture(11, 200_000, 0.85, 2.0, 2.0, 5.0)
+    res = ggki_threshold(values)
+    assert 1e6 + 1.5e-3 < res.threshold < 1e6 + 3.5e-3
+
+
+# -- posterior --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fitted() -> GGKIResult:
+    return ggki_threshold(_mixture(7, 300_000, 0.85, 1.2, 3.0, 4.0))
+
+
+def test_posterior_is_monotone_bounded_and_threshold_consistent(fitted):
+    t = fitted.threshold
+    c0, c1 = fitted.unchanged, fitted.changed
+    x = np.sort(np.concatenate([
+        np.linspace(c0.mean - 60 * c0.std, c1.mean + 60 * c1.std, 200_001),
+        [t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), -1e30, 1e30],
+    ]))
+    p = fitted.posterior(x)
+    assert p.shape == x.shape
+    assert np.all((p >= 0.0) & (p <= 1.0))
+    assert np.all(np.diff(p) >= 0.0)
+    assert np.all(p[x <= t] < 0.5)
+    assert np.all(p[x > t] >= 0.5)
+    assert fitted.posterior(np.array([c0.mean]))[0] < 0.01
+    assert fitted.posterior(np.array([c1.mean]))[0] > 0.95
+
+
+def test_posterior_follows_the_bayes_posterior_away_from_the_threshold(fitted):
+    c0, c1 = fitted.unchanged, fitted.changed
+    x = np.linspace(c0.mean - 2 * c0.std, c1.mean + 2 * c1.std, 501)
+    raw = 1.0 / (1.0 + np.exp((np.log(c0.prior) + c0.logpdf(x))
+                              - (np.log(c1.prior) + c1.logpdf(x))))
+    far = np.abs(x - fitted.threshold) > 0.25
+    assert np.allclose(fitted.posterior(x)[far], raw[far], atol=2e-3)
+
+
+def test_posterior_float32_keeps_shape_and_threshold_side(fitted):
+    rng = np.random.default_rng(8)
+    x = rng.normal(fitted.threshold, 1.0, size=(2, 3, 4)).astype(np.float32)
+    t32 = np.float32(fitted.threshold)
+    x[0, 0, 0] = t32
+    x[0, 0, 1] = np.nextafter(t32, np.float32(np.inf))
+    x[0, 0, 2] = np.nextafter(t32, np.float32(-np.inf))
+    p = fitted.posterior(x)
+    assert p.shape == (2, 3, 4)
+    assert p.dtype == np.float32
+    assert np.all((p >= 0.0) & (p <= 1.0))
+    assert np.array_equal(p >= 0.5, x > fitted.threshold)
+    assert np.array_equal(p >= 0.5, x > t32)  # same labels under float32 comparison
+    order = np.argsort(x, axis=None)
+    assert np.all(np.diff(p.reshape(-1)[order]) >= 0.0)
+
+
+def test_posterior_on_large_float32_array(fitted):
+    rng = np.random.default_rng(9)
+    x = rng.normal(2.0, 3.0, size=2_000_000).astype(np.float32)
+    p = fitted.posterior(x)
+    assert p.dtype == np.float32
+    assert np.array_equal(p >= 0.5, x > fitted.threshold)
+    s = np.sort(x)
+    assert np.all(np.diff(fitted.posterior(s)) >= 0.0)
+
+
+def test_posterior_passes_nan_through(fitted):
+    p = fitted.posterior(np.array([np.nan, -np.inf, np.inf, fitted.changed.mean]))
+    assert np.isnan(p[0])
+    assert p[1] < 0.5 and p[2] >= 0.5 and p[3] > 0.95
+
+
+# -- degenerate input and serialisation -------------------------------------------------------
+
+@pytest.mark.parametrize("values", [
+    np.full(1000, 3.5),
+    np.array([]),
+    np.full(100, np.nan),
+    np.array([np.inf, -np.inf, np.nan] * 10),
+    np.arange(5, dtype=float),
+    np.full(1000, 1e6) + np.random.default_rng(0).normal(0.0, 1e-12, 1000),
+], ids=["constant", "empty", "all-nan", "all-non-finite", "too-few", "nearly-constant"])
+def test_degenerate_input_raises(values):
+    with pytest.raises(GeochangeError) as info:
+        ggki_threshold(values)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_beta_bounds_raise():
+    values = _mixture(10, 10_000, 0.85, 1.2, 3.0, 4.0)
+    with pytest.raises(GeochangeError):
+        ggki_threshold(values, beta_bounds=(0.0, 2.0))
+    with pytest.raises(GeochangeError):
+        ggki_threshold(values, beta_bounds=(3.0, 2.0))
+
+
+def test_as_dict_round_trips_through_json(fitted):
+    d = fitted.as_dict()
+    back = json.loads(json.dumps(d))
+    assert back == d
+    assert back["threshold"] == fitted.threshold
+    assert set(back["unchanged"]) == {"prior", "mean", "std", "beta"}
+    assert GGKIResult.from_dict(back) == fitted
+
+
+def test_ggclass_logpdf_matches_scipy():
+    for beta in (0.5, 1.0, 2.0, 3.7):
+        cls = GGClass(prior=0.3, mean=1.5, std=2.0, beta=beta)
+        x = np.linspace(-10, 10, 101)
+        assert np.allclose(cls.logpdf(x), _gennorm(beta, 1.5, 2.0).logpdf(x))
