@@ -128,6 +128,9 @@ def regions_to_frame(regions: list[Region], transform: Affine, crs, min_area_m2:
         return gpd.GeoDataFrame({"area_m2": [], "perim_m": [], "mean_prob": [], "max_prob": []},
                                 geometry=gpd.GeoSeries([], crs=crs), crs=crs)
     geoms = np.array([r.geometry for r in regions], dtype=object)
+    # drop the collinear vertices strip borders leave, and start every ring at a canonical vertex,
+    # so the simplified outline is the same however the region was cut into strips
+    geoms = shapely.normalize(shapely.simplify(geoms, 0.0))
     if simplify_px > 0:
         geoms = shapely.simplify(geoms, simplify_px, preserve_topology=True)
     a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f

@@ -1,0 +1,242 @@
+"""End to end: ``detect`` on real GeoTIFFs writes every output on BEFORE's grid and finds planted change."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from geochange.detect import DetectOptions, detect
+from geochange.errors import GeochangeError
+from geochange.metrics import ConfusionMatrix
+from tests.conftest import make_planted_scene, write_tif
+
+OUTPUTS = ["change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
+           "quicklook.png", "summary.json"]
+
+
+@pytest.fixture
+def result(planted, tmp_path):
+    out = tmp_path / "out"
+    summary = detect(str(planted.before), str(planted.after), out, DetectOptions(tile=96, overlap=16))
+    return planted, out, summary
+
+
+def test_all_outputs_on_before_grid(result):
+    scene, out, summary = result
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    for name in ("change_probability.tif", "change_mask.tif"):
+        with rasterio.open(out / name) as ds:
+            assert ds.crs == scene.crs
+            assert ds.res == (1.0, 1.0)
+            # the grid is BEFORE's: same pixel size, origin on BEFORE's pixel corners
+            col = (ds.transform.c - scene.transform.c) / scene.transform.a
+            row = (ds.transform.f - scene.transform.f) / scene.transform.e
+            assert col == int(col) and row == int(row)
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert ds.profile["tiled"] and ds.compression.name == "deflate"
+    with rasterio.open(out / "change_probability.tif") as ds:
+        assert ds.dtypes[0] == "float32" and ds.nodata == -1.0
+        prob = ds.read(1)
+        valid = prob != -1
+        assert prob[valid].min() >= 0 and prob[valid].max() <= 1
+
+
+def test_invalid_areas_are_nodata_never_changed(result):
+    scene, out, summary = result
+    with rasterio.open(out / "change_mask.tif") as ds:
+        mask = ds.read(1)
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255
+        win = rasterio.windows.from_bounds(*ds.bounds, transform=scene.transform)
+        r0, c0 = int(round(win.row_off)), int(round(win.col_off))
+    assert set(np.unique(mask)) <= {0, 1, 255}
+    # BEFORE's nodata strip (bottom 12 rows) and AFTER's (left 15 columns) are nodata
+    h = scene.shape[0] - r0
+    assert (mask[h - 12:h] == 255).all()  # BEFORE's nodata strip, exactly (it is on the output grid)
+    # AFTER's strip (left 15 columns) went through two warps: its edge may soften by a pixel
+    assert (mask[:, : max(0, 13 - c0)] == 255).all()
+    assert (mask[: h - 12, 17 - c0:] != 255).all()  # and everything else is valid
+    with rasterio.open(out / "change_probability.tif") as ds:
+        assert ((ds.read(1) == -1) == (mask == 255)).all()
+
+
+def test_planted_changes_found_under_illumination_change(result):
+    scene, out, summary = result
+    with rasterio.open(out / "change_mask.tif") as ds:
+        mask = ds.read(1)
+        win = rasterio.windows.from_bounds(*ds.bounds, transform=scene.transform)
+        r0, c0 = int(round(win.row_off)), int(round(win.col_off))
+    truth = scene.truth_array[r0:r0 + mask.shape[0], c0:c0 + mask.shape[1]]
+    cm = ConfusionMatrix()
+    cm.update(mask == 1, truth == 1, (truth != 255) & (mask != 255))
+    assert cm.scores()["f1"] >= 0.6, cm.scores()
+
+
+def test_polygons_open_with_crs_and_fields(result):
+    scene, out, summary = result
+    for name in ("changes.gpkg", "changes.shp"):
+        gdf = gpd.read_file(out / name, layer="changes" if name.endswith(".gpkg") else None)
+        assert gdf.crs == scene.crs
+        assert {"id", "area_m2", "perim_m", "mean_prob", "max_prob"} <= set(gdf.columns)
+        assert len(gdf) == summary["polygons"] > 0
+        assert gdf.geometry.is_valid.all()
+        assert gdf["id"].is_unique
+        assert (gdf["mean_prob"] >= 0.5).all() and (gdf["max_prob"] <= 1).all()
+        # polygons lie inside the output raster's footprint, in map coordinates
+        with rasterio.open(out / "change_mask.tif") as ds:
+            b = ds.bounds
+        minx, miny, maxx, maxy = gdf.total_bounds
+        assert b.left - 1 <= minx and maxx <= b.right + 1 and b.bottom - 1 <= miny and maxy <= b.top + 1
+    with sqlite3.connect(out / "changes.gpkg") as con:
+        assert con.execute("SELECT count(*) FROM layer_styles WHERE useAsDefault = 1").fetchone()[0] == 1
+    assert "outline_color" in (out / "changes.qml").read_text()
+
+
+def test_polygon_area_matches_mask_area(result):
+    scene, out, summary = result
+    gdf = gpd.read_file(out / "changes.gpkg", layer="changes")
+    # 1 m pixels: polygon area (simplified to pixel size) stays close to the count of changed pixels
+    assert gdf["area_m2"].sum() == pytest.approx(summary["changed_area_m2"], rel=0.1)
+    assert summary["changed_area_m2"] == summary["changed_pixels"] * 1.0
+
+
+def test_summary_and_quicklook(result):
+    scene, out, summary = result
+    saved = json.loads((out / "summary.json").read_text())
+    for key in ("inputs", "crs", "grid", "model", "threshold", "changed_area_m2", "polygons", "timings_s",
+                "geochange_version"):
+        assert key in saved
+    assert saved["crs"]["epsg"] == 32615
+    assert saved["inputs"]["after_warped"] is True
+    assert saved["model"]["name"] == "cva" and saved["model"]["magnitude_threshold"] > 0
+    img = Image.open(out / "quicklook.png")
+    assert img.mode == "RGB" and img.width > 2 * img.height
+
+
+def test_min_area_drops_specks(planted, tmp_path):
+    a = detect(str(planted.before), str(planted.after), tmp_path / "a", DetectOptions(tile=128))
+    b = detect(str(planted.before), str(planted.after), tmp_path / "b", DetectOptions(tile=128, min_area=100))
+    gdf = gpd.read_file(tmp_path / "b" / "changes.gpkg", layer="changes")
+    assert b["polygons"] < a["polygons"]
+    assert (gdf["area_m2"] >= 100).all()
+
+
+def test_tile_size_does_not_change_result(planted_same_grid, tmp_path):
+    """No seams: a pixelwise model gives the same map whatever the window size."""
+    s = planted_same_grid
+    detect(str(s.before), str(s.after), tmp_path / "small", DetectOptions(tile=40, overlap=12))
+    detect(str(s.before), str(s.after), tmp_path / "big", DetectOptions(tile=4096))
+    with rasterio.open(tmp_path / "small" / "change_probability.tif") as a, \
+            rasterio.open(tmp_path / "big" / "change_probability.tif") as b:
+        assert np.allclose(a.read(1), b.read(1), atol=1e-5)
+    small = gpd.read_file(tmp_path / "small" / "changes.gpkg", layer="changes")
+    big = gpd.read_file(tmp_path / "big" / "changes.gpkg", layer="changes")
+    assert len(small) == len(big)
+    assert small.union_all().symmetric_difference(big.union_all()).area < 1e-6
+
+
+def test_seeded_runs_are_reproducible(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    for name in ("r1", "r2"):
+        detect(str(s.before), str(s.after), tmp_path / name, DetectOptions(tile=128, seed=3))
+    with rasterio.open(tmp_path / "r1" / "change_probability.tif") as a, \
+            rasterio.open(tmp_path / "r2" / "change_probability.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+
+
+def test_refuses_to_overwrite_then_overwrites(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    detect(str(s.before), str(s.after), tmp_path / "o", DetectOptions(tile=128))
+    stamp = (tmp_path / "o" / "summary.json").stat().st_mtime_ns
+    with pytest.raises(GeochangeError, match="--overwrite"):
+        detect(str(s.before), str(s.after), tmp_path / "o", DetectOptions(tile=128))
+    assert (tmp_path / "o" / "summary.json").stat().st_mtime_ns == stamp
+    detect(str(s.before), str(s.after), tmp_path / "o", DetectOptions(tile=128, overwrite=True))
+    assert (tmp_path / "o" / "summary.json").stat().st_mtime_ns != stamp
+
+
+def test_default_out_dir_is_beside_before(planted_same_grid):
+    s = planted_same_grid
+    detect(str(s.before), str(s.after), None, DetectOptions(tile=128))
+    assert (s.before.parent / "before_change" / "change_mask.tif").is_file()
+
+
+def test_failure_mid_run_leaves_nothing_under_final_names(planted_same_grid, tmp_path, monkeypatch):
+    """A model that breaks half-way: no output file appears, no temporary file stays."""
+    from geochange import models
+    from geochange.models.base import ChangeModel
+
+    class Breaks(ChangeModel):
+        name = "breaks"
+        config_class = dict
+        calls = 0
+
+        def predict(self, before, after, valid):
+            Breaks.calls += 1
+            if Breaks.calls > 2:
+                raise RuntimeError("model failed")
+            return np.zeros(valid.shape, np.float32)
+
+    import sys
+    import types
+    mod = types.ModuleType("breaks_model")
+    mod.Breaks = Breaks
+    monkeypatch.setitem(sys.modules, "breaks_model", mod)
+    monkeypatch.setitem(models.MODELS, "breaks", "breaks_model:Breaks")
+    s = planted_same_grid
+    out = tmp_path / "broken"
+    with pytest.raises(RuntimeError, match="model failed"):
+        detect(str(s.before), str(s.after), out, DetectOptions(model="breaks", tile=40, overlap=8, batch_size=1))
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["missing", "not_raster", "no_overlap", "no_crs", "all_nodata"])
+def test_bad_input_is_one_clear_error(planted_same_grid, tmp_path, case):
+    s = planted_same_grid
+    before, after = str(s.before), str(s.after)
+    if case == "missing":
+        after = str(tmp_path / "nope.tif")
+        match = "no such file"
+    elif case == "not_raster":
+        after = str(tmp_path / "notes.txt")
+        (tmp_path / "notes.txt").write_text("not an image")
+        match = "not a raster"
+    elif case == "no_overlap":
+        with rasterio.open(s.after) as ds:
+            arr, t = ds.read(), ds.transform
+        after = str(write_tif(tmp_path / "far.tif", arr, ds.crs, t * rasterio.Affine.translation(10_000, 0), nodata=0))
+        match = "do not overlap"
+    elif case == "no_crs":
+        with rasterio.open(s.after) as ds:
+            arr = ds.read()
+        after = str(write_tif(tmp_path / "nocrs.tif", arr, None, rasterio.Affine.identity()))
+        match = "no CRS"
+    else:
+        with rasterio.open(s.after) as ds:
+            arr, t, crs = ds.read(), ds.transform, ds.crs
+        after = str(write_tif(tmp_path / "empty.tif", np.zeros_like(arr), crs, t, nodata=0))
+        match = "no valid pixels"
+    out = tmp_path / "out"
+    with pytest.raises(GeochangeError, match=match):
+        detect(before, after, out, DetectOptions(tile=128))
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_tile_larger_than_raster_just_works(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    summary = detect(str(s.before), str(s.after), tmp_path / "o", DetectOptions(tile=5000, overlap=64))
+    assert summary["engine"]["windows"] == 1
+
+
+def test_unwritable_output_path(planted_same_grid, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GeochangeError, match="not a folder|cannot write"):
+        detect(str(planted_same_grid.before), str(planted_same_grid.after), blocker / "out", DetectOptions())
