@@ -1,0 +1,70 @@
+"""The command line: each command parses, calls the library, and reports errors in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from geochange.cli import app
+
+runner = CliRunner()
+
+
+def test_detect_then_evaluate_then_info(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "--tile", "128", "-q"])
+    assert res.exit_code == 0, res.output
+    assert (out / "change_mask.tif").is_file()
+    res = runner.invoke(app, ["evaluate", str(out / "change_mask.tif"), str(s.truth), "--change-values", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(res.stdout)["scores"]
+    assert scores["f1"] >= 0.6 and 0 <= scores["kappa"] <= 1
+    res = runner.invoke(app, ["info", str(s.before), str(s.after), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["rasters"][0]["crs"] == "EPSG:32615" and info["overlap"]["overlap"] is True
+
+
+def test_evaluate_prints_a_table(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-q"])
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "o" / "change_mask.tif"), str(s.truth)])
+    assert res.exit_code == 0 and "kappa" in res.stdout and "[[" in res.stdout
+
+
+@pytest.mark.parametrize("command", ["detect", "evaluate", "info"])
+def test_help_shows_an_example(command):
+    res = runner.invoke(app, [command, "--help"])
+    assert res.exit_code == 0
+    assert "Example" in res.stdout and f"geochange {command}" in res.stdout
+
+
+def test_bad_input_is_one_line_without_traceback(planted_same_grid, tmp_path):
+    """As a user sees it: a real process, one line on stderr, exit status 2."""
+    proc = subprocess.run([sys.executable, "-m", "geochange", "detect", str(planted_same_grid.before),
+                           str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "missing.tif" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_option_values(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    for args, text in ((["--bands", "1,x"], "--bands"), (["--device", "tpu"], "unknown device"),
+                       (["--normalize", "magic"], "normalisation"), (["--model", "nope"], "unknown model")):
+        res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert text in res.output
+
+
+def test_version():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith("geochange ")

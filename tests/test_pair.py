@@ -1,0 +1,129 @@
+"""The raster pair: alignment of AFTER onto BEFORE's grid, overlap, validity, bands, normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from geochange.errors import GeochangeError
+from geochange.io.pair import RasterPair, match_bands
+from tests.conftest import UTM, texture, write_tif
+
+
+def test_after_in_other_crs_lands_on_before_grid(planted):
+    with RasterPair.open(str(planted.before), str(planted.after)) as pair:
+        assert pair.grid.crs == planted.crs
+        assert pair.grid.res == (1.0, 1.0)
+        assert pair.describe()["after_warped"]
+        wp = pair.read_raw(Window(40, 40, 120, 120))
+        assert wp.before.shape == wp.after.shape == (3, 120, 120)
+        # unchanged pixels agree after the illumination change is undone (after = 0.7 * before + 30)
+        truth = planted.truth_array[40:160, 40:160]
+        keep = wp.valid & (truth == 0)
+        corr = np.corrcoef(wp.before[0][keep], wp.after[0][keep])[0, 1]
+        assert corr > 0.9
+
+
+def test_validity_mask_follows_nodata_of_both_dates(planted):
+    with RasterPair.open(str(planted.before), str(planted.after)) as pair:
+        h, w = pair.shape
+        wp = pair.read_raw(Window(0, 0, w, h))
+    assert not wp.valid[-12:].any()          # BEFORE's nodata strip
+    assert not wp.valid[:, :13].any()        # AFTER's nodata strip, warped
+    assert wp.valid[5:-20, 20:-5].all()
+
+
+def test_normalisation_removes_global_illumination(planted_same_grid):
+    def median_gap(method: str) -> float:
+        with RasterPair.open(str(planted_same_grid.before), str(planted_same_grid.after)) as pair:
+            pair.fit_normalization(method, seed=0)
+            h, w = pair.shape
+            wp = pair.read(Window(0, 0, w, h))
+        unchanged = wp.valid & (planted_same_grid.truth_array == 0)
+        return float(np.median(np.abs(wp.after - wp.before)[:, unchanged]))
+
+    # AFTER = 0.7 * BEFORE + 30: matching the dates removes most of the difference on unchanged ground
+    none, meanstd, histogram = median_gap("none"), median_gap("meanstd"), median_gap("histogram")
+    assert meanstd < none / 2 and histogram < none / 2, (none, meanstd, histogram)
+
+
+@pytest.mark.parametrize("method", ["meanstd", "histogram", "none"])
+def test_normalisation_methods_run_and_are_finite(planted_same_grid, method):
+    with RasterPair.open(str(planted_same_grid.before), str(planted_same_grid.after)) as pair:
+        pair.fit_normalization(method)
+        wp = pair.read(Window(0, 0, 64, 64))
+    assert np.isfinite(wp.before).all() and np.isfinite(wp.after).all()
+
+
+def test_partial_overlap_restricts_the_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    t = rasterio.Affine(2.0, 0, 300_000, 0, -2.0, 4_000_000)
+    write_tif(tmp_path / "b.tif", texture(rng, (100, 100)).astype(np.uint8), UTM, t)
+    shifted = t * rasterio.Affine.translation(60, 30)  # AFTER starts 60 columns right, 30 rows down
+    write_tif(tmp_path / "a.tif", texture(rng, (100, 100)).astype(np.uint8), UTM, shifted)
+    with RasterPair.open(str(tmp_path / "b.tif"), str(tmp_path / "a.tif")) as pair:
+        assert (pair.offset.col_off, pair.offset.row_off, pair.offset.width, pair.offset.height) == (60, 30, 40, 70)
+        assert pair.grid.transform.c == 300_000 + 120 and pair.grid.transform.f == 4_000_000 - 60
+
+
+def test_band_count_mismatch_uses_common_first_bands(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    t = rasterio.Affine(1.0, 0, 0, 0, -1.0, 100)
+    write_tif(tmp_path / "b4.tif", texture(rng, (40, 40), 4).astype(np.uint8), UTM, t)
+    write_tif(tmp_path / "a3.tif", texture(rng, (40, 40), 3).astype(np.uint8), UTM, t)
+    with RasterPair.open(str(tmp_path / "b4.tif"), str(tmp_path / "a3.tif")) as pair:
+        assert pair.bands_before == [1, 2, 3] and pair.count == 3
+    assert "first 3" in capsys.readouterr().err
+    with RasterPair.open(str(tmp_path / "b4.tif"), str(tmp_path / "a3.tif"), bands=[3, 1]) as pair:
+        assert pair.bands_before == [3, 1]
+
+
+def test_bad_bands_are_refused():
+    with pytest.raises(GeochangeError, match="band 5 does not exist"):
+        match_bands(4, 3, [1, 5])
+
+
+def test_sample_windows_cover_the_scene_reproducibly(planted_same_grid):
+    with RasterPair.open(str(planted_same_grid.before), str(planted_same_grid.after)) as pair:
+        a = pair.sample_windows(16, 64, seed=1)
+        b = pair.sample_windows(16, 64, seed=1)
+        h, w = pair.shape
+    assert a == b and len(a) >= 9
+    assert all(0 <= win.row_off <= h - 64 and 0 <= win.col_off <= w - 64 for win in a)
+    rows = [win.row_off for win in a]
+    assert min(rows) < h / 4 and max(rows) > h / 2
+
+
+# --- real data: pairs that do not share a grid -------------------------------------------------
+
+def test_joplin_pre_utm_post_wgs84_partial_overlap(shared_data):
+    """Joplin: pre in EPSG:26915, post in EPSG:4326, overlapping only in part."""
+    pre = shared_data / "joplin/input/pre/tile_337-9136.tif"
+    post = shared_data / "joplin/input/post/tile_31500-5137.tif"
+    with RasterPair.open(str(pre), str(post)) as pair:
+        assert pair.grid.crs.to_epsg() == 26915
+        assert pair.grid.res == pytest.approx((0.6, 0.6))
+        h, w = pair.shape
+        assert (h, w) != (1024, 1024) and h * w < 1024 * 1024
+        wp = pair.read_raw(Window(0, 0, w, h))
+        # the rotated footprint of the WGS84 tile leaves invalid corners on the UTM grid
+        assert 0.5 < wp.valid.mean() < 1.0
+        keep = wp.valid
+        corr = np.corrcoef(wp.before.mean(0)[keep], wp.after.mean(0)[keep])[0, 1]
+        assert corr > 0.2  # the same place (a tornado came through in between)
+
+
+def test_naip_years_with_shifted_grids_align(shared_data):
+    """NAIP 2016 and 2017 grids differ by 1-2 m (a fraction of the 5 m pixel): AFTER is warped onto BEFORE."""
+    naip = shared_data / "naip_north_dakota"
+    b, a = naip / "m_4709963_se_14_1_20160816.tif", naip / "m_4709963_se_14_1_20170827.tif"
+    with rasterio.open(b) as ds:
+        before_shape = ds.shape
+    with RasterPair.open(str(b), str(a)) as pair:
+        assert pair.describe()["after_warped"]
+        assert pair.shape[0] <= before_shape[0] and pair.shape[1] <= before_shape[1]
+        wp = pair.read_raw(Window(100, 100, 400, 400))
+        corr = np.corrcoef(wp.before[3][wp.valid], wp.after[3][wp.valid])[0, 1]
+    assert corr > 0.6
