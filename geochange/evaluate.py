@@ -35,7 +35,8 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geochange.errors import GeochangeError
-from geochange.io.align import Grid, _first_line, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.geometry import polygonal_part, repair
+from geochange.io.align import Grid, first_line, open_raster, read_valid_mask, require_crs, warp_to_grid
 from geochange.metrics import ConfusionMatrix
 from geochange.progress import task, warn
 
@@ -135,7 +136,7 @@ def _open_truth_raster(path: str) -> rasterio.io.DatasetReader | None:
     except RasterioIOError as exc:
         if _is_vector(path):
             return None
-        raise GeochangeError(f"{path}: not a raster or vector file GDAL can read ({_first_line(exc)})") from None
+        raise GeochangeError(f"{path}: not a raster or vector file GDAL can read ({first_line(exc)})") from None
     if ds.count == 0:
         ds.close()
         if _is_vector(path):
@@ -216,7 +217,7 @@ class _VectorTruth:
         try:
             layers = [str(name) for name, _ in pyogrio.list_layers(path)]
         except Exception as exc:
-            raise GeochangeError(f"{path}: not a vector file OGR can read ({_first_line(exc)})") from None
+            raise GeochangeError(f"{path}: not a vector file OGR can read ({first_line(exc)})") from None
         if not layers:
             raise GeochangeError(f"{path}: the file holds no vector layers")
         if layer is None and len(layers) > 1:
@@ -227,7 +228,7 @@ class _VectorTruth:
         try:
             gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
         except Exception as exc:
-            raise GeochangeError(f"{path}: cannot read the vector layer ({_first_line(exc)})") from None
+            raise GeochangeError(f"{path}: cannot read the vector layer ({first_line(exc)})") from None
         if len(gdf) == 0:
             raise GeochangeError(f"{path}: the truth layer holds no features")
         if gdf.crs is None:
@@ -236,8 +237,8 @@ class _VectorTruth:
         geoms = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
         # one part at a time: overlapping parts of a multipolygon then add up (union), where
         # make_valid on the whole would cut their overlap out
-        geoms = _make_valid(shapely.get_parts(geoms))
-        geoms = np.array([g for g in (_polygonal(g) for g in geoms) if g is not None], dtype=object)
+        geoms = repair(shapely.get_parts(geoms))
+        geoms = np.array([g for g in (polygonal_part(g) for g in geoms) if g is not None], dtype=object)
         if len(geoms) == 0:
             raise GeochangeError(f"{path}: no polygon in the truth layer (change truth must be polygons)")
         xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
@@ -260,29 +261,3 @@ class _VectorTruth:
         burned = rasterio.features.rasterize(((g, 1) for g in self.geoms[hits]), out_shape=(h, w),
                                              transform=transform, fill=0, dtype="uint8")
         return burned.astype(bool), valid
-
-
-def _make_valid(geoms: np.ndarray) -> np.ndarray:
-    """Repair geometries, keeping every covered area (GEOS's "structure" method when available)."""
-    import shapely
-    from shapely.errors import UnsupportedGEOSVersionError
-
-    try:
-        return shapely.make_valid(geoms, method="structure", keep_collapsed=False)
-    except (TypeError, ValueError, UnsupportedGEOSVersionError):  # shapely < 2.1, GEOS < 3.10
-        return shapely.make_valid(geoms)
-
-
-def _polygonal(geom):
-    """The polygonal part of a (repaired) geometry, or None when it has none."""
-    import shapely
-    from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
-
-    if isinstance(geom, (Polygon, MultiPolygon)):
-        return None if geom.is_empty else geom
-    if isinstance(geom, GeometryCollection):
-        parts = [p for p in shapely.get_parts(geom) if isinstance(p, (Polygon, MultiPolygon)) and not p.is_empty]
-        if not parts:
-            return None
-        return shapely.union_all(parts)
-    return None

@@ -41,3 +41,23 @@ def _metres_per_unit(crs: pyproj.CRS) -> float:
         return float(crs.axis_info[0].unit_conversion_factor)
     except (IndexError, AttributeError):
         return 1.0
+
+
+def repair(geoms: np.ndarray) -> np.ndarray:
+    """Make geometries valid, keeping every covered area (GEOS's "structure" method when available)."""
+    from shapely.errors import UnsupportedGEOSVersionError
+
+    try:
+        return shapely.make_valid(geoms, method="structure", keep_collapsed=False)
+    except (TypeError, ValueError, UnsupportedGEOSVersionError):  # shapely < 2.1, GEOS < 3.10
+        return shapely.make_valid(geoms)
+
+
+def polygonal_part(geom: shapely.Geometry) -> shapely.Geometry | None:
+    """The polygonal part of a (repaired) geometry, or None when it has none (stray lines, points)."""
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon") and not p.is_empty]
+    return shapely.union_all(parts) if parts else None

@@ -17,6 +17,8 @@ import shapely
 from affine import Affine
 from scipy import ndimage
 
+from geochange.geometry import areas_perimeters_m, polygonal_part, repair
+
 
 @dataclass
 class Region:
@@ -122,7 +124,6 @@ def regions_to_frame(regions: list[Region], transform: Affine, crs, min_area_m2:
     """
     import geopandas as gpd
 
-    from geochange.geometry import areas_perimeters_m
 
     if not regions:
         return gpd.GeoDataFrame({"area_m2": [], "perim_m": [], "mean_prob": [], "max_prob": []},
@@ -138,7 +139,7 @@ def regions_to_frame(regions: list[Region], transform: Affine, crs, min_area_m2:
                                                                 d * xy[:, 0] + e * xy[:, 1] + f]))
     bad = ~shapely.is_valid(geoms)
     if bad.any():
-        geoms[bad] = [_polygonal(g) for g in shapely.make_valid(geoms[bad])]
+        geoms[bad] = [polygonal_part(g) or shapely.Polygon() for g in repair(geoms[bad])]
     area, perim = areas_perimeters_m(geoms, crs)
     n = np.array([r.n_pixels for r in regions], dtype=np.float64)
     frame = gpd.GeoDataFrame({
@@ -150,10 +151,3 @@ def regions_to_frame(regions: list[Region], transform: Affine, crs, min_area_m2:
     keep = (frame["area_m2"] >= min_area_m2) & ~frame.geometry.is_empty
     return frame[keep.to_numpy()].reset_index(drop=True)
 
-
-def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
-    """The polygonal part of a repaired geometry (make_valid may add stray lines or points)."""
-    if geom.geom_type in ("Polygon", "MultiPolygon"):
-        return geom
-    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
-    return shapely.union_all(parts) if parts else shapely.Polygon()

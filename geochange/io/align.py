@@ -56,7 +56,7 @@ def open_raster(path: str) -> rasterio.io.DatasetReader:
 
         if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
             raise GeochangeError(f"{path}: no such file") from None
-        raise GeochangeError(f"{path}: not a raster GDAL can read ({_first_line(exc)})") from None
+        raise GeochangeError(f"{path}: not a raster GDAL can read ({first_line(exc)})") from None
     if ds.count == 0:
         ds.close()
         raise GeochangeError(f"{path}: the file holds no raster bands")
@@ -89,7 +89,7 @@ def warp_to_grid(ds: rasterio.io.DatasetReaderBase, grid: Grid,
     return WarpedVRT(ds, **kwargs)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
 
