@@ -197,7 +197,7 @@ def test_failure_mid_run_leaves_nothing_under_final_names(planted_same_grid, tmp
     assert not out.exists() or list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("case", ["missing", "not_raster", "no_overlap", "no_crs", "all_nodata"])
+@pytest.mark.parametrize("case", ["missing", "not_raster", "no_overlap", "no_crs", "local_crs", "all_nodata"])
 def test_bad_input_is_one_clear_error(planted_same_grid, tmp_path, case):
     s = planted_same_grid
     before, after = str(s.before), str(s.after)
@@ -218,6 +218,12 @@ def test_bad_input_is_one_clear_error(planted_same_grid, tmp_path, case):
             arr = ds.read()
         after = str(write_tif(tmp_path / "nocrs.tif", arr, None, rasterio.Affine.identity()))
         match = "no CRS"
+    elif case == "local_crs":
+        with rasterio.open(s.after) as ds:
+            arr, t = ds.read(), ds.transform
+        local = rasterio.crs.CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]')
+        after = str(write_tif(tmp_path / "local.tif", arr, local, t))
+        match = "cannot relate the CRS"
     else:
         with rasterio.open(s.after) as ds:
             arr, t, crs = ds.read(), ds.transform, ds.crs

@@ -192,7 +192,10 @@ def match_bands(count_before: int, count_after: int, bands: list[int] | None) ->
 
 def overlap_window(ds_b: rasterio.io.DatasetReaderBase, ds_a: rasterio.io.DatasetReaderBase) -> Window:
     """BEFORE's pixel window covered by AFTER's footprint (whole pixels); error when they do not meet."""
+    _check_transformable(ds_a, ds_b)
     a_bounds = transform_bounds(ds_a.crs, ds_b.crs, *ds_a.bounds, densify_pts=21)
+    if not all(math.isfinite(v) for v in a_bounds):
+        raise GeochangeError(f"{ds_a.name}: its footprint cannot be expressed in the CRS of {ds_b.name}")
     b = ds_b.bounds
     left, right = max(b.left, a_bounds[0]), min(b.right, a_bounds[2])
     bottom, top = max(b.bottom, a_bounds[1]), min(b.top, a_bounds[3])
@@ -205,3 +208,19 @@ def overlap_window(ds_b: rasterio.io.DatasetReaderBase, ds_a: rasterio.io.Datase
     if col1 - col0 < 1 or row1 - row0 < 1:
         raise GeochangeError(f"the two dates overlap by less than one pixel ({ds_b.name}, {ds_a.name})")
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _check_transformable(ds_a: rasterio.io.DatasetReaderBase, ds_b: rasterio.io.DatasetReaderBase) -> None:
+    """Refuse, in one line, a pair whose CRSs PROJ cannot relate (e.g. a local engineering CRS)."""
+    import pyproj
+
+    if ds_a.crs == ds_b.crs:
+        return
+    crs_a, crs_b = pyproj.CRS.from_user_input(ds_a.crs), pyproj.CRS.from_user_input(ds_b.crs)
+    try:
+        ok = bool(pyproj.transformer.TransformerGroup(crs_a, crs_b).transformers)
+    except pyproj.exceptions.ProjError:
+        ok = False
+    if not ok:
+        raise GeochangeError(f"cannot relate the CRS of {ds_a.name} ({crs_a.name}) to that of "
+                             f"{ds_b.name} ({crs_b.name}); reproject one of them first")
