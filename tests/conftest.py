@@ -96,7 +96,7 @@ def make_planted_scene(folder: Path, seed: int = 0, height: int = 240, width: in
         dst_t, dst_w, dst_h = calculate_default_transform(UTM, after_crs, width, height, *bounds[::1],
                                                           resolution=None)
         # a coarser pixel than BEFORE's (1.3 x), so the grids differ in CRS and resolution
-        dst_t = dst_t * Affine.scale(1.3)
+        dst_t = dst_t @ Affine.scale(1.3)
         dst_w, dst_h = int(dst_w / 1.3) + 2, int(dst_h / 1.3) + 2
         warped = np.zeros((3, dst_h, dst_w), np.uint8)
         reproject(after_u8, warped, src_transform=transform, src_crs=UTM, src_nodata=0,
