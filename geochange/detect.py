@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.enums import Resampling
 
 import geochange
-from geochange.device import resolve_device
+from geochange.device import check_device_name, resolve_device
 from geochange.engine.plan import plan_windows
 from geochange.engine.sinks import MASK_NODATA, PROB_NODATA, PolygonSink, RasterSink, StatsSink
 from geochange.engine.sliding import run_sliding
@@ -28,8 +29,12 @@ from geochange.io.pair import RasterPair
 from geochange.io.quicklook import write_quicklook
 from geochange.io.rasters import RasterWriter
 from geochange.io.vectors import VectorWriter
-from geochange.models import create_model
+from geochange.models import create_model, model_class
 from geochange.progress import say, task
+
+#: change_probability.tif holds multiples of 1/1024: finer than any model's calibration, exact in
+#: float32, and it lets the raster compress (near-zero noise becomes exact zeros)
+PROB_STEPS = 1024
 
 OUTPUTS = ("change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json")
@@ -53,6 +58,7 @@ class DetectOptions:
     sample_windows: int = 64
     sample_size: int = 256
     overwrite: bool = False
+    gdal_cache_mb: int = 256  # GDAL's block cache; bounded so memory does not grow with the raster
 
 
 def default_out_dir(before: str) -> Path:
@@ -75,8 +81,12 @@ def detect(before: str, after: str, out: str | Path | None = None,
         raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
     if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1:
         raise GeochangeError("--tile must be >= 16, --overlap >= 0 and --batch-size >= 1")
-    device = resolve_device(opts.device)
-    with RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
+    # models that do not use torch run on the CPU, and do not pay for importing it
+    device = resolve_device(opts.device) if model_class(opts.model).uses_torch else "cpu"
+    if check_device_name(opts.device).startswith("cuda") and device == "cpu":
+        say(f"the {opts.model} model runs on the CPU")
+    with rasterio.Env(GDAL_CACHEMAX=opts.gdal_cache_mb), \
+            RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite)
         try:
             summary = _run(pair, out_dir, opts, device, timings)
@@ -94,14 +104,13 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
     grid = pair.grid
     t = time.perf_counter()
     with task("fitting on the scene", None):
-        pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
-                               seed=opts.seed)
-        samples = [pair.read(w) for w in pair.sample_windows(opts.sample_windows, opts.sample_size, opts.seed)]
-        samples = [(s.before, s.after, s.valid) for s in samples if s.valid.any()]
+        samples = pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
+                                         seed=opts.seed)
         if not samples:
             raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
         model = create_model(opts.model, device=device, **opts.model_params)
-        model.fit(samples, seed=opts.seed)
+        model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
+        del samples
     timings["fit"] = round(time.perf_counter() - t, 3)
 
     plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
@@ -118,7 +127,7 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         t = time.perf_counter()
         with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
             engine = run_sliding(pair, model, plan, [RasterSink(*writers, model.threshold), polygons, stats],
-                                 batch_size=opts.batch_size, advance=advance)
+                                 batch_size=opts.batch_size, prob_steps=PROB_STEPS, advance=advance)
         timings["inference"] = round(time.perf_counter() - t, 3)
         timings["model"] = round(engine.predict_s, 3)
         t = time.perf_counter()
@@ -156,8 +165,6 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
 
 
 def _quicklook(pair: RasterPair, out_dir: Path) -> None:
-    import rasterio
-
     before, after, valid = pair.read_overview(1024)
     with rasterio.open(out_dir / "change_mask.tif") as ds:
         mask = ds.read(1, out_shape=valid.shape, resampling=Resampling.nearest)

@@ -7,17 +7,23 @@ from geochange.errors import GeochangeError
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def check_device_name(name: str) -> str:
+    """Validate a ``--device`` value without importing torch: auto, cpu, cuda or cuda:N."""
+    name = name.lower()
+    if name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise GeochangeError(f"unknown device {name!r} (choose auto, cpu or cuda)")
+
+
 def resolve_device(name: str = "auto") -> str:
     """``auto`` -> ``cuda`` or ``cpu``; refuse ``cuda`` where torch sees no GPU."""
+    name = check_device_name(name)
     import torch
 
-    name = name.lower()
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise GeochangeError(f"--device {name}: torch sees no CUDA GPU here (use --device cpu or auto)")
         return name
-    if name == "cpu":
-        return name
-    raise GeochangeError(f"unknown device {name!r} (choose auto, cpu or cuda)")
+    return name

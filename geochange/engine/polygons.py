@@ -51,12 +51,15 @@ class StripPolygonizer:
         """Add the strip whose first grid row is ``row_off``; return the regions it finished."""
         labels, n = ndimage.label(mask)
         if n:
-            index = np.arange(1, n + 1)
-            counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-            sums = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n + 1)[1:]
-            maxs = np.atleast_1d(ndimage.maximum(prob, labels, index))
+            inside = labels > 0
+            lab, p = labels[inside], prob[inside]
+            counts = np.bincount(lab, minlength=n + 1)[1:]
+            sums = np.bincount(lab, weights=p, minlength=n + 1)[1:]
+            maxs = np.full(n + 1, -np.inf)
+            np.maximum.at(maxs, lab, p)
+            maxs = maxs[1:]
             geoms: dict[int, list] = {}
-            shapes = rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4,
+            shapes = rasterio.features.shapes(labels.astype(np.int32), mask=inside, connectivity=4,
                                               transform=Affine.translation(0, row_off))
             for geom, value in shapes:
                 geoms.setdefault(int(value), []).append(shapely.geometry.shape(geom))

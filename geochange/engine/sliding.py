@@ -52,13 +52,17 @@ class EngineStats:
 
 
 def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: Sequence[StripSink], *,
-                batch_size: int = 8, prefetch: int = 2,
+                batch_size: int = 8, prefetch: int = 2, prob_steps: int | None = None,
                 advance: Callable[[int], None] = lambda n: None) -> EngineStats:
-    """Run ``model`` over every window of ``plan`` and stream blended strips to ``sinks``."""
+    """Run ``model`` over every window of ``plan`` and stream blended strips to ``sinks``.
+
+    ``prob_steps``: round the blended probabilities to multiples of ``1 / prob_steps`` before
+    they reach the sinks (so the mask, polygons and probability raster agree exactly).
+    """
     stats = EngineStats()
     t_start = time.perf_counter()
     weights = blend_weights(plan.tile_h, plan.tile_w, plan.overlap)
-    acc = _StripAccumulator(plan)
+    acc = _StripAccumulator(plan, prob_steps)
     with ThreadPoolExecutor(1, "geochange-read") as reader, ThreadPoolExecutor(1, "geochange-write") as writer:
         batches = _prefetch(reader, pair, plan, batch_size, prefetch)
         pending_writes: deque[Future] = deque()
@@ -134,8 +138,8 @@ def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, plan: WindowPlan, batc
 class _StripAccumulator:
     """Weighted sums of predictions over the rows one window row spans; emits rows once final."""
 
-    def __init__(self, plan: WindowPlan) -> None:
-        self.plan = plan
+    def __init__(self, plan: WindowPlan, steps: int | None = None) -> None:
+        self.plan, self.steps = plan, steps
         self.sum = np.zeros((plan.tile_h, plan.width), np.float32)
         self.weight = np.zeros((plan.tile_h, plan.width), np.float32)
         self.row = 0   # window row being accumulated
@@ -161,6 +165,8 @@ class _StripAccumulator:
         wsum = self.weight[:n]
         valid = wsum > 0
         prob = np.divide(self.sum[:n], wsum, out=np.zeros_like(wsum), where=valid)
+        if self.steps:
+            prob = np.round(prob * self.steps) / self.steps
         strip = Strip(start, prob, valid)
         keep = self.plan.tile_h - n
         if keep > 0:

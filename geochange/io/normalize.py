@@ -60,15 +60,28 @@ class Normalizer:
                 "mean_after": self.mean_after.round(4).tolist(), "std_after": self.std_after.round(4).tolist()}
 
 
-def fit_normalizer(samples: Sequence["WindowPair"], method: str = "meanstd") -> Normalizer:
-    """Fit per-band statistics of both dates on the valid pixels of ``samples``."""
+def fit_normalizer(samples: Sequence["WindowPair"], method: str = "meanstd", *, max_pixels: int = 1_000_000,
+                   seed: int = 0) -> Normalizer:
+    """Fit per-band statistics of both dates on the valid pixels of ``samples``.
+
+    At most ``max_pixels`` pixels are used, drawn evenly from the windows (seeded), so memory does
+    not grow with the sample.
+    """
     if method not in METHODS:
         raise GeochangeError(f"unknown normalisation {method!r} (choose one of {', '.join(METHODS)})")
-    b = np.concatenate([s.before[:, s.valid] for s in samples], axis=1) if samples else np.empty((0, 0))
-    a = np.concatenate([s.after[:, s.valid] for s in samples], axis=1) if samples else np.empty((0, 0))
-    if b.size == 0 or b.shape[1] < 2:
+    rng = np.random.default_rng(seed)
+    per_window = max(1, max_pixels // max(len(samples), 1))
+    parts_b, parts_a = [], []
+    for s in samples:
+        idx = np.flatnonzero(s.valid)
+        if idx.size > per_window:
+            idx = np.sort(rng.choice(idx, per_window, replace=False))
+        parts_b.append(s.before.reshape(s.before.shape[0], -1)[:, idx])
+        parts_a.append(s.after.reshape(s.after.shape[0], -1)[:, idx])
+    b64 = np.concatenate(parts_b, axis=1).astype(np.float64) if parts_b else np.empty((0, 0))
+    a64 = np.concatenate(parts_a, axis=1).astype(np.float64) if parts_a else np.empty((0, 0))
+    if b64.size == 0 or b64.shape[1] < 2:
         raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
-    b64, a64 = b.astype(np.float64), a.astype(np.float64)
     mean_b, std_b = b64.mean(axis=1), _safe_std(b64)
     mean_a, std_a = a64.mean(axis=1), _safe_std(a64)
     q_b = q_a = None

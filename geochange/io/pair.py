@@ -93,7 +93,10 @@ class RasterPair:
 
     def read(self, window: Window) -> WindowPair:
         """Read one window of both dates, normalised when :meth:`fit_normalization` was called."""
-        wp = self.read_raw(window)
+        return self.normalize(self.read_raw(window))
+
+    def normalize(self, wp: WindowPair) -> WindowPair:
+        """Apply the fitted radiometric normalisation to a raw window pair (in place); zero invalid pixels."""
         if self.normalizer is not None:
             wp.before, wp.after = self.normalizer.apply(wp.before, wp.after)
             wp.before[:, ~wp.valid] = 0.0
@@ -125,11 +128,15 @@ class RasterPair:
         return windows
 
     def fit_normalization(self, method: str = "meanstd", *, n_windows: int = 64, size: int = 256,
-                          seed: int = 0) -> Normalizer:
-        """Fit the radiometric normalisation of AFTER to BEFORE on valid pixels sampled over the scene."""
+                          seed: int = 0) -> list[WindowPair]:
+        """Fit the radiometric normalisation of AFTER to BEFORE on windows sampled over the whole scene.
+
+        Returns those windows, normalised, with at least one valid pixel each: the scene sample
+        that models fit on (thresholds, clusters), read only once.
+        """
         samples = [self.read_raw(w) for w in self.sample_windows(n_windows, size, seed)]
-        self.normalizer = fit_normalizer(samples, method)
-        return self.normalizer
+        self.normalizer = fit_normalizer(samples, method, seed=seed)
+        return [self.normalize(s) for s in samples if s.valid.any()]
 
     def read_overview(self, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Both dates (raw) and validity, decimated so the longer side is at most ``max_size``.

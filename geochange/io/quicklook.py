@@ -39,7 +39,7 @@ def write_quicklook(path: str | Path, before: np.ndarray, after: np.ndarray, val
     path = Path(path)
     tmp = temp_path(path, ".png")
     try:
-        Image.fromarray(canvas).save(tmp, format="PNG", optimize=True)
+        Image.fromarray(canvas).save(tmp, format="PNG", compress_level=3)
         commit(tmp, path)
     finally:
         discard(tmp)

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pyogrio
 
 from geochange.io.atomic import commit, discard, temp_path, write_text
@@ -23,10 +24,18 @@ _SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 
 class VectorWriter:
-    """Append GeoDataFrames of polygons to ``<out>/<name>.gpkg`` (layer ``changes``) and ``<name>.shp``."""
+    """Append GeoDataFrames of polygons to ``<out>/<name>.gpkg`` (layer ``changes``) and ``<name>.shp``.
 
-    def __init__(self, out_dir: str | Path, crs, schema: gpd.GeoDataFrame, name: str = "changes") -> None:
+    Features are buffered and appended ``flush_every`` at a time (each GeoPackage append is one
+    SQLite transaction), so memory stays bounded and appends stay cheap.
+    """
+
+    def __init__(self, out_dir: str | Path, crs, schema: gpd.GeoDataFrame, name: str = "changes",
+                 flush_every: int = 20_000) -> None:
         self.out_dir, self.name, self.crs = Path(out_dir), name, crs
+        self.flush_every = flush_every
+        self._buffer: list[gpd.GeoDataFrame] = []
+        self._buffered = 0
         self._schema = schema.iloc[:0].set_crs(crs, allow_override=True)
         self._tmp_dir = temp_path(self.out_dir / name)
         discard(self._tmp_dir)
@@ -37,17 +46,33 @@ class VectorWriter:
     def write(self, frame: gpd.GeoDataFrame) -> None:
         """Append features (same columns as the schema, geometries in ``crs``)."""
         if len(frame):
-            self._write(frame.set_crs(self.crs, allow_override=True), append=True)
+            self._buffer.append(frame)
+            self._buffered += len(frame)
             self.count += len(frame)
+            if self._buffered >= self.flush_every:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            frame = pd.concat(self._buffer, ignore_index=True) if len(self._buffer) > 1 else self._buffer[0]
+            self._write(gpd.GeoDataFrame(frame, crs=self.crs).set_crs(self.crs, allow_override=True), append=True)
+            self._buffer, self._buffered = [], 0
 
     def _write(self, frame: gpd.GeoDataFrame, append: bool) -> None:
         kw = dict(geometry_type="MultiPolygon", promote_to_multi=True, append=append)
-        pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.gpkg", layer=LAYER, **kw)
+        # the GeoPackage is a temporary file until close(): no fsync per transaction
+        previous = pyogrio.get_gdal_config_option("OGR_SQLITE_SYNCHRONOUS")
+        pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": "OFF"})
+        try:
+            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.gpkg", layer=LAYER, **kw)
+        finally:
+            pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": previous})
         pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.shp", encoding="UTF-8", **kw)
 
     def close(self) -> list[Path]:
-        """Add the styles and move every file onto its final name."""
+        """Write what is buffered, add the styles and move every file onto its final name."""
         try:
+            self._flush()
             _add_gpkg_style(self._tmp_dir / f"{self.name}.gpkg", LAYER, STYLE_QML)
             published = []
             for ext in (".gpkg", *_SHP_SIDECARS):

@@ -10,15 +10,21 @@ from geochange.models.base import ChangeModel
 #: name -> "module:Class"; imported lazily so that ``geochange --help`` stays fast.
 MODELS: dict[str, str] = {
     "cva": "geochange.models.cva:CVA",
+    "drlnet": "geochange.models.drlnet:DRLnet",
 }
+
+
+def model_class(name: str) -> type[ChangeModel]:
+    """The class of the model called ``name``."""
+    if name not in MODELS:
+        raise GeochangeError(f"unknown model {name!r} (available: {', '.join(sorted(MODELS))})")
+    module, cls_name = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), cls_name)
 
 
 def create_model(name: str, device: str = "cpu", **config) -> ChangeModel:
     """Instantiate the model called ``name`` with its default (paper) configuration, overridden by ``config``."""
-    if name not in MODELS:
-        raise GeochangeError(f"unknown model {name!r} (available: {', '.join(sorted(MODELS))})")
-    module, cls_name = MODELS[name].split(":")
-    cls = getattr(importlib.import_module(module), cls_name)
+    cls = model_class(name)
     try:
         cfg = cls.config_class(**config)
     except TypeError as exc:

@@ -32,6 +32,8 @@ class ChangeModel(ABC):
     config_class: ClassVar[type]
     #: probability at or above which a pixel is "changed" in change_mask.tif
     threshold: float = 0.5
+    #: False for models that never touch torch: they run on the CPU and skip importing it
+    uses_torch: ClassVar[bool] = True
 
     def __init__(self, config: Any = None, device: str = "cpu") -> None:
         self.config = config

@@ -33,6 +33,7 @@ class CVA(ChangeModel):
 
     name = "cva"
     config_class = CVAConfig
+    uses_torch = False
 
     def __init__(self, config: CVAConfig | None = None, device: str = "cpu") -> None:
         super().__init__(config or CVAConfig(), device)

@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""Benchmarks of ``geochange detect``: engine efficiency and peak memory against raster size.
+
+(a) Engine efficiency = model-only time / end-to-end ``detect`` time, on the same pair and windows.
+    "Model-only" is the cva model counted with its I/O: open the pair, fit the normalisation and
+    the model on the scene sample exactly as ``detect`` does, then a plain loop over the same
+    window plan (``plan_windows`` with the same tile/overlap, batches of ``batch_size``) that reads
+    each window pair with ``pair.read`` and calls ``model.predict`` -- no blending, no writing.
+    End-to-end is the wall time of ``geochange.detect.detect(...)`` (quiet). Both are run in this
+    process, alternating, best of ``--repeats``. Goal: ratio >= 0.85.
+(b) Peak RSS of ``python3 -m geochange detect A B --out D --quiet --overwrite`` for each size,
+    each in its own wrapper subprocess that reports ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of
+    its single child (so sizes do not contaminate each other). Goal: biggest / smallest <= 1.5.
+
+The synthetic pairs (3-band uint8 GeoTIFFs, tiled 256, DEFLATE, EPSG:32633, 0.5 m) are generated
+strip by strip -- never a whole raster in memory -- into ``--workdir`` once and reused.
+
+    python3 benchmarks/bench_detect.py [--sizes 1536 6144] [--tile 512] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GEN_VERSION = "1"  # bump when the generator changes, so stale pairs in a reused workdir are rebuilt
+STRIP = 256        # rows generated (and written) at a time; a multiple of the 256 block size
+PIXEL = 0.5
+ORIGIN = (500_000.0, 5_600_000.0)  # UTM 33N, upper-left corner
+
+
+# --------------------------------------------------------------------------------------------------
+# synthetic pair
+# --------------------------------------------------------------------------------------------------
+
+def _coarse_fields(rng: np.random.Generator, n: int, spacing: int, bands: int = 3) -> np.ndarray:
+    """Random values on a coarse lattice (one per ``spacing`` px), upsampled per strip later."""
+    cells = n // spacing + 3
+    return rng.normal(size=(bands, cells, cells)).astype(np.float32)
+
+
+def _upsample(coarse: np.ndarray, spacing: int, r0: int, h: int, n: int) -> np.ndarray:
+    """Bilinear upsampling of ``coarse`` (bands, cy, cx) onto rows ``[r0, r0+h)`` x ``[0, n)``.
+
+    Depends only on the global pixel position, so strips join seamlessly.
+    """
+    y = (np.arange(r0, r0 + h, dtype=np.float32) + 0.5) / spacing
+    x = (np.arange(n, dtype=np.float32) + 0.5) / spacing
+    y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
+    out = np.empty((coarse.shape[0], h, n), np.float32)
+    for b in range(coarse.shape[0]):
+        c = coarse[b]
+        a00, a01 = c[y0][:, x0], c[y0][:, x0 + 1]
+        a10, a11 = c[y0 + 1][:, x0], c[y0 + 1][:, x0 + 1]
+        out[b] = (a00 * (1 - fx) + a01 * fx) * (1 - fy) + (a10 * (1 - fx) + a11 * fx) * fy
+    return out
+
+
+def _rectangles(rng: np.random.Generator, n: int) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """Planted changes: (row0, col0, h, w, colour) with ~1 rectangle per 0.25 Mpx."""
+    k = max(8, n * n // 250_000)
+    rects = []
+    for _ in range(k):
+        h, w = (int(v) for v in rng.integers(12, 120, size=2))
+        r0, c0 = int(rng.integers(0, n - h)), int(rng.integers(0, n - w))
+        rects.append((r0, c0, h, w, rng.uniform(30, 230, size=3).astype(np.float32)))
+    return rects
+
+
+def make_pair(workdir: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write (or reuse) ``before_<n>.tif`` / ``after_<n>.tif`` in ``workdir``; returns their paths."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    before, after = workdir / f"before_{n}.tif", workdir / f"after_{n}.tif"
+    stamp = workdir / f"pair_{n}.ok"
+    if stamp.exists() and stamp.read_text() == GEN_VERSION and before.exists() and after.exists():
+        return before, after
+    t = time.perf_counter()
+    rng = np.random.default_rng(seed + n)
+    low = _coarse_fields(rng, n, 96)    # fields
+    mid = _coarse_fields(rng, n, 16)    # trees, roofs
+    rects = _rectangles(rng, n)
+    gain = np.array([1.18, 1.12, 1.25], np.float32)[:, None, None]   # global illumination change
+    offset = np.array([8.0, 12.0, -5.0], np.float32)[:, None, None]
+    base = np.array([95.0, 105.0, 115.0], np.float32)[:, None, None]
+    profile = dict(driver="GTiff", width=n, height=n, count=3, dtype="uint8", crs=CRS.from_epsg(32633),
+                   transform=from_origin(*ORIGIN, PIXEL, PIXEL), tiled=True, blockxsize=256,
+                   blockysize=256, compress="DEFLATE", interleave="pixel")
+    tmp_b, tmp_a = before.with_suffix(".tmp.tif"), after.with_suffix(".tmp.tif")
+    stamp.unlink(missing_ok=True)
+    with rasterio.open(tmp_b, "w", **profile) as db, rasterio.open(tmp_a, "w", **profile) as da:
+        for r0 in range(0, n, STRIP):
+            h = min(STRIP, n - r0)
+            srng = np.random.default_rng([seed, n, r0])
+            tex = base + 22 * _upsample(low, 96, r0, h, n) + 9 * _upsample(mid, 16, r0, h, n)
+            b = tex + srng.normal(0, 3, size=tex.shape).astype(np.float32)
+            a = tex * gain + offset + srng.normal(0, 3, size=tex.shape).astype(np.float32)
+            for rr, cc, hh, ww, colour in rects:
+                y0, y1 = max(rr, r0), min(rr + hh, r0 + h)
+                if y0 < y1:
+                    a[:, y0 - r0:y1 - r0, cc:cc + ww] = colour[:, None, None] + srng.normal(
+                        0, 4, size=(3, y1 - y0, ww)).astype(np.float32)
+            win = rasterio.windows.Window(0, r0, n, h)
+            db.write(np.clip(b, 0, 255).astype(np.uint8), window=win)
+            da.write(np.clip(a, 0, 255).astype(np.uint8), window=win)
+    os.replace(tmp_b, before)
+    os.replace(tmp_a, after)
+    stamp.write_text(GEN_VERSION)
+    print(f"  wrote {n}x{n} pair ({len(rects)} planted rectangles) in {time.perf_counter() - t:.1f} s "
+          f"[{(before.stat().st_size + after.stat().st_size) / 2**20:.0f} MiB]", flush=True)
+    return before, after
+
+
+# --------------------------------------------------------------------------------------------------
+# (a) engine efficiency
+# --------------------------------------------------------------------------------------------------
+
+def model_only(before: Path, after: Path, opts) -> dict:
+    """What detect must do at the least: open, fit (like detect), read every window and predict."""
+    from rasterio.enums import Resampling
+
+    from geochange.device import resolve_device
+    from geochange.engine.plan import plan_windows
+    from geochange.io.pair import RasterPair
+    from geochange.models import create_model
+
+    t0 = time.perf_counter()
+    device = resolve_device(opts.device)
+    with RasterPair.open(str(before), str(after), bands=opts.bands,
+                         resampling=Resampling[opts.resampling]) as pair:
+        pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
+                               seed=opts.seed)
+        samples = [pair.read(w) for w in pair.sample_windows(opts.sample_windows, opts.sample_size, opts.seed)]
+        samples = [(s.before, s.after, s.valid) for s in samples if s.valid.any()]
+        model = create_model(opts.model, device=device, **opts.model_params)
+        model.fit(samples, seed=opts.seed)
+        del samples
+        t_fit = time.perf_counter() - t0
+        grid = pair.grid
+        plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
+        t1 = time.perf_counter()
+        read_s = predict_s = 0.0
+        windows = [w for _, w in plan.windows()]
+        checksum = 0.0
+        for i in range(0, len(windows), opts.batch_size):
+            t = time.perf_counter()
+            wps = [pair.read(w) for w in windows[i:i + opts.batch_size]]
+            before_b = np.stack([w.before for w in wps])
+            after_b = np.stack([w.after for w in wps])
+            valid_b = np.stack([w.valid for w in wps])
+            t2 = time.perf_counter()
+            probs = model.predict(before_b, after_b, valid_b)
+            predict_s += time.perf_counter() - t2
+            read_s += t2 - t
+            checksum += float(probs[:, ::64, ::64].sum())  # keep the result alive
+        t_loop = time.perf_counter() - t1
+    return {"total": time.perf_counter() - t0, "fit": t_fit, "loop": t_loop, "read": read_s,
+            "predict": predict_s, "windows": len(windows)}
+
+
+def end_to_end(before: Path, after: Path, out: Path, opts) -> tuple[float, dict]:
+    from geochange.detect import detect
+
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    summary = detect(str(before), str(after), out, opts)
+    return time.perf_counter() - t, summary
+
+
+def _warm_imports() -> None:
+    """Import what detect imports lazily, so the first timed run does not pay for it."""
+    import geopandas  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import pyogrio  # noqa: F401
+    import rasterio.features  # noqa: F401
+    import rasterio.shutil  # noqa: F401
+    import shapely  # noqa: F401
+    from scipy import ndimage  # noqa: F401
+
+    import geochange.detect  # noqa: F401
+    from geochange.device import resolve_device
+    from geochange.models import create_model
+
+    resolve_device("auto")  # imports torch
+    create_model("cva")
+
+
+def bench_efficiency(pair: tuple[Path, Path], n: int, workdir: Path, args) -> dict:
+    from geochange.detect import DetectOptions
+    from geochange.progress import set_quiet
+
+    set_quiet(True)
+    _warm_imports()
+    opts = DetectOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
+    out = workdir / f"out_e2e_{n}"
+    best_m: dict | None = None
+    best_e: tuple[float, dict] | None = None
+    for rep in range(args.repeats):
+        # alternate which goes first, so neither always gets the warmer caches
+        order = ("m", "e") if rep % 2 == 0 else ("e", "m")
+        for which in order:
+            gc.collect()
+            if which == "m":
+                m = model_only(*pair, opts)
+                if best_m is None or m["total"] < best_m["total"]:
+                    best_m = m
+            else:
+                e = end_to_end(*pair, out, opts)
+                if best_e is None or e[0] < best_e[0]:
+                    best_e = e
+        print(f"  {n}: repeat {rep + 1}/{args.repeats}: model-only {m['total']:.2f} s, "
+              f"detect {e[0]:.2f} s", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    e_time, summary = best_e
+    return {"n": n, "model_only": best_m, "end_to_end": e_time, "timings": summary["timings_s"],
+            "windows": summary["engine"]["windows"], "polygons": summary["polygons"],
+            "changed_fraction": summary["changed_fraction"]}
+
+
+# --------------------------------------------------------------------------------------------------
+# (b) peak RSS
+# --------------------------------------------------------------------------------------------------
+
+#: runs its argv as its only child and prints that child's peak RSS (KiB on Linux) and wall time
+_WRAPPER = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "dt = time.perf_counter() - t\n"
+    "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, dt)\n"
+)
+
+
+def peak_rss(pair: tuple[Path, Path], n: int, workdir: Path, args) -> dict:
+    out = workdir / f"out_rss_{n}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "geochange", "detect", str(pair[0]), str(pair[1]), "--out", str(out),
+           "--quiet", "--overwrite", "--tile", str(args.tile), "--overlap", str(args.overlap),
+           "--batch-size", str(args.batch_size)]
+    res = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        rc, kib, wall = res.stdout.split()
+    except ValueError:
+        raise SystemExit(f"peak-RSS wrapper failed for {n}: {res.stdout}{res.stderr}") from None
+    if int(rc) != 0:
+        raise SystemExit(f"geochange detect failed on the {n}x{n} pair (exit {rc}):\n{res.stderr}")
+    return {"n": n, "peak_mib": int(kib) / 1024, "wall": float(wall)}
+
+
+def profile_detect(pair: tuple[Path, Path], n: int, workdir: Path, args, top: int = 10) -> None:
+    import cProfile
+    import pstats
+
+    from geochange.detect import DetectOptions
+    from geochange.progress import set_quiet
+
+    set_quiet(True)
+    _warm_imports()
+    opts = DetectOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
+    prof = cProfile.Profile()
+    out = workdir / f"out_prof_{n}"
+    shutil.rmtree(out, ignore_errors=True)
+    prof.enable()
+    end_to_end(*pair, out, opts)
+    prof.disable()
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"\ncProfile of detect on the {n}x{n} pair, top {top} by cumulative time:")
+    pstats.Stats(prof, stream=sys.stdout).strip_dirs().sort_stats("cumulative").print_stats(top)
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1536, 6144],
+                   help="square pair sizes in px (peak RSS: each; ratio = largest / smallest) [1536 6144]")
+    p.add_argument("--efficiency-sizes", type=int, nargs="*", default=None,
+                   help="sizes for the efficiency measurement [default: all of --sizes]")
+    p.add_argument("--tile", type=int, default=512, help="window size [512]")
+    p.add_argument("--overlap", type=int, default=64, help="window overlap [64]")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per model call [8]")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of each efficiency measurement (best kept) [3]")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where the synthetic pairs are kept (and reused) and outputs go "
+                        "[default: a temporary folder, removed at the end]")
+    p.add_argument("--skip-efficiency", action="store_true", help="only the peak-RSS part")
+    p.add_argument("--skip-rss", action="store_true", help="only the efficiency part")
+    p.add_argument("--profile", action="store_true",
+                   help="also cProfile one detect run on the largest pair and print the top functions "
+                        "(main thread only: the reader/writer threads show up as lock waits)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+
+    sizes = sorted(set(args.sizes))
+    eff_sizes = sorted(set(args.efficiency_sizes if args.efficiency_sizes is not None else sizes))
+    temp = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="geochange-bench-")) if temp else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    try:
+        print(f"workdir: {workdir}  (cpus: {os.cpu_count()}, tile {args.tile}, overlap {args.overlap}, "
+              f"batch {args.batch_size})", flush=True)
+        pairs = {n: make_pair(workdir, n) for n in sorted(set(sizes) | set(eff_sizes))}
+
+        eff = []
+        if not args.skip_efficiency:
+            print("(a) engine efficiency: model-only vs detect, best of", args.repeats, flush=True)
+            eff = [bench_efficiency(pairs[n], n, workdir, args) for n in eff_sizes]
+        rss = []
+        if not args.skip_rss:
+            print("(b) peak RSS of `python3 -m geochange detect` (one fresh subprocess per size)", flush=True)
+            for n in sizes:
+                rss.append(peak_rss(pairs[n], n, workdir, args))
+                print(f"  {n}: {rss[-1]['peak_mib']:.0f} MiB (wall {rss[-1]['wall']:.1f} s)", flush=True)
+
+        print()
+        if eff:
+            print("(a) engine efficiency (seconds; goal model-only/detect >= 0.85)")
+            hdr = (f"{'size':>6} {'win':>4} {'model-only':>10} {'=fit':>6} {'+loop':>6} {'(read':>6} "
+                   f"{'predict)':>8} {'detect':>7} {'ratio':>6} | detect timings_s: "
+                   f"{'fit':>6} {'infer':>6} {'model':>6} {'publish':>7} {'qlook':>6} {'total':>6}")
+            print(hdr)
+            for r in eff:
+                m, tm = r["model_only"], r["timings"]
+                ratio = m["total"] / r["end_to_end"]
+                r["ratio"] = ratio
+                ok = "ok" if ratio >= 0.85 else "LOW"
+                print(f"{r['n']:>6} {r['windows']:>4} {m['total']:>10.2f} {m['fit']:>6.2f} {m['loop']:>6.2f} "
+                      f"{m['read']:>6.2f} {m['predict']:>8.2f} {r['end_to_end']:>7.2f} {ratio:>6.3f} | "
+                      f"{'':17}{tm.get('fit', 0):>6.2f} {tm.get('inference', 0):>6.2f} {tm.get('model', 0):>6.2f} "
+                      f"{tm.get('publish', 0):>7.2f} {tm.get('quicklook', 0):>6.2f} {tm.get('total', 0):>6.2f}  {ok}")
+        if rss:
+            print("(b) peak RSS of `geochange detect` (goal largest/smallest <= 1.5)")
+            for r in rss:
+                print(f"{r['n']:>6}: {r['peak_mib']:8.1f} MiB   (wall {r['wall']:.1f} s)")
+            if len(rss) > 1:
+                ratio = rss[-1]["peak_mib"] / rss[0]["peak_mib"]
+                print(f"ratio {rss[-1]['n']}/{rss[0]['n']}: {ratio:.3f}  {'ok' if ratio <= 1.5 else 'HIGH'}")
+        if args.profile:
+            profile_detect(pairs[max(pairs)], max(pairs), workdir, args)
+        print(f"benchmark wall time: {time.perf_counter() - t_all:.0f} s")
+        if args.json:
+            args.json.write_text(json.dumps({"efficiency": eff, "rss": rss}, indent=2, default=float) + "\n")
+    finally:
+        if temp:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

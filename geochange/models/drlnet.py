@@ -1,0 +1,566 @@
+"""DRLnet: difference representation learning with recurrent clustering (Zhang et al., IJCAI 2017).
+
+Fully unsupervised and fitted on the scene itself. What the paper specifies, and how it is done here:
+
+* **Unit of analysis** (Sec. 4.2): SLIC superpixels of each date, intersected into one finer
+  segmentation; each superpixel is represented by the ``w x w`` window (w = 3) of both dates at its
+  centre. ``fit`` runs this on every sampled scene window and pools the superpixel samples of all
+  windows (capped at ``max_samples``), so the over-clustering, the GGKI thresholds and the k-means
+  centres are fitted on a sample of the whole scene.
+* **Network** (Sec. 3.1, Fig. 1): a feature extractor maps each date's patch to ``h^1``, ``h^2``; a
+  merging layer on ``[h^1, h^2]``; the layers after it give the difference representation
+  ``d(x)``; a classifier ``f(x)`` sits on ``d(x)`` (so ``f`` and ``d`` share all layers but the
+  last). Fully connected sigmoid layers, as in the deeplearn-toolbox the paper was built with.
+* **Loss** (Eq. 1/4): ``1/n sum ||f(x_i) - s^{t-1}_i||^2 + alpha 1/n sum lambda_i ||d(x_i) - M s^t_i||^2``
+  plus the toolbox's sparse-activation penalty ``beta * sum_j KL(rho || rho_hat_j)`` on every hidden
+  layer (``rho = 0.05``). ``lambda_i`` (Eq. 2) is 1 where ``||h^1_i - h^2_i||^2`` exceeds the GGKI
+  threshold (geochange.threshold) fitted on all samples.
+* **Algorithm 1** per mini-batch: an SGD step on theta (Eq. 7), nearest-centre assignment of the
+  batch's changed samples (Eq. 8), online centre update with step ``1/count`` (Eq. 9).
+* **Algorithm 2**: over-cluster the stacked raw patches into ``K0`` classes (FAISS k-means) for the
+  first pseudo-labels ``s^0``; pre-train; then for each ``K_t`` of the schedule (25 -> 15 -> 8 -> 5):
+  lambda by GGKI on the learned features, ``1 + K_t`` centres (all unchanged samples share label 0
+  and one centre, the changed ones are k-means-clustered into ``K_t``), Algorithm 1, and the
+  reassignment of step 7 (k-means on the fine-tuned DRs of the changed samples).
+* **Outputs**: the change intensity ``CI = ||h^1 - h^2||^2`` of the final features, thresholded by
+  a GGKI fitted on the training samples at the end of ``fit``; ``predict`` returns its GGKI
+  posterior (crosses 0.5 at the threshold, like cva); ``predict_types`` the change-type map:
+  0 unchanged, ``1..K_T`` the nearest of the final changed centres in DR space.
+
+Paper defaults are the defaults: w = 3, lr 0.005, momentum 0.5, batch 10, sparsity target 0.05,
+alpha = 0.1, schedule (25, 15, 8, 5) with its first entry ``K0``, variant ``DRLnet2`` (every layer
+fine-tuned; ``DRLnet1`` fine-tunes only the layers after the merging layer).
+
+Choices the paper leaves open, or where this implementation departs from it:
+
+* Layer sizes (Fig. 1 gives none in the text): ``extractor_sizes``, ``merge_size``, ``dr_sizes``.
+  The extractor's weights are shared by both dates (siamese), since Eq. 2 compares ``h^1`` and
+  ``h^2`` as points of one feature space. Weights use the toolbox's sigmoid initialisation
+  ``U(+-4 sqrt(6 / (fan_in + fan_out)))``, biases 0.
+* The sparsity weight ``beta`` is not given (the toolbox's default is 0, "off"): ``sparsity_weight``.
+  ``rho_hat`` is the batch mean of each unit (the toolbox keeps a running mean instead).
+* Number of epochs of pre-training and of Algorithm 1 per stage are not given: ``pretrain_epochs``,
+  ``stage_epochs``. The pre-training optimises the classification (+ sparsity) loss only.
+* The classifier's targets at timestep t are the labels of timestep t-1 (Eq. 4), whose number of
+  classes changes: at each timestep after the first the last layer is re-initialised with one
+  output per class of ``s^{t-1}``.
+* Eq. 8 for a changed sample looks only at the ``K_t`` changed centres (unchanged samples keep
+  label 0; their clustering term has ``lambda = 0``). Eq. 9's counts start at the size of each
+  cluster of the initialising k-means; the sequential ``1/count`` updates of a mini-batch are
+  applied at once, which is exactly the same running mean.
+* lambda is fixed during a timestep and reused by its step 7.
+* SLIC works on the normalised bands (no Lab conversion); ``n_segments`` is per 256 x 256 pixels of
+  valid window area, and the intersection of the two segmentations is by label pairs. The centre
+  of a superpixel is its member pixel nearest to its centroid; windows at image borders are edge
+  padded.
+* Dense prediction: the paper labels each superpixel by its centre window; ``predict`` evaluates
+  every pixel's own ``w x w`` neighbourhood instead (the first layer as a ``w x w`` convolution).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from geochange.cluster import kmeans
+from geochange.errors import GeochangeError
+from geochange.models.base import ChangeModel, Sample
+from geochange.threshold import GGKIResult, ggki_threshold
+
+VARIANTS = ("DRLnet1", "DRLnet2")
+_SLIC_AREA = 256 * 256   # n_segments is per this many valid pixels
+_EPS = 1e-6
+
+
+@dataclass
+class DRLnetConfig:
+    """Hyper-parameters of DRLnet (paper defaults where the paper gives one)."""
+
+    window: int = 3                                   # w: patch side (paper: 3)
+    schedule: tuple[int, ...] = (25, 15, 8, 5)        # K0 (over-clustering), K1 .. KT (paper Fig. 2)
+    variant: str = "DRLnet2"                          # DRLnet2: fine-tune all layers; DRLnet1: after merging only
+    alpha: float = 0.1                                # weight of the clustering term (paper: 0.1)
+    lr: float = 0.005                                 # SGD learning rate (paper)
+    momentum: float = 0.5                             # SGD momentum (paper)
+    batch_size: int = 10                              # paper
+    sparsity: float = 0.05                            # target mean activation rho (paper)
+    sparsity_weight: float = 0.1                      # beta of the KL sparsity penalty (not in the paper)
+    extractor_sizes: tuple[int, ...] = (50, 25)       # per-date (shared) feature extractor -> h
+    merge_size: int = 25                              # merging layer on [h1, h2]
+    dr_sizes: tuple[int, ...] = (10,)                 # layers after merging; the last one is d(x)
+    pretrain_epochs: int = 20                         # pre-training on the over-clustering labels
+    stage_epochs: int = 10                            # Algorithm 1 epochs per timestep
+    max_samples: int = 20_000                         # superpixel samples pooled over the scene sample
+    n_segments: int = 1000                            # SLIC segments per 256x256 valid pixels, each date
+    compactness: float = 0.1                          # SLIC compactness (data in std units)
+    kmeans_niter: int = 20                            # FAISS k-means iterations
+    ggki_bins: int = 512                              # histogram bins of the GGKI fits
+    predict_chunk: int = 4                            # windows per forward pass in predict
+
+    def __post_init__(self) -> None:
+        self.schedule = tuple(int(k) for k in self.schedule)
+        self.extractor_sizes = tuple(int(s) for s in self.extractor_sizes)
+        self.dr_sizes = tuple(int(s) for s in self.dr_sizes)
+        if self.window < 1 or self.window % 2 == 0:
+            raise GeochangeError(f"drlnet window must be odd and >= 1, got {self.window}")
+        if len(self.schedule) < 2 or any(k < 1 for k in self.schedule) or any(
+                a <= b for a, b in zip(self.schedule, self.schedule[1:])):
+            raise GeochangeError(f"drlnet schedule must be K0 > K1 > ... > KT >= 1, got {self.schedule}")
+        if self.variant not in VARIANTS:
+            raise GeochangeError(f"drlnet variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if not self.extractor_sizes or not self.dr_sizes or self.merge_size < 1 or min(
+                self.extractor_sizes + self.dr_sizes) < 1:
+            raise GeochangeError("drlnet layer sizes must be positive and non-empty")
+        if self.batch_size < 1 or self.max_samples < 2 or self.n_segments < 1 or self.predict_chunk < 1:
+            raise GeochangeError("drlnet batch_size, max_samples, n_segments and predict_chunk must be positive")
+        if not 0.0 < self.sparsity < 1.0:
+            raise GeochangeError(f"drlnet sparsity target must be in (0, 1), got {self.sparsity}")
+
+    @property
+    def k0(self) -> int:
+        return self.schedule[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# superpixel samples
+
+
+def _patches(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int) -> np.ndarray:
+    """``(n, C*w*w)`` windows of ``img`` (C, h, w) centred at (rows, cols), edge padded.
+
+    The flattening order is channel, row, column: that of ``torch.nn.functional.unfold`` and of a
+    conv kernel ``(out, C, w, w)``, so the first layer doubles as a ``w x w`` convolution.
+    """
+    r = w // 2
+    padded = np.pad(img, ((0, 0), (r, r), (r, r)), mode="edge")
+    off = np.arange(w)
+    win = padded[:, rows[:, None, None] + off[None, :, None], cols[:, None, None] + off[None, None, :]]
+    return np.ascontiguousarray(win.transpose(1, 0, 2, 3).reshape(rows.size, -1), dtype=np.float32)
+
+
+def superpixels(before: np.ndarray, after: np.ndarray, valid: np.ndarray, n_segments: int,
+                compactness: float) -> np.ndarray:
+    """SLIC on each date, intersected: ``(h, w)`` int labels, 0 outside ``valid``, 1.. inside."""
+    from skimage.segmentation import slic
+
+    labels = []
+    for img in (before, after):
+        lab = slic(np.moveaxis(img, 0, -1).astype(np.float64), n_segments=n_segments,
+                   compactness=compactness, mask=valid, convert2lab=False, start_label=1,
+                   channel_axis=-1)
+        labels.append(lab.astype(np.int64))
+    l1, l2 = labels
+    joint = l1 * (int(l2.max()) + 1) + l2
+    out = np.zeros(valid.shape, np.int64)
+    _, inverse = np.unique(joint[valid], return_inverse=True)
+    out[valid] = inverse.reshape(-1) + 1
+    return out
+
+
+def superpixel_centres(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every superpixel (label >= 1), the member pixel nearest to its centroid: (rows, cols)."""
+    rr, cc = np.nonzero(labels)
+    lab = labels[rr, cc]
+    n = int(lab.max()) if lab.size else 0
+    if n == 0:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    count = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    cr = np.bincount(lab, rr, n + 1) / np.maximum(count, 1)
+    ccen = np.bincount(lab, cc, n + 1) / np.maximum(count, 1)
+    dist = (rr - cr[lab]) ** 2 + (cc - ccen[lab]) ** 2
+    order = np.lexsort((dist, lab))
+    first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
+    return rr[first], cc[first]
+
+
+def superpixel_samples(before: np.ndarray, after: np.ndarray, valid: np.ndarray, window: int,
+                       n_segments: int, compactness: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``w x w`` patches of both dates at the centres of the intersected superpixels of one window."""
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        empty = np.empty((0, before.shape[0] * window * window), np.float32)
+        return empty, empty
+    n_seg = max(1, int(round(n_segments * n_valid / _SLIC_AREA)))
+    labels = superpixels(before, after, valid, n_seg, compactness)
+    rows, cols = superpixel_centres(labels)
+    return _patches(before, rows, cols, window), _patches(after, rows, cols, window)
+
+
+# ----------------------------------------------------------------------------------------------
+# the network
+
+
+def _build_network(in_dim: int, cfg: DRLnetConfig, n_classes: int):
+    import torch
+    from torch import nn
+
+    def layer(n_in: int, n_out: int) -> nn.Linear:
+        lin = nn.Linear(n_in, n_out)
+        import os; bound = float(os.environ.get("DRL_GAIN", "4")) * math.sqrt(6.0 / (n_in + n_out))
+        with torch.no_grad():
+            lin.weight.uniform_(-bound, bound)
+            lin.bias.zero_()
+        return lin
+
+    class DRLNetwork(nn.Module):
+        """Shared extractor -> h per date; merging layer on [h1, h2]; DR layers -> d; classifier f on d."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            sizes = (in_dim,) + cfg.extractor_sizes
+            self.extractor = nn.ModuleList(layer(a, b) for a, b in zip(sizes, sizes[1:]))
+            self.merge = layer(2 * cfg.extractor_sizes[-1], cfg.merge_size)
+            sizes = (cfg.merge_size,) + cfg.dr_sizes
+            self.dr = nn.ModuleList(layer(a, b) for a, b in zip(sizes, sizes[1:]))
+            self.classifier = layer(cfg.dr_sizes[-1], n_classes)
+
+        def new_classifier(self, n: int) -> None:
+            self.classifier = layer(cfg.dr_sizes[-1], n).to(self.merge.weight.device)
+
+        def extract(self, x, acts: list | None = None):
+            for lin in self.extractor:
+                x = torch.sigmoid(lin(x))
+                if acts is not None:
+                    acts.append(x)
+            return x
+
+        def represent(self, h1, h2, acts: list | None = None):
+            z = torch.sigmoid(self.merge(torch.cat([h1, h2], dim=-1)))
+            if acts is not None:
+                acts.append(z)
+            for lin in self.dr:
+                z = torch.sigmoid(lin(z))
+                if acts is not None:
+                    acts.append(z)
+            return z
+
+        def forward(self, x1, x2, acts: list | None = None):
+            h = self.extract(torch.cat([x1, x2]), acts)
+            h1, h2 = h[: x1.shape[0]], h[x1.shape[0]:]
+            d = self.represent(h1, h2, acts)
+            import os; f = torch.softmax(self.classifier(d), -1) if os.environ.get("DRL_SOFTMAX") else torch.sigmoid(self.classifier(d))
+            return h1, h2, d, f
+
+        def dense(self, img, window: int):
+            """Extractor features of every pixel of ``img`` (N, C, H, W): (N, hidden, H, W)."""
+            import torch.nn.functional as F
+
+            r = window // 2
+            x = F.pad(img, (r, r, r, r), mode="replicate") if r else img
+            first = self.extractor[0]
+            w = first.weight.view(first.out_features, img.shape[1], window, window)
+            x = torch.sigmoid(F.conv2d(x, w, first.bias))
+            for lin in self.extractor[1:]:
+                x = torch.sigmoid(torch.einsum("nchw,oc->nohw", x, lin.weight) + lin.bias[:, None, None])
+            return x
+
+        def dense_dr(self, h1, h2):
+            """DRs of every pixel from dense features (N, hidden, H, W) -> (N, D, H, W)."""
+            z = torch.cat([h1, h2], dim=1)
+            for lin in [self.merge, *self.dr]:
+                z = torch.sigmoid(torch.einsum("nchw,oc->nohw", z, lin.weight) + lin.bias[:, None, None])
+            return z
+
+    return DRLNetwork()
+
+
+def _kl_sparsity(acts: list, rho: float):
+    """Sparse-autoencoder penalty: sum over hidden units of KL(rho || batch mean activation)."""
+    import torch
+
+    total = 0.0
+    for a in acts:
+        rho_hat = a.mean(dim=0).clamp(_EPS, 1.0 - _EPS)
+        total = total + (rho * torch.log(rho / rho_hat)
+                         + (1.0 - rho) * torch.log((1.0 - rho) / (1.0 - rho_hat))).sum()
+    return total
+
+
+@dataclass
+class _Stage:
+    """What one timestep of Algorithm 2 did (for params() and the tests)."""
+
+    k: int
+    tau: float
+    n_changed: int
+    n_labels: int
+    labels: np.ndarray = field(repr=False)
+
+    def as_dict(self) -> dict:
+        return {"k": self.k, "tau": self.tau, "n_changed": self.n_changed, "n_labels": self.n_labels}
+
+
+class DRLnet(ChangeModel):
+    """DRLnet (Zhang et al. 2017): recurrent clustering of learned difference representations."""
+
+    name = "drlnet"
+    config_class = DRLnetConfig
+
+    def __init__(self, config: DRLnetConfig | None = None, device: str = "cpu") -> None:
+        super().__init__(config or DRLnetConfig(), device)
+        self.net = None
+        self.fitted: GGKIResult | None = None         # GGKI on the final change intensity
+        self.unchanged_centre: np.ndarray | None = None
+        self.change_centres: np.ndarray | None = None  # (K_T, D) final changed centres in DR space
+        self.history: list[dict] = []                  # one entry per epoch: losses (mean over batches)
+        self.stages: list[_Stage] = []                 # timestep 0 = over-clustering, then 1..T
+        self.n_samples = 0
+
+    # -- fit -------------------------------------------------------------------------------------
+
+    def collect_samples(self, samples: Sequence[Sample], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Superpixel patches of both dates pooled over the sampled windows, capped at ``max_samples``."""
+        cfg = self.config
+        x1s, x2s = [], []
+        for before, after, valid in samples:
+            valid = np.asarray(valid, bool)
+            if not valid.any():
+                continue
+            a, b = superpixel_samples(np.asarray(before, np.float32), np.asarray(after, np.float32), valid,
+                                      cfg.window, cfg.n_segments, cfg.compactness)
+            x1s.append(a)
+            x2s.append(b)
+        if not x1s:
+            raise GeochangeError("drlnet: no valid pixels in the scene sample")
+        x1, x2 = np.concatenate(x1s), np.concatenate(x2s)
+        if x1.shape[0] > cfg.max_samples:
+            keep = np.sort(np.random.default_rng(seed).choice(x1.shape[0], cfg.max_samples, replace=False))
+            x1, x2 = x1[keep], x2[keep]
+        return x1, x2
+
+    def fit(self, samples: Sequence[Sample], seed: int = 0) -> None:
+        """Algorithm 2 on superpixel samples pooled over the scene sample."""
+        import torch
+
+        cfg = self.config
+        x1_np, x2_np = self.collect_samples(samples, seed)
+        n = x1_np.shape[0]
+        if n <= cfg.k0:
+            raise GeochangeError(f"drlnet: only {n} superpixels in the scene sample, need more than K0 = {cfg.k0}")
+        self.n_samples = n
+        self.history, self.stages = [], []
+        rng = np.random.default_rng(seed)
+        use_gpu_kmeans = False if str(self.device).startswith("cpu") else None
+        dev = torch.device(self.device)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            # 1: initial pseudo-labels by over-clustering the stacked raw data ("all changed")
+            _, s0 = kmeans(np.concatenate([x1_np, x2_np], axis=1), cfg.k0, seed=seed,
+                           niter=cfg.kmeans_niter, gpu=use_gpu_kmeans)
+            self.stages.append(_Stage(cfg.k0, float("nan"), n, len(np.unique(s0)), s0))
+            net = _build_network(x1_np.shape[1], cfg, cfg.k0).to(dev)
+            self.net = net
+            x1 = torch.from_numpy(x1_np).to(dev)
+            x2 = torch.from_numpy(x2_np).to(dev)
+            prev = torch.from_numpy(s0).to(dev)
+            # 2: pre-training on the over-clustering labels
+            self._train(x1, x2, prev, cfg.k0, None, rng, cfg.pretrain_epochs, stage=0,
+                        params=list(net.parameters()))
+            for t, k_t in enumerate(cfg.schedule[1:], start=1):
+                # 4: lambda by GGKI on ||h1 - h2||^2 of the learned features
+                h1, h2, d = self._features(x1, x2)
+                ci = ((h1 - h2) ** 2).sum(1).cpu().numpy()
+                gg = self._ggki(ci, f"timestep {t}")
+                lam = ci > gg.threshold
+                # 5: 1 + K_t centres, unchanged samples share label 0
+                d_np = d.cpu().numpy()
+                centres, labels, k_eff = self._init_centres(d_np, lam, k_t, seed + t, use_gpu_kmeans)
+                n_prev = int(prev.max().item()) + 1
+                if t > 1:
+                    net.new_classifier(n_prev)
+                # 6: Algorithm 1
+                if cfg.variant == "DRLnet1":
+                    params = [p for m in [*net.dr, net.classifier] for p in m.parameters()]
+                else:
+                    params = list(net.parameters())
+                clus = _Clustering(torch.from_numpy(centres).to(dev), torch.from_numpy(labels).to(dev),
+                                   torch.from_numpy(lam).to(dev))
+                self._train(x1, x2, prev, n_prev, clus, rng, cfg.stage_epochs, stage=t, params=params)
+                # 7: reassignment: unchanged share label 0, changed samples k-means-clustered into K_t
+                _, _, d = self._features(x1, x2)
+                d_np = d.cpu().numpy()
+                centres, labels, k_eff = self._init_centres(d_np, lam, k_t, seed + 1000 + t, use_gpu_kmeans)
+                self.stages.append(_Stage(k_t, float(gg.threshold), int(lam.sum()), len(np.unique(labels)),
+                                          labels))
+                prev = torch.from_numpy(labels).to(dev)
+            # the change intensity of the final features, and its GGKI threshold
+            h1, h2, _ = self._features(x1, x2)
+            ci = ((h1 - h2) ** 2).sum(1).cpu().numpy()
+            self.fitted = self._ggki(ci, "the final change intensity")
+        self.unchanged_centre = centres[0]
+        self.change_centres = centres[1:1 + k_eff]
+
+    def _ggki(self, ci: np.ndarray, what: str) -> GGKIResult:
+        try:
+            return ggki_threshold(ci, bins=self.config.ggki_bins)
+        except GeochangeError as exc:
+            raise GeochangeError(f"drlnet: cannot split changed from unchanged on {what}: {exc}") from None
+
+    def _init_centres(self, d: np.ndarray, lam: np.ndarray, k: int, seed: int, gpu) -> tuple:
+        """(1 + k, D) centres (row 0 unchanged), labels (0 unchanged, 1..k changed), effective k."""
+        labels = np.zeros(d.shape[0], np.int64)
+        centres = np.zeros((1 + k, d.shape[1]), np.float32)
+        if (~lam).any():
+            centres[0] = d[~lam].mean(axis=0)
+        n_changed = int(lam.sum())
+        k_eff = min(k, n_changed)
+        if k_eff > 0:
+            c, lab = kmeans(d[lam], k_eff, seed=seed, niter=self.config.kmeans_niter, gpu=gpu)
+            centres[1:1 + k_eff] = c
+            labels[lam] = lab + 1
+        return centres[:1 + k_eff], labels, k_eff
+
+    def _features(self, x1, x2, chunk: int = 65536):
+        """h1, h2 and d of all samples (no grad), concatenated."""
+        import torch
+
+        out = [], [], []
+        with torch.no_grad():
+            for i in range(0, x1.shape[0], chunk):
+                h1, h2, d, _ = self.net(x1[i:i + chunk], x2[i:i + chunk])
+                for lst, v in zip(out, (h1, h2, d)):
+                    lst.append(v)
+        return tuple(torch.cat(v) for v in out)
+
+    def _train(self, x1, x2, prev, n_classes: int, clus: "_Clustering | None", rng: np.random.Generator,
+               epochs: int, stage: int, params: list) -> None:
+        """SGD epochs on Eq. 4 (Algorithm 1 when ``clus`` is given, plain pre-training otherwise)."""
+        import torch
+
+        cfg = self.config
+        net = self.net
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        eye = torch.eye(n_classes, device=x1.device)
+        n = x1.shape[0]
+        for epoch in range(epochs):
+            perm = torch.from_numpy(rng.permutation(n)).to(x1.device)
+            sums = np.zeros(4)
+            batches = 0
+            for i in range(0, n, cfg.batch_size):
+                idx = perm[i:i + cfg.batch_size]
+                acts: list = []
+                _, _, d, f = net(x1[idx], x2[idx], acts)
+                cls = ((f - eye[prev[idx]]) ** 2).sum(1).mean()
+                loss = cls
+                clu = torch.zeros((), device=x1.device)
+                if clus is not None:
+                    lam = clus.lam[idx]
+                    clu = (lam * ((d - clus.centres[clus.labels[idx]]) ** 2).sum(1)).mean()
+                    loss = loss + cfg.alpha * clu
+                sp = _kl_sparsity(acts, cfg.sparsity) if cfg.sparsity_weight > 0 else torch.zeros(())
+                loss = loss + cfg.sparsity_weight * sp
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if clus is not None:
+                    clus.update(net, x1, x2, idx)
+                sums += [
+                    float(loss.detach()), float(cls.detach()), float(clu.detach()), float(sp.detach())]
+                batches += 1
+            mean = sums / max(batches, 1)
+            self.history.append({"stage": stage, "k": self.config.schedule[stage], "epoch": epoch,
+                                 "loss": mean[0], "classification": mean[1], "clustering": mean[2],
+                                 "sparsity": mean[3]})
+
+    # -- predict -----------------------------------------------------------------------------------
+
+    def _dense(self, before: np.ndarray, after: np.ndarray, with_dr: bool):
+        """Per window chunk: CI (n, H, W) and, if asked, the DRs (n, D, H, W), as torch tensors."""
+        import torch
+
+        if self.net is None or self.fitted is None:
+            raise GeochangeError("the drlnet model must be fitted on the scene before predicting")
+        dev = torch.device(self.device)
+        self.net.eval()
+        step = self.config.predict_chunk
+        with torch.no_grad():
+            for i in range(0, before.shape[0], step):
+                b = torch.from_numpy(np.ascontiguousarray(before[i:i + step], np.float32)).to(dev)
+                a = torch.from_numpy(np.ascontiguousarray(after[i:i + step], np.float32)).to(dev)
+                h1 = self.net.dense(b, self.config.window)
+                h2 = self.net.dense(a, self.config.window)
+                ci = ((h1 - h2) ** 2).sum(1)
+                yield i, ci, (self.net.dense_dr(h1, h2) if with_dr else None)
+
+    def change_intensity(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """``||h^1 - h^2||^2`` of every pixel's ``w x w`` neighbourhood: ``(N, C, H, W) -> (N, H, W)``."""
+        out = np.empty((before.shape[0],) + before.shape[2:], np.float32)
+        for i, ci, _ in self._dense(before, after, with_dr=False):
+            out[i:i + ci.shape[0]] = ci.cpu().numpy()
+        return out
+
+    def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """GGKI posterior P(changed | CI): >= 0.5 exactly where CI exceeds the fitted threshold."""
+        return self.fitted_or_raise().posterior(self.change_intensity(before, after)).astype(np.float32, copy=False)
+
+    def predict_types(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Change-type map ``(N, H, W)`` uint8: 0 unchanged (or invalid), ``1..K_T`` the nearest changed centre."""
+        import torch
+
+        gg = self.fitted_or_raise()
+        out = np.zeros((before.shape[0],) + before.shape[2:], np.uint8)
+        centres = torch.from_numpy(np.asarray(self.change_centres, np.float32)).to(self.device)
+        for i, ci, d in self._dense(before, after, with_dr=True):
+            if centres.shape[0] == 0:
+                continue
+            dist = ((d[:, None] - centres[None, :, :, None, None]) ** 2).sum(2)  # (n, K, H, W)
+            types = (dist.argmin(1) + 1).to(torch.uint8)
+            types[ci <= gg.threshold] = 0
+            out[i:i + ci.shape[0]] = types.cpu().numpy()
+        out[~np.asarray(valid, bool)] = 0
+        return out
+
+    def fitted_or_raise(self) -> GGKIResult:
+        if self.fitted is None or self.net is None:
+            raise GeochangeError("the drlnet model must be fitted on the scene before predicting")
+        return self.fitted
+
+    def params(self) -> dict:
+        out = super().params()
+        if self.fitted is not None:
+            out["ggki"] = self.fitted.as_dict()
+            out["ci_threshold"] = float(self.fitted.threshold)
+            out["n_samples"] = self.n_samples
+            out["stages"] = [s.as_dict() for s in self.stages]
+            out["change_types"] = int(0 if self.change_centres is None else len(self.change_centres))
+            if self.history:
+                out["final_loss"] = float(self.history[-1]["loss"])
+        return out
+
+
+class _Clustering:
+    """Centres M^t (row 0 unchanged), assignments s^t and lambda^t of one timestep (Eq. 8, 9)."""
+
+    def __init__(self, centres, labels, lam) -> None:
+        import torch
+
+        self.centres = centres.clone()
+        self.labels = labels.clone()
+        self.lam = lam.to(centres.dtype)
+        self.changed = lam.clone()
+        k = centres.shape[0]
+        # Eq. 9's counts start at the size of each initial cluster
+        self.counts = torch.bincount(labels, minlength=k).to(centres.dtype)
+
+    def update(self, net, x1, x2, idx) -> None:
+        """Eq. 8 for the batch's changed samples with the updated theta, then Eq. 9 (running means)."""
+        import torch
+
+        sel = idx[self.changed[idx]]
+        if sel.numel() == 0 or self.centres.shape[0] < 2:
+            return
+        with torch.no_grad():
+            _, _, d, _ = net(x1[sel], x2[sel])
+            m = self.centres[1:]
+            a = ((d[:, None, :] - m[None]) ** 2).sum(2).argmin(1) + 1
+            self.labels[sel] = a
+            k = self.centres.shape[0]
+            cnt = torch.bincount(a, minlength=k).to(d.dtype)
+            sums = torch.zeros_like(self.centres).index_add_(0, a, d)
+            self.counts += cnt
+            hit = cnt > 0
+            self.centres[hit] += (sums[hit] - cnt[hit, None] * self.centres[hit]) / self.counts[hit, None]
