@@ -26,7 +26,7 @@ from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
 from geochange.io.atomic import write_text
 from geochange.io.pair import RasterPair
-from geochange.io.quicklook import write_quicklook
+from geochange.io.quicklook import QuicklookCanvas
 from geochange.io.rasters import RasterWriter
 from geochange.io.vectors import VectorWriter
 from geochange.models import create_model, model_class
@@ -85,7 +85,7 @@ def detect(before: str, after: str, out: str | Path | None = None,
     device = resolve_device(opts.device) if model_class(opts.model).uses_torch else "cpu"
     if check_device_name(opts.device).startswith("cuda") and device == "cpu":
         say(f"the {opts.model} model runs on the CPU")
-    with rasterio.Env(GDAL_CACHEMAX=opts.gdal_cache_mb), \
+    with rasterio.Env(GDAL_CACHEMAX=opts.gdal_cache_mb * 2**20), \
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite)
         try:
@@ -123,11 +123,14 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
     vectors = VectorWriter(out_dir, grid.crs, _polygon_schema())
     stats = StatsSink(grid, model.threshold)
     polygons = PolygonSink(vectors, grid, model.threshold, opts.min_area)
+    quicklook = QuicklookCanvas(grid.height, grid.width, pair.count, model.threshold)
     try:
         t = time.perf_counter()
         with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
-            engine = run_sliding(pair, model, plan, [RasterSink(*writers, model.threshold), polygons, stats],
-                                 batch_size=opts.batch_size, prob_steps=PROB_STEPS, advance=advance)
+            engine = run_sliding(pair, model, plan,
+                                 [RasterSink(*writers, model.threshold), polygons, stats, quicklook],
+                                 batch_size=opts.batch_size, prob_steps=PROB_STEPS,
+                                 window_hooks=[quicklook.add_window], advance=advance)
         timings["inference"] = round(time.perf_counter() - t, 3)
         timings["model"] = round(engine.predict_s, 3)
         t = time.perf_counter()
@@ -143,7 +146,7 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         vectors.abort()
         raise
     t = time.perf_counter()
-    _quicklook(pair, out_dir)
+    quicklook.save(out_dir / "quicklook.png")
     timings["quicklook"] = round(time.perf_counter() - t, 3)
     return {
         "geochange_version": geochange.__version__,
@@ -162,13 +165,6 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         "min_area_m2": opts.min_area,
         "outputs": [name for name in OUTPUTS if (out_dir / name).exists()],
     }
-
-
-def _quicklook(pair: RasterPair, out_dir: Path) -> None:
-    before, after, valid = pair.read_overview(1024)
-    with rasterio.open(out_dir / "change_mask.tif") as ds:
-        mask = ds.read(1, out_shape=valid.shape, resampling=Resampling.nearest)
-    write_quicklook(out_dir / "quicklook.png", before, after, valid, mask)
 
 
 def _polygon_schema():

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
+from rasterio.windows import Window
 
 from geochange.engine.plan import WindowPlan, blend_weights
-from geochange.io.pair import RasterPair, WindowPair
+from geochange.io.pair import RasterPair
 from geochange.models.base import ChangeModel
 
 
@@ -53,9 +54,12 @@ class EngineStats:
 
 def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: Sequence[StripSink], *,
                 batch_size: int = 8, prefetch: int = 2, prob_steps: int | None = None,
+                window_hooks: Sequence[Callable[[Window, np.ndarray, np.ndarray, np.ndarray], None]] = (),
                 advance: Callable[[int], None] = lambda n: None) -> EngineStats:
     """Run ``model`` over every window of ``plan`` and stream blended strips to ``sinks``.
 
+    ``window_hooks`` see each window's input ``(window, before, after, valid)`` once, so that by-
+    products of the imagery (the quicklook) need no second read of the rasters.
     ``prob_steps``: round the blended probabilities to multiples of ``1 / prob_steps`` before
     they reach the sinks (so the mask, polygons and probability raster agree exactly).
     """
@@ -80,20 +84,19 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
             stats.read_wait_s += time.perf_counter() - t
             if item is None:
                 break
-            rows, wps = item
-            before = np.stack([w.before for w in wps])
-            after = np.stack([w.after for w in wps])
-            valid = np.stack([w.valid for w in wps])
+            rows, windows, before, after, valid = item
             t = time.perf_counter()
             probs = model.predict(before, after, valid)
             stats.predict_s += time.perf_counter() - t
             probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0)
-            for r, wp, p, v in zip(rows, wps, probs, valid):
-                for strip in acc.add(r, wp, p, weights * v):
+            for k, (r, win) in enumerate(zip(rows, windows)):
+                for hook in window_hooks:
+                    hook(win, before[k], after[k], valid[k])
+                for strip in acc.add(r, win, probs[k], weights * valid[k]):
                     emit(strip)
-            stats.windows += len(wps)
+            stats.windows += len(windows)
             stats.batches += 1
-            advance(len(wps))
+            advance(len(windows))
         for strip in acc.finish():
             emit(strip)
         t = time.perf_counter()
@@ -110,10 +113,12 @@ def _write_all(sinks: Sequence[StripSink], strip: Strip) -> None:
 
 
 def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, plan: WindowPlan, batch_size: int,
-              depth: int) -> Iterator[tuple[list[int], list[WindowPair]]]:
-    """Batches of (window row indices, window pairs), read ``depth`` batches ahead in ``pool``."""
+              depth: int) -> Iterator[tuple[list[int], list[Window], np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches (window rows, windows, before, after, valid), read and stacked ``depth`` batches ahead."""
     def read_batch(items):
-        return [r for r, _ in items], [pair.read(w) for _, w in items]
+        wps = [pair.read(w) for _, w in items]
+        return ([r for r, _ in items], [w.window for w in wps], np.stack([w.before for w in wps]),
+                np.stack([w.after for w in wps]), np.stack([w.valid for w in wps]))
 
     def chunks():
         batch = []
@@ -145,12 +150,12 @@ class _StripAccumulator:
         self.row = 0   # window row being accumulated
         self.base = 0  # grid row of self.sum[0]
 
-    def add(self, r: int, wp: WindowPair, prob: np.ndarray, weight: np.ndarray) -> list[Strip]:
+    def add(self, r: int, window: Window, prob: np.ndarray, weight: np.ndarray) -> list[Strip]:
         out = []
         while r > self.row:
             out.append(self._flush())
-        y0 = int(wp.window.row_off) - self.base
-        x0 = int(wp.window.col_off)
+        y0 = int(window.row_off) - self.base
+        x0 = int(window.col_off)
         h, w = prob.shape
         self.sum[y0:y0 + h, x0:x0 + w] += prob * weight
         self.weight[y0:y0 + h, x0:x0 + w] += weight

@@ -138,24 +138,6 @@ class RasterPair:
         self.normalizer = fit_normalizer(samples, method, seed=seed)
         return [self.normalize(s) for s in samples if s.valid.any()]
 
-    def read_overview(self, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Both dates (raw) and validity, decimated so the longer side is at most ``max_size``.
-
-        Read through GDAL's decimating RasterIO (overviews used when the files have them).
-        """
-        h, w = self.shape
-        scale = max(1.0, max(h, w) / max_size)
-        out_h, out_w = max(1, int(round(h / scale))), max(1, int(round(w / scale)))
-        src_win = Window(self.offset.col_off, self.offset.row_off, w, h)
-        kw = dict(out_shape=(self.count, out_h, out_w), resampling=Resampling.nearest, out_dtype="float32")
-        before = self._before.read(self.bands_before, window=src_win, **kw)
-        after = self._after_on_grid.read(self.bands_after, window=Window(0, 0, w, h), **kw)
-        mb = self._before.read_masks(self.bands_before, window=src_win, out_shape=(self.count, out_h, out_w))
-        ma = self._after_on_grid.read_masks(self.bands_after, window=Window(0, 0, w, h),
-                                            out_shape=(self.count, out_h, out_w))
-        valid = np.all(mb > 0, axis=0) & np.all(ma > 0, axis=0)
-        return before, after, valid
-
     def describe(self) -> dict:
         """What was compared, for summary.json."""
         return {

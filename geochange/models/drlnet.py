@@ -98,6 +98,7 @@ class DRLnetConfig:
     compactness: float = 0.1                          # SLIC compactness (data in std units)
     kmeans_niter: int = 20                            # FAISS k-means iterations
     ggki_bins: int = 512                              # histogram bins of the GGKI fits
+    ci_squared: bool = False                          # GGKI on ||h1-h2||^2 (Eq. 2) instead of ||h1-h2||
     predict_chunk: int = 4                            # windows per forward pass in predict
 
     def __post_init__(self) -> None:
@@ -199,7 +200,7 @@ def _build_network(in_dim: int, cfg: DRLnetConfig, n_classes: int):
 
     def layer(n_in: int, n_out: int) -> nn.Linear:
         lin = nn.Linear(n_in, n_out)
-        import os; bound = float(os.environ.get("DRL_GAIN", "4")) * math.sqrt(6.0 / (n_in + n_out))
+        bound = 4.0 * math.sqrt(6.0 / (n_in + n_out))  # deeplearn-toolbox's init for sigmoid units
         with torch.no_grad():
             lin.weight.uniform_(-bound, bound)
             lin.bias.zero_()
@@ -241,7 +242,7 @@ def _build_network(in_dim: int, cfg: DRLnetConfig, n_classes: int):
             h = self.extract(torch.cat([x1, x2]), acts)
             h1, h2 = h[: x1.shape[0]], h[x1.shape[0]:]
             d = self.represent(h1, h2, acts)
-            import os; f = torch.softmax(self.classifier(d), -1) if os.environ.get("DRL_SOFTMAX") else torch.sigmoid(self.classifier(d))
+            f = torch.sigmoid(self.classifier(d))
             return h1, h2, d, f
 
         def dense(self, img, window: int):
@@ -363,7 +364,7 @@ class DRLnet(ChangeModel):
             for t, k_t in enumerate(cfg.schedule[1:], start=1):
                 # 4: lambda by GGKI on ||h1 - h2||^2 of the learned features
                 h1, h2, d = self._features(x1, x2)
-                ci = ((h1 - h2) ** 2).sum(1).cpu().numpy()
+                ci = self._ci(h1, h2).cpu().numpy()
                 gg = self._ggki(ci, f"timestep {t}")
                 lam = ci > gg.threshold
                 # 5: 1 + K_t centres, unchanged samples share label 0
@@ -389,10 +390,15 @@ class DRLnet(ChangeModel):
                 prev = torch.from_numpy(labels).to(dev)
             # the change intensity of the final features, and its GGKI threshold
             h1, h2, _ = self._features(x1, x2)
-            ci = ((h1 - h2) ** 2).sum(1).cpu().numpy()
+            ci = self._ci(h1, h2).cpu().numpy()
             self.fitted = self._ggki(ci, "the final change intensity")
         self.unchanged_centre = centres[0]
         self.change_centres = centres[1:1 + k_eff]
+
+    def _ci(self, h1, h2, dim: int = -1):
+        """Change intensity: ``||h1 - h2||`` (or its square, Eq. 2 as printed, with ``ci_squared``)."""
+        sq = ((h1 - h2) ** 2).sum(dim)
+        return sq if self.config.ci_squared else sq.sqrt()
 
     def _ggki(self, ci: np.ndarray, what: str) -> GGKIResult:
         try:
@@ -483,7 +489,7 @@ class DRLnet(ChangeModel):
                 a = torch.from_numpy(np.ascontiguousarray(after[i:i + step], np.float32)).to(dev)
                 h1 = self.net.dense(b, self.config.window)
                 h2 = self.net.dense(a, self.config.window)
-                ci = ((h1 - h2) ** 2).sum(1)
+                ci = self._ci(h1, h2, dim=1)
                 yield i, ci, (self.net.dense_dr(h1, h2) if with_dr else None)
 
     def change_intensity(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
