@@ -58,7 +58,7 @@ class DetectOptions:
     sample_windows: int = 64
     sample_size: int = 256
     overwrite: bool = False
-    gdal_cache_mb: int = 256  # GDAL's block cache; bounded so memory does not grow with the raster
+    gdal_cache_mb: int | None = None  # GDAL's block cache; None: enough for two rows of output tiles
 
 
 def default_out_dir(before: str) -> Path:
@@ -85,7 +85,7 @@ def detect(before: str, after: str, out: str | Path | None = None,
     device = resolve_device(opts.device) if model_class(opts.model).uses_torch else "cpu"
     if check_device_name(opts.device).startswith("cuda") and device == "cpu":
         say(f"the {opts.model} model runs on the CPU")
-    with rasterio.Env(GDAL_CACHEMAX=opts.gdal_cache_mb * 2**20), \
+    with rasterio.Env(GDAL_CACHEMAX=_cache_bytes(before, opts.gdal_cache_mb)), \
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite)
         try:
@@ -165,6 +165,22 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         "min_area_m2": opts.min_area,
         "outputs": [name for name in OUTPUTS if (out_dir / name).exists()],
     }
+
+
+def _cache_bytes(before: str, cache_mb: int | None) -> int:
+    """GDAL's block cache for a run: bounded, so memory does not grow with the raster's size.
+
+    By default 64 MiB, or more for very wide rasters: two rows of 256-pixel output tiles of the
+    probability (4 bytes) and mask (1 byte), twice over, so strips never evict half-written tiles.
+    """
+    if cache_mb:
+        return int(cache_mb) * 2**20
+    try:
+        with rasterio.open(before) as ds:
+            width = ds.width
+    except rasterio.errors.RasterioIOError:
+        width = 0
+    return max(64 * 2**20, 2 * 2 * 256 * 5 * width)
 
 
 def _polygon_schema():

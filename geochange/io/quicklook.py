@@ -69,7 +69,7 @@ class QuicklookCanvas:
         path = Path(path)
         tmp = temp_path(path, ".png")
         try:
-            Image.fromarray(canvas).save(tmp, format="PNG", compress_level=3)
+            Image.fromarray(canvas).save(tmp, format="PNG", compress_level=1)
             commit(tmp, path)
         finally:
             discard(tmp)

@@ -48,7 +48,7 @@ class RasterWriter:
         """Publish: COG copy with overviews, then rename onto the final name."""
         try:
             self._ds.close()
-            rasterio.shutil.copy(self._tmp, self._tmp_cog, driver="COG", predictor="YES",
+            rasterio.shutil.copy(self._tmp, self._tmp_cog, driver="COG", predictor="NO",
                                  overview_resampling=self.overview_resampling.upper(), **COG_OPTIONS)
             commit(self._tmp_cog, self.path)
         finally:
