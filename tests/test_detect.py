@@ -246,3 +246,20 @@ def test_unwritable_output_path(planted_same_grid, tmp_path):
     blocker.write_text("x")
     with pytest.raises(GeochangeError, match="not a folder|cannot write"):
         detect(str(planted_same_grid.before), str(planted_same_grid.after), blocker / "out", DetectOptions())
+
+
+def test_real_pair_in_two_crs_joplin(shared_data, tmp_path):
+    """Joplin: pre in UTM 15N, post in WGS84, overlapping in part; outputs on the pre grid."""
+    pre = shared_data / "joplin/input/pre/tile_337-9136.tif"
+    post = shared_data / "joplin/input/post/tile_31500-5137.tif"
+    summary = detect(str(pre), str(post), tmp_path / "j", DetectOptions(tile=256, min_area=5))
+    with rasterio.open(pre) as src, rasterio.open(tmp_path / "j" / "change_mask.tif") as ds:
+        assert ds.crs == src.crs and ds.res == src.res
+        col = (ds.transform.c - src.transform.c) / src.transform.a
+        assert abs(col - round(col)) < 1e-6
+        mask = ds.read(1)
+    # the rotated WGS84 footprint leaves nodata corners, never "changed"
+    assert 0.0 < (mask == 255).mean() < 0.5
+    assert summary["polygons"] > 0
+    gdf = gpd.read_file(tmp_path / "j" / "changes.gpkg", layer="changes")
+    assert gdf.crs.to_epsg() == 26915 and (gdf["area_m2"] >= 5).all()
