@@ -36,7 +36,7 @@ from geochange.progress import say, task
 #: float32, and it lets the raster compress (near-zero noise becomes exact zeros)
 PROB_STEPS = 1024
 
-OUTPUTS = ("change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
+OUTPUTS = ("change_probability.tif", "change_mask.tif", "change_type.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json")
 
 
@@ -120,15 +120,20 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
                             "change probability"),
                RasterWriter(out_dir / "change_mask.tif", grid, "uint8", MASK_NODATA, "nearest",
                             "change mask (1 changed, 0 unchanged)")]
-    vectors = VectorWriter(out_dir, grid.crs, _polygon_schema())
+    n_types = getattr(model, "n_types", 0)
+    if n_types:
+        writers.append(RasterWriter(out_dir / "change_type.tif", grid, "uint8", MASK_NODATA, "nearest",
+                                    f"change type (1..{n_types}; 0 unchanged)"))
+    vectors = VectorWriter(out_dir, grid.crs, _polygon_schema(typed=n_types > 0))
     stats = StatsSink(grid, model.threshold)
-    polygons = PolygonSink(vectors, grid, model.threshold, opts.min_area)
+    polygons = PolygonSink(vectors, grid, model.threshold, opts.min_area, n_types)
     quicklook = QuicklookCanvas(grid.height, grid.width, pair.count, model.threshold)
     try:
         t = time.perf_counter()
         with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
             engine = run_sliding(pair, model, plan,
-                                 [RasterSink(*writers, model.threshold), polygons, stats, quicklook],
+                                 [RasterSink(writers[0], writers[1], model.threshold,
+                                             writers[2] if n_types else None), polygons, stats, quicklook],
                                  batch_size=opts.batch_size, prob_steps=PROB_STEPS,
                                  window_hooks=[quicklook.add_window], advance=advance)
         timings["inference"] = round(time.perf_counter() - t, 3)
@@ -183,11 +188,13 @@ def _cache_bytes(before: str, cache_mb: int | None) -> int:
     return max(64 * 2**20, 2 * 2 * 256 * 5 * width)
 
 
-def _polygon_schema():
+def _polygon_schema(typed: bool = False):
     import geopandas as gpd
 
     cols = {"id": np.array([], np.int64), "area_m2": np.array([], float), "perim_m": np.array([], float),
             "mean_prob": np.array([], float), "max_prob": np.array([], float)}
+    if typed:
+        cols["type"] = np.array([], np.int32)
     return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([]))
 
 

@@ -9,6 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import rasterio.features
 from PIL import Image
 
 from geochange.detect import DetectOptions, detect
@@ -263,3 +264,44 @@ def test_real_pair_in_two_crs_joplin(shared_data, tmp_path):
     assert summary["polygons"] > 0
     gdf = gpd.read_file(tmp_path / "j" / "changes.gpkg", layer="changes")
     assert gdf.crs.to_epsg() == 26915 and (gdf["area_m2"] >= 5).all()
+
+
+def test_typed_model_writes_change_types(planted_same_grid, tmp_path, monkeypatch):
+    """A model that tells change types apart gets change_type.tif and a polygon `type` attribute."""
+    import sys
+    import types as pytypes
+
+    from geochange import models
+    from geochange.models.cva import CVA
+
+    class TypedCVA(CVA):
+        name = "typed_cva"
+        n_types = 2
+
+        def predict_with_types(self, before, after, valid):
+            # type 1: brighter after (new roofs here), type 2: darker after
+            kinds = np.where((after - before).mean(axis=1) > 0, 1, 2).astype(np.uint8)
+            return self.predict(before, after, valid), kinds
+
+    mod = pytypes.ModuleType("typed_model")
+    mod.TypedCVA = TypedCVA
+    monkeypatch.setitem(sys.modules, "typed_model", mod)
+    monkeypatch.setitem(models.MODELS, "typed_cva", "typed_model:TypedCVA")
+    s = planted_same_grid
+    out = tmp_path / "typed"
+    detect(str(s.before), str(s.after), out, DetectOptions(model="typed_cva", tile=64, overlap=16))
+    with rasterio.open(out / "change_type.tif") as ds, rasterio.open(out / "change_mask.tif") as dm:
+        kinds, mask = ds.read(1), dm.read(1)
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert set(np.unique(kinds)) <= {0, 1, 2, 255}
+    assert ((kinds == 255) == (mask == 255)).all()
+    assert ((kinds == 0) == (mask == 0)).all()
+    assert {1, 2} <= set(np.unique(kinds))
+    gdf = gpd.read_file(out / "changes.gpkg", layer="changes")
+    assert "type" in gdf.columns and set(gdf["type"]) <= {1, 2}
+    # a polygon's type is the majority type of its pixels
+    big = gdf.loc[gdf["area_m2"].idxmax()]
+    rows, cols = rasterio.features.geometry_mask([big.geometry], mask.shape, s.transform, invert=True).nonzero()
+    values = kinds[rows, cols]
+    values = values[(values == 1) | (values == 2)]
+    assert big["type"] == np.bincount(values).argmax()

@@ -28,6 +28,14 @@ class Region:
     n_pixels: int
     sum_prob: float
     max_prob: float
+    type_counts: np.ndarray | None = None  # pixels per change type (index 0 unused), typed models only
+
+    @property
+    def majority_type(self) -> int:
+        """The region's most frequent change type (0 when the model has none)."""
+        if self.type_counts is None or self.type_counts[1:].sum() == 0:
+            return 0
+        return int(np.argmax(self.type_counts[1:]) + 1)
 
 
 @dataclass
@@ -36,6 +44,7 @@ class _Piece:
     n: int
     s: float
     m: float
+    t: np.ndarray | None = None
 
 
 @dataclass
@@ -47,8 +56,12 @@ class StripPolygonizer:
     _bottom: np.ndarray | None = None  # global piece ids along the last strip's bottom row (0 = none)
     _next_id: int = 1
 
-    def add(self, row_off: int, mask: np.ndarray, prob: np.ndarray) -> list[Region]:
-        """Add the strip whose first grid row is ``row_off``; return the regions it finished."""
+    def add(self, row_off: int, mask: np.ndarray, prob: np.ndarray, types: np.ndarray | None = None,
+            n_types: int = 0) -> list[Region]:
+        """Add the strip whose first grid row is ``row_off``; return the regions it finished.
+
+        With ``types`` (uint8, 1..n_types), each region also counts its pixels per change type.
+        """
         labels, n = ndimage.label(mask)
         if n:
             inside = labels > 0
@@ -58,6 +71,11 @@ class StripPolygonizer:
             maxs = np.full(n + 1, -np.inf)
             np.maximum.at(maxs, lab, p)
             maxs = maxs[1:]
+            tcounts = None
+            if types is not None:
+                m = n_types + 1
+                flat = lab.astype(np.int64) * m + np.minimum(types[inside], n_types)
+                tcounts = np.bincount(flat, minlength=(n + 1) * m).reshape(n + 1, m)[1:]
             geoms: dict[int, list] = {}
             shapes = rasterio.features.shapes(labels.astype(np.int32), mask=inside, connectivity=4,
                                               transform=Affine.translation(0, row_off))
@@ -67,7 +85,8 @@ class StripPolygonizer:
             for lab, parts in geoms.items():
                 gid = base + lab
                 geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-                self._pieces[gid] = _Piece(geom, int(counts[lab - 1]), float(sums[lab - 1]), float(maxs[lab - 1]))
+                self._pieces[gid] = _Piece(geom, int(counts[lab - 1]), float(sums[lab - 1]), float(maxs[lab - 1]),
+                                           None if tcounts is None else tcounts[lab - 1])
                 self._parent[gid] = gid
             top = np.where(labels[0] > 0, labels[0] + base, 0)
             if self._bottom is not None:
@@ -99,8 +118,9 @@ class StripPolygonizer:
             for g in members:
                 del self._parent[g]
             geom = pieces[0].geometry if len(pieces) == 1 else shapely.union_all([p.geometry for p in pieces])
+            tc = None if pieces[0].t is None else np.sum([p.t for p in pieces], axis=0)
             regions.append(Region(geom, sum(p.n for p in pieces), sum(p.s for p in pieces),
-                                  max(p.m for p in pieces)))
+                                  max(p.m for p in pieces), tc))
         return regions
 
     def _find(self, a: int) -> int:
@@ -123,7 +143,8 @@ def regions_to_frame(regions: list[Region], transform: Affine, crs, min_area_m2:
     """Finished regions as a GeoDataFrame in ``crs``: simplified to pixel size, valid, measured in metres.
 
     Columns: ``area_m2``, ``perim_m``, ``mean_prob``, ``max_prob`` (ids are given by the caller,
-    in output order). Regions smaller than ``min_area_m2`` are dropped.
+    in output order), and ``type`` (the majority change type) when the regions carry types.
+    Regions smaller than ``min_area_m2`` are dropped.
     """
     import geopandas as gpd
 
@@ -151,6 +172,8 @@ def regions_to_frame(regions: list[Region], transform: Affine, crs, min_area_m2:
         "mean_prob": (np.array([r.sum_prob for r in regions]) / np.maximum(n, 1)).round(4),
         "max_prob": np.array([r.max_prob for r in regions]).round(4),
     }, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
+    if regions[0].type_counts is not None:
+        frame["type"] = np.array([r.majority_type for r in regions], dtype=np.int32)
     keep = (frame["area_m2"] >= min_area_m2) & ~frame.geometry.is_empty
     return frame[keep.to_numpy()].reset_index(drop=True)
 

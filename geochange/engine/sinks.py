@@ -22,27 +22,41 @@ def change_mask(strip: Strip, threshold: float) -> np.ndarray:
     return mask
 
 
-class RasterSink:
-    """Writes ``change_probability.tif`` (float32, nodata -1) and ``change_mask.tif`` (uint8, nodata 255)."""
+def change_type(strip: Strip, threshold: float) -> np.ndarray:
+    """uint8 change types of a strip: 1..K where changed, 0 unchanged, 255 nodata."""
+    types = np.where(strip.prob >= threshold, strip.types, 0).astype(np.uint8)
+    types[~strip.valid] = MASK_NODATA
+    return types
 
-    def __init__(self, prob: RasterWriter, mask: RasterWriter, threshold: float) -> None:
-        self.prob, self.mask, self.threshold = prob, mask, threshold
+
+class RasterSink:
+    """Writes ``change_probability.tif`` (float32, nodata -1), ``change_mask.tif`` (uint8, nodata 255)
+    and, for models that tell change types apart, ``change_type.tif`` (uint8, nodata 255)."""
+
+    def __init__(self, prob: RasterWriter, mask: RasterWriter, threshold: float,
+                 types: RasterWriter | None = None) -> None:
+        self.prob, self.mask, self.threshold, self.types = prob, mask, threshold, types
 
     def write(self, strip: Strip) -> None:
         self.prob.write_rows(strip.row_off, np.where(strip.valid, strip.prob, PROB_NODATA).astype(np.float32))
         self.mask.write_rows(strip.row_off, change_mask(strip, self.threshold))
+        if self.types is not None and strip.types is not None:
+            self.types.write_rows(strip.row_off, change_type(strip, self.threshold))
 
 
 class PolygonSink:
     """Polygonises changed pixels strip by strip and streams finished regions to a VectorWriter."""
 
-    def __init__(self, writer: VectorWriter, grid: Grid, threshold: float, min_area_m2: float = 0.0) -> None:
+    def __init__(self, writer: VectorWriter, grid: Grid, threshold: float, min_area_m2: float = 0.0,
+                 n_types: int = 0) -> None:
         self.writer, self.grid, self.threshold, self.min_area = writer, grid, threshold, min_area_m2
+        self.n_types = n_types
         self.polygonizer = StripPolygonizer()
 
     def write(self, strip: Strip) -> None:
         mask = strip.valid & (strip.prob >= self.threshold)
-        self._publish(self.polygonizer.add(strip.row_off, mask, strip.prob))
+        types = strip.types if self.n_types else None
+        self._publish(self.polygonizer.add(strip.row_off, mask, strip.prob, types, self.n_types))
 
     def close(self) -> int:
         """Finish the regions still open; returns the number of polygons written."""

@@ -31,6 +31,7 @@ class Strip:
     row_off: int
     prob: np.ndarray   # (h, width) float32; undefined where not valid
     valid: np.ndarray  # (h, width) bool
+    types: np.ndarray | None = None  # (h, width) uint8 change type 1..K where changed, for typed models
 
 
 class StripSink(Protocol):
@@ -66,7 +67,8 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
     stats = EngineStats()
     t_start = time.perf_counter()
     weights = blend_weights(plan.tile_h, plan.tile_w, plan.overlap)
-    acc = _StripAccumulator(plan, prob_steps)
+    typed = getattr(model, "n_types", 0) > 0
+    acc = _StripAccumulator(plan, prob_steps, with_types=typed)
     with ThreadPoolExecutor(1, "geochange-read") as reader, ThreadPoolExecutor(1, "geochange-write") as writer:
         batches = _prefetch(reader, pair, plan, batch_size, prefetch)
         pending_writes: deque[Future] = deque()
@@ -86,13 +88,16 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
                 break
             rows, windows, before, after, valid = item
             t = time.perf_counter()
-            probs = model.predict(before, after, valid)
+            if typed:
+                probs, types = model.predict_with_types(before, after, valid)
+            else:
+                probs, types = model.predict(before, after, valid), None
             stats.predict_s += time.perf_counter() - t
             probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0)
             for k, (r, win) in enumerate(zip(rows, windows)):
                 for hook in window_hooks:
                     hook(win, before[k], after[k], valid[k])
-                for strip in acc.add(r, win, probs[k], weights * valid[k]):
+                for strip in acc.add(r, win, probs[k], weights * valid[k], None if types is None else types[k]):
                     emit(strip)
             stats.windows += len(windows)
             stats.batches += 1
@@ -141,24 +146,37 @@ def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, plan: WindowPlan, batc
 
 
 class _StripAccumulator:
-    """Weighted sums of predictions over the rows one window row spans; emits rows once final."""
+    """Weighted sums of predictions over the rows one window row spans; emits rows once final.
 
-    def __init__(self, plan: WindowPlan, steps: int | None = None) -> None:
+    Change types (categorical) are not averaged: each pixel takes the type of the window that
+    weighs most there (the one whose centre is nearest), which shows no seam either.
+    """
+
+    def __init__(self, plan: WindowPlan, steps: int | None = None, with_types: bool = False) -> None:
         self.plan, self.steps = plan, steps
-        self.sum = np.zeros((plan.tile_h, plan.width), np.float32)
-        self.weight = np.zeros((plan.tile_h, plan.width), np.float32)
+        shape = (plan.tile_h, plan.width)
+        self.sum = np.zeros(shape, np.float32)
+        self.weight = np.zeros(shape, np.float32)
+        self.best = np.zeros(shape, np.float32) if with_types else None
+        self.types = np.zeros(shape, np.uint8) if with_types else None
         self.row = 0   # window row being accumulated
         self.base = 0  # grid row of self.sum[0]
 
-    def add(self, r: int, window: Window, prob: np.ndarray, weight: np.ndarray) -> list[Strip]:
+    def add(self, r: int, window: Window, prob: np.ndarray, weight: np.ndarray,
+            types: np.ndarray | None = None) -> list[Strip]:
         out = []
         while r > self.row:
             out.append(self._flush())
         y0 = int(window.row_off) - self.base
         x0 = int(window.col_off)
         h, w = prob.shape
-        self.sum[y0:y0 + h, x0:x0 + w] += prob * weight
-        self.weight[y0:y0 + h, x0:x0 + w] += weight
+        region = (slice(y0, y0 + h), slice(x0, x0 + w))
+        self.sum[region] += prob * weight
+        self.weight[region] += weight
+        if self.types is not None and types is not None:
+            better = weight > self.best[region]
+            self.types[region][better] = types[better]
+            self.best[region][better] = weight[better]
         return out
 
     def finish(self) -> list[Strip]:
@@ -172,13 +190,14 @@ class _StripAccumulator:
         prob = np.divide(self.sum[:n], wsum, out=np.zeros_like(wsum), where=valid)
         if self.steps:
             prob = np.round(prob * self.steps) / self.steps
-        strip = Strip(start, prob, valid)
+        types = self.types[:n].copy() if self.types is not None else None
+        strip = Strip(start, prob, valid, types)
         keep = self.plan.tile_h - n
-        if keep > 0:
-            self.sum[:keep] = self.sum[n:].copy()
-            self.weight[:keep] = self.weight[n:].copy()
-        self.sum[keep:] = 0
-        self.weight[keep:] = 0
+        buffers = [b for b in (self.sum, self.weight, self.best, self.types) if b is not None]
+        for buf in buffers:
+            if keep > 0:
+                buf[:keep] = buf[n:].copy()
+            buf[keep:] = 0
         self.base = stop
         self.row += 1
         return strip

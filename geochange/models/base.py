@@ -34,6 +34,8 @@ class ChangeModel(ABC):
     threshold: float = 0.5
     #: False for models that never touch torch: they run on the CPU and skip importing it
     uses_torch: ClassVar[bool] = True
+    #: number of change types a model tells apart (0: none); typed models implement predict_with_types
+    n_types: int = 0
 
     def __init__(self, config: Any = None, device: str = "cpu") -> None:
         self.config = config
@@ -45,6 +47,15 @@ class ChangeModel(ABC):
     @abstractmethod
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Change probability for a batch of window pairs."""
+
+    def predict_with_types(self, before: np.ndarray, after: np.ndarray,
+                           valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probability and change type in one pass, for models with ``n_types > 0``.
+
+        Types are ``(N, h, w)`` uint8 in 1..n_types: the type each pixel has *if* it is changed;
+        the engine writes 0 where the blended probability says unchanged and 255 where invalid.
+        """
+        raise NotImplementedError(f"{self.name} does not tell change types apart")
 
     def params(self) -> dict:
         """Configuration and fitted values, JSON-ready, for summary.json."""
