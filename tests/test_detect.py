@@ -21,6 +21,19 @@ OUTPUTS = ["change_probability.tif", "change_mask.tif", "changes.gpkg", "changes
            "quicklook.png", "summary.json"]
 
 
+def register_model(monkeypatch, name: str, cls: type) -> None:
+    """Make a model class defined in a test reachable by name, for this test only."""
+    import sys
+    import types
+
+    from geochange import models
+
+    mod = types.ModuleType(f"test_model_{name}")
+    setattr(mod, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(models.MODELS, name, f"{mod.__name__}:{cls.__name__}")
+
+
 @pytest.fixture
 def result(planted, tmp_path):
     out = tmp_path / "out"
@@ -171,7 +184,6 @@ def test_default_out_dir_is_beside_before(planted_same_grid):
 
 def test_failure_mid_run_leaves_nothing_under_final_names(planted_same_grid, tmp_path, monkeypatch):
     """A model that breaks half-way: no output file appears, no temporary file stays."""
-    from geochange import models
     from geochange.models.base import ChangeModel
 
     class Breaks(ChangeModel):
@@ -185,12 +197,7 @@ def test_failure_mid_run_leaves_nothing_under_final_names(planted_same_grid, tmp
                 raise RuntimeError("model failed")
             return np.zeros(valid.shape, np.float32)
 
-    import sys
-    import types
-    mod = types.ModuleType("breaks_model")
-    mod.Breaks = Breaks
-    monkeypatch.setitem(sys.modules, "breaks_model", mod)
-    monkeypatch.setitem(models.MODELS, "breaks", "breaks_model:Breaks")
+    register_model(monkeypatch, "breaks", Breaks)
     s = planted_same_grid
     out = tmp_path / "broken"
     with pytest.raises(RuntimeError, match="model failed"):
@@ -268,10 +275,6 @@ def test_real_pair_in_two_crs_joplin(shared_data, tmp_path):
 
 def test_typed_model_writes_change_types(planted_same_grid, tmp_path, monkeypatch):
     """A model that tells change types apart gets change_type.tif and a polygon `type` attribute."""
-    import sys
-    import types as pytypes
-
-    from geochange import models
     from geochange.models.cva import CVA
 
     class TypedCVA(CVA):
@@ -283,10 +286,7 @@ def test_typed_model_writes_change_types(planted_same_grid, tmp_path, monkeypatc
             kinds = np.where((after - before).mean(axis=1) > 0, 1, 2).astype(np.uint8)
             return self.predict(before, after, valid), kinds
 
-    mod = pytypes.ModuleType("typed_model")
-    mod.TypedCVA = TypedCVA
-    monkeypatch.setitem(sys.modules, "typed_model", mod)
-    monkeypatch.setitem(models.MODELS, "typed_cva", "typed_model:TypedCVA")
+    register_model(monkeypatch, "typed_cva", TypedCVA)
     s = planted_same_grid
     out = tmp_path / "typed"
     detect(str(s.before), str(s.after), out, DetectOptions(model="typed_cva", tile=64, overlap=16))
