@@ -1,11 +1,14 @@
 """k-means through FAISS, shared by the models that cluster learned features (DRLnet, CDCluster).
 
-One function, :func:`kmeans`: Lloyd iterations of ``faiss.Kmeans`` from a seeded random
-initialisation, then the nearest centroid of every point. On the CPU a fixed seed gives the same
-centroids and labels on every run. FAISS's own behaviour is kept as it is: when a cluster empties
-during training it is refilled by splitting a populous one (Jégou, Douze & Johnson), and when there
-are more than ``256 * k`` points the centroids are trained on a seeded random subset of that size
-(every point is still labelled).
+One function, :func:`kmeans`: Lloyd iterations of ``faiss.Kmeans`` from a seeded initialisation,
+then the nearest centroid of every point. On the CPU a fixed seed gives the same centroids and
+labels on every run. The initialisation is greedy k-means++ (Arthur & Vassilvitskii 2007; the
+default of MATLAB's and scikit-learn's k-means) by default, or FAISS's own uniform draw of ``k`` points (DeepCluster's
+setting) with ``init="random"``: from a random draw Lloyd's iterations often leave two centroids in
+one well-separated group and none in another. FAISS's own behaviour is kept otherwise: when a
+cluster empties during training it is refilled by splitting a populous one, and when there are more
+than ``256 * k`` points the centroids are trained on a seeded random subset of that size (every
+point is still labelled).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from geochange.errors import GeochangeError
 
-__all__ = ["faiss_gpus", "kmeans"]
+__all__ = ["INITS", "faiss_gpus", "kmeans", "kmeans_plus_plus"]
 
 
 def faiss_gpus() -> int:
@@ -37,14 +40,50 @@ def _deterministic_mode() -> bool:
     return bool(torch.are_deterministic_algorithms_enabled())
 
 
-def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20,
-           gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+INITS = ("k-means++", "random")
+# points the k-means++ seeding looks at (a seeded random subset beyond this, as FAISS's own training)
+_PP_POINTS_PER_CENTROID = 256
+
+
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy k-means++ seeding (scikit-learn's default): ``k`` rows of ``x``; each new one is the
+    best, by the resulting potential, of ``2 + ln k`` candidates drawn with probability proportional
+    to the squared distance to the nearest row already chosen. Works on a random subset of at most
+    ``256 * k`` rows."""
+    n = x.shape[0]
+    m = min(n, _PP_POINTS_PER_CENTROID * k)
+    pts = x[np.sort(rng.choice(n, m, replace=False))] if m < n else x
+    pts = pts.astype(np.float64)
+    sq = (pts ** 2).sum(axis=1)
+    trials = 2 + int(np.log(k))
+    chosen = [int(rng.integers(m))]
+    d2 = np.maximum(sq - 2.0 * pts @ pts[chosen[0]] + sq[chosen[0]], 0.0)
+    for _ in range(1, k):
+        total = d2.sum()
+        if not total > 0:  # fewer distinct points than clusters: any point (FAISS splits duplicates)
+            nxt = int(rng.integers(m))
+            chosen.append(nxt)
+            continue
+        cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total)
+        cand = np.minimum(cand, m - 1)
+        cand_d2 = np.maximum(sq[None, :] - 2.0 * pts[cand] @ pts.T + sq[cand, None], 0.0)
+        np.minimum(cand_d2, d2[None, :], out=cand_d2)
+        best = int(np.argmin(cand_d2.sum(axis=1)))
+        chosen.append(int(cand[best]))
+        d2 = cand_d2[best]
+    return np.ascontiguousarray(pts[chosen], dtype=np.float32)
+
+
+def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20, gpu: bool | None = None,
+           init: str = "k-means++") -> tuple[np.ndarray, np.ndarray]:
     """Cluster the rows of ``x`` (n, d) into ``k`` groups with FAISS k-means.
 
     Returns ``(centroids, labels)``: ``(k, d)`` float32 and ``(n,)`` int64, each label the index of
     the nearest centroid (squared Euclidean distance). ``gpu``: ``None`` uses a GPU when faiss-gpu
     sees one and torch's deterministic-algorithms mode is off (GPU k-means is not bit-reproducible);
     ``False`` always the CPU (reproducible for a given ``seed``); ``True`` requires a GPU.
+
+    ``init``: ``"k-means++"`` (seeded from ``seed``) or ``"random"`` (FAISS's own draw).
 
     Raises GeochangeError for fewer points than clusters, ``k < 1`` or non-finite values.
     """
@@ -61,6 +100,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20,
         raise GeochangeError(f"k-means: {n} points cannot make {k} clusters")
     if not np.isfinite(x).all():
         raise GeochangeError("k-means: the points hold NaN or inf")
+    if init not in INITS:
+        raise GeochangeError(f"k-means init must be one of {', '.join(INITS)}, got {init!r}")
     n_gpus = faiss_gpus()
     if gpu is None:
         use_gpu = n_gpus > 0 and not _deterministic_mode()
@@ -74,6 +115,9 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20,
     # on stderr for every call with fewer than 39 points per centroid.
     km = faiss.Kmeans(d, k, niter=int(niter), seed=int(seed) % 2**31, verbose=False, gpu=use_gpu,
                       min_points_per_centroid=1)
-    km.train(x)
+    if init == "k-means++":
+        km.train(x, init_centroids=kmeans_plus_plus(x, k, np.random.default_rng(seed)))
+    else:
+        km.train(x)
     _, labels = km.index.search(x, 1)
     return np.asarray(km.centroids, dtype=np.float32), labels[:, 0].astype(np.int64)

@@ -13,7 +13,7 @@ Fully unsupervised and fitted on the scene itself. What the paper specifies, and
   last). Fully connected sigmoid layers, as in the deeplearn-toolbox the paper was built with.
 * **Loss** (Eq. 1/4): ``1/n sum ||f(x_i) - s^{t-1}_i||^2 + alpha 1/n sum lambda_i ||d(x_i) - M s^t_i||^2``
   plus the toolbox's sparse-activation penalty ``beta * sum_j KL(rho || rho_hat_j)`` on every hidden
-  layer (``rho = 0.05``). ``lambda_i`` (Eq. 2) is 1 where ``||h^1_i - h^2_i||^2`` exceeds the GGKI
+  layer (``rho = 0.05``). ``lambda_i`` (Eq. 2) is 1 where ``||h^1_i - h^2_i||`` exceeds the GGKI
   threshold (geochange.threshold) fitted on all samples.
 * **Algorithm 1** per mini-batch: an SGD step on theta (Eq. 7), nearest-centre assignment of the
   batch's changed samples (Eq. 8), online centre update with step ``1/count`` (Eq. 9).
@@ -22,10 +22,11 @@ Fully unsupervised and fitted on the scene itself. What the paper specifies, and
   lambda by GGKI on the learned features, ``1 + K_t`` centres (all unchanged samples share label 0
   and one centre, the changed ones are k-means-clustered into ``K_t``), Algorithm 1, and the
   reassignment of step 7 (k-means on the fine-tuned DRs of the changed samples).
-* **Outputs**: the change intensity ``CI = ||h^1 - h^2||^2`` of the final features, thresholded by
+* **Outputs**: the change intensity ``CI = ||h^1 - h^2||`` of the final features, thresholded by
   a GGKI fitted on the training samples at the end of ``fit``; ``predict`` returns its GGKI
   posterior (crosses 0.5 at the threshold, like cva); ``predict_types`` the change-type map:
-  0 unchanged, ``1..K_T`` the nearest of the final changed centres in DR space.
+  0 unchanged, ``1..K_T`` the nearest of the final changed centres in DR space. For the engine
+  (``n_types = K_T``), ``predict_with_types`` gives the probability and every pixel's type if changed.
 
 Paper defaults are the defaults: w = 3, lr 0.005, momentum 0.5, batch 10, sparsity target 0.05,
 alpha = 0.1, schedule (25, 15, 8, 5) with its first entry ``K0``, variant ``DRLnet2`` (every layer
@@ -37,10 +38,19 @@ Choices the paper leaves open, or where this implementation departs from it:
   The extractor's weights are shared by both dates (siamese), since Eq. 2 compares ``h^1`` and
   ``h^2`` as points of one feature space. Weights use the toolbox's sigmoid initialisation
   ``U(+-4 sqrt(6 / (fan_in + fan_out)))``, biases 0.
-* The sparsity weight ``beta`` is not given (the toolbox's default is 0, "off"): ``sparsity_weight``.
+* The sparsity weight ``beta`` is not given (the toolbox's default is 0, "off"; its default target
+  is the paper's 0.05): ``sparsity_weight`` = 0.001. Larger weights (0.01, 0.1) squeeze the
+  extractor's units toward 0.05 and visibly weakened the change intensity on synthetic scenes.
   ``rho_hat`` is the batch mean of each unit (the toolbox keeps a running mean instead).
 * Number of epochs of pre-training and of Algorithm 1 per stage are not given: ``pretrain_epochs``,
-  ``stage_epochs``. The pre-training optimises the classification (+ sparsity) loss only.
+  ``stage_epochs``. The pre-training optimises the classification (+ sparsity) loss only. With the
+  paper's lr, sigmoid units and squared error, learning is slow: over 20 epochs the classification
+  term on the K0 over-clustering classes mostly learns the class prior, so the change intensity
+  rests largely on the siamese extractor near its initialisation (on synthetic scenes a 20x larger
+  lr did fit the pseudo-labels, but saturated units then made the CI histogram spiky and GGKI
+  failed). The loss is summed over outputs and averaged over the batch, as Eq. 1.
+* k-means (over-clustering, centre initialisation, step 7) is FAISS's, seeded with k-means++
+  (geochange.cluster; MATLAB's kmeans, the likely tool of the paper, seeds the same way).
 * The classifier's targets at timestep t are the labels of timestep t-1 (Eq. 4), whose number of
   classes changes: at each timestep after the first the last layer is re-initialised with one
   output per class of ``s^{t-1}``.
@@ -49,12 +59,19 @@ Choices the paper leaves open, or where this implementation departs from it:
   cluster of the initialising k-means; the sequential ``1/count`` updates of a mini-batch are
   applied at once, which is exactly the same running mean.
 * lambda is fixed during a timestep and reused by its step 7.
+* GGKI (for lambda and for the final threshold) is fitted on the distance ``||h^1 - h^2||``, not on
+  Eq. 2's squared distance: the decision ``||.||^2 > tau`` is the same rule, but the squared values
+  crowd the unchanged class into the first few histogram bins and GGKI then cuts too low.
+  ``ci_squared=True`` restores Eq. 2 as printed.
 * SLIC works on the normalised bands (no Lab conversion); ``n_segments`` is per 256 x 256 pixels of
   valid window area, and the intersection of the two segmentations is by label pairs. The centre
   of a superpixel is its member pixel nearest to its centroid; windows at image borders are edge
   padded.
-* Dense prediction: the paper labels each superpixel by its centre window; ``predict`` evaluates
-  every pixel's own ``w x w`` neighbourhood instead (the first layer as a ``w x w`` convolution).
+* Dense prediction: the paper labels each superpixel by its centre window; by default ``predict``
+  evaluates every pixel's own ``w x w`` neighbourhood instead (the first layer as a ``w x w``
+  convolution), which needs no segmentation at inference but widens each change by ``w // 2``
+  pixels. ``predict_unit="superpixel"`` is the paper's way: SLIC on each predicted window (slower,
+  and the superpixels depend on the window, so they can differ across window seams).
 """
 
 from __future__ import annotations
@@ -71,6 +88,7 @@ from geochange.models.base import ChangeModel, Sample
 from geochange.threshold import GGKIResult, ggki_threshold
 
 VARIANTS = ("DRLnet1", "DRLnet2")
+PREDICT_UNITS = ("pixel", "superpixel")
 _SLIC_AREA = 256 * 256   # n_segments is per this many valid pixels
 _EPS = 1e-6
 
@@ -87,7 +105,7 @@ class DRLnetConfig:
     momentum: float = 0.5                             # SGD momentum (paper)
     batch_size: int = 10                              # paper
     sparsity: float = 0.05                            # target mean activation rho (paper)
-    sparsity_weight: float = 0.1                      # beta of the KL sparsity penalty (not in the paper)
+    sparsity_weight: float = 0.001                    # beta of the KL sparsity penalty (not in the paper)
     extractor_sizes: tuple[int, ...] = (50, 25)       # per-date (shared) feature extractor -> h
     merge_size: int = 25                              # merging layer on [h1, h2]
     dr_sizes: tuple[int, ...] = (10,)                 # layers after merging; the last one is d(x)
@@ -99,6 +117,7 @@ class DRLnetConfig:
     kmeans_niter: int = 20                            # FAISS k-means iterations
     ggki_bins: int = 512                              # histogram bins of the GGKI fits
     ci_squared: bool = False                          # GGKI on ||h1-h2||^2 (Eq. 2) instead of ||h1-h2||
+    predict_unit: str = "pixel"                       # "pixel": every pixel's window; "superpixel": paper's
     predict_chunk: int = 4                            # windows per forward pass in predict
 
     def __post_init__(self) -> None:
@@ -115,6 +134,9 @@ class DRLnetConfig:
         if not self.extractor_sizes or not self.dr_sizes or self.merge_size < 1 or min(
                 self.extractor_sizes + self.dr_sizes) < 1:
             raise GeochangeError("drlnet layer sizes must be positive and non-empty")
+        if self.predict_unit not in PREDICT_UNITS:
+            raise GeochangeError(f"drlnet predict_unit must be one of {', '.join(PREDICT_UNITS)}, "
+                                 f"got {self.predict_unit!r}")
         if self.batch_size < 1 or self.max_samples < 2 or self.n_segments < 1 or self.predict_chunk < 1:
             raise GeochangeError("drlnet batch_size, max_samples, n_segments and predict_chunk must be positive")
         if not 0.0 < self.sparsity < 1.0:
@@ -291,7 +313,8 @@ class _Stage:
     labels: np.ndarray = field(repr=False)
 
     def as_dict(self) -> dict:
-        return {"k": self.k, "tau": self.tau, "n_changed": self.n_changed, "n_labels": self.n_labels}
+        tau = None if math.isnan(self.tau) else self.tau  # timestep 0 has no lambda (strict JSON)
+        return {"k": self.k, "tau": tau, "n_changed": self.n_changed, "n_labels": self.n_labels}
 
 
 class DRLnet(ChangeModel):
@@ -309,6 +332,7 @@ class DRLnet(ChangeModel):
         self.history: list[dict] = []                  # one entry per epoch: losses (mean over batches)
         self.stages: list[_Stage] = []                 # timestep 0 = over-clustering, then 1..T
         self.n_samples = 0
+        self.n_types = 0                               # K_T after fit (fewer if fewer changed samples)
 
     # -- fit -------------------------------------------------------------------------------------
 
@@ -343,6 +367,8 @@ class DRLnet(ChangeModel):
             raise GeochangeError(f"drlnet: only {n} superpixels in the scene sample, need more than K0 = {cfg.k0}")
         self.n_samples = n
         self.history, self.stages = [], []
+        self.fitted = self.net = self.unchanged_centre = self.change_centres = None
+        self.n_types = 0
         rng = np.random.default_rng(seed)
         use_gpu_kmeans = False if str(self.device).startswith("cpu") else None
         dev = torch.device(self.device)
@@ -359,10 +385,10 @@ class DRLnet(ChangeModel):
             x2 = torch.from_numpy(x2_np).to(dev)
             prev = torch.from_numpy(s0).to(dev)
             # 2: pre-training on the over-clustering labels
-            self._train(x1, x2, prev, cfg.k0, None, rng, cfg.pretrain_epochs, stage=0,
+            self._train(x1, x2, prev, None, rng, cfg.pretrain_epochs, stage=0,
                         params=list(net.parameters()))
             for t, k_t in enumerate(cfg.schedule[1:], start=1):
-                # 4: lambda by GGKI on ||h1 - h2||^2 of the learned features
+                # 4: lambda by GGKI on ||h1 - h2|| of the learned features (Eq. 2)
                 h1, h2, d = self._features(x1, x2)
                 ci = self._ci(h1, h2).cpu().numpy()
                 gg = self._ggki(ci, f"timestep {t}")
@@ -370,9 +396,8 @@ class DRLnet(ChangeModel):
                 # 5: 1 + K_t centres, unchanged samples share label 0
                 d_np = d.cpu().numpy()
                 centres, labels, k_eff = self._init_centres(d_np, lam, k_t, seed + t, use_gpu_kmeans)
-                n_prev = int(prev.max().item()) + 1
-                if t > 1:
-                    net.new_classifier(n_prev)
+                if t > 1:  # targets s^{t-1}: one output per class of the previous timestep
+                    net.new_classifier(int(prev.max().item()) + 1)
                 # 6: Algorithm 1
                 if cfg.variant == "DRLnet1":
                     params = [p for m in [*net.dr, net.classifier] for p in m.parameters()]
@@ -380,7 +405,7 @@ class DRLnet(ChangeModel):
                     params = list(net.parameters())
                 clus = _Clustering(torch.from_numpy(centres).to(dev), torch.from_numpy(labels).to(dev),
                                    torch.from_numpy(lam).to(dev))
-                self._train(x1, x2, prev, n_prev, clus, rng, cfg.stage_epochs, stage=t, params=params)
+                self._train(x1, x2, prev, clus, rng, cfg.stage_epochs, stage=t, params=params)
                 # 7: reassignment: unchanged share label 0, changed samples k-means-clustered into K_t
                 _, _, d = self._features(x1, x2)
                 d_np = d.cpu().numpy()
@@ -394,6 +419,7 @@ class DRLnet(ChangeModel):
             self.fitted = self._ggki(ci, "the final change intensity")
         self.unchanged_centre = centres[0]
         self.change_centres = centres[1:1 + k_eff]
+        self.n_types = int(k_eff)
 
     def _ci(self, h1, h2, dim: int = -1):
         """Change intensity: ``||h1 - h2||`` (or its square, Eq. 2 as printed, with ``ci_squared``)."""
@@ -432,7 +458,7 @@ class DRLnet(ChangeModel):
                     lst.append(v)
         return tuple(torch.cat(v) for v in out)
 
-    def _train(self, x1, x2, prev, n_classes: int, clus: "_Clustering | None", rng: np.random.Generator,
+    def _train(self, x1, x2, prev, clus: "_Clustering | None", rng: np.random.Generator,
                epochs: int, stage: int, params: list) -> None:
         """SGD epochs on Eq. 4 (Algorithm 1 when ``clus`` is given, plain pre-training otherwise)."""
         import torch
@@ -440,7 +466,7 @@ class DRLnet(ChangeModel):
         cfg = self.config
         net = self.net
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-        eye = torch.eye(n_classes, device=x1.device)
+        eye = torch.eye(net.classifier.out_features, device=x1.device)
         n = x1.shape[0]
         for epoch in range(epochs):
             perm = torch.from_numpy(rng.permutation(n)).to(x1.device)
@@ -493,32 +519,62 @@ class DRLnet(ChangeModel):
                 yield i, ci, (self.net.dense_dr(h1, h2) if with_dr else None)
 
     def change_intensity(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """``||h^1 - h^2||^2`` of every pixel's ``w x w`` neighbourhood: ``(N, C, H, W) -> (N, H, W)``."""
-        out = np.empty((before.shape[0],) + before.shape[2:], np.float32)
-        for i, ci, _ in self._dense(before, after, with_dr=False):
-            out[i:i + ci.shape[0]] = ci.cpu().numpy()
-        return out
+        """CI ``||h^1 - h^2||`` of every pixel's ``w x w`` neighbourhood: ``(N, C, H, W) -> (N, H, W)``."""
+        return self._maps(before, after, None, with_types=False)[0]
+
+    def _maps(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None,
+              with_types: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """CI (N, H, W) float32 and, if asked, the type each pixel has if changed (N, H, W) uint8 in
+        1..n_types (the nearest changed centre in DR space), per pixel or, with
+        ``predict_unit="superpixel"`` and a ``valid`` mask, those of each superpixel's centre."""
+        import torch
+
+        self.fitted_or_raise()
+        shape = (before.shape[0],) + before.shape[2:]
+        ci_out = np.empty(shape, np.float32)
+        types_out = np.ones(shape, np.uint8) if with_types else None
+        centres = torch.from_numpy(np.asarray(self.change_centres, np.float32)).to(self.device)
+        with_types = with_types and centres.shape[0] > 0
+        for i, ci, d in self._dense(before, after, with_dr=with_types):
+            ci_out[i:i + ci.shape[0]] = ci.cpu().numpy()
+            if with_types:
+                # squared distance to each centre up to the per-pixel ||d||^2, which argmin ignores
+                dist = (centres ** 2).sum(1)[None, :, None, None] - 2.0 * torch.einsum("ndhw,kd->nkhw", d, centres)
+                types_out[i:i + ci.shape[0]] = (dist.argmin(1) + 1).to(torch.uint8).cpu().numpy()
+        if self.config.predict_unit == "superpixel" and valid is not None:
+            cfg = self.config
+            for n in range(shape[0]):
+                v = np.asarray(valid[n], bool)
+                if not v.any():
+                    continue
+                n_seg = max(1, int(round(cfg.n_segments * int(v.sum()) / _SLIC_AREA)))
+                labels = superpixels(before[n], after[n], v, n_seg, cfg.compactness)
+                rows, cols = superpixel_centres(labels)
+                inside = labels > 0
+                for arr in (ci_out, types_out) if types_out is not None else (ci_out,):
+                    lut = np.zeros(rows.size + 1, arr.dtype)
+                    lut[1:] = arr[n][rows, cols]
+                    arr[n][inside] = lut[labels[inside]]
+        return ci_out, types_out
 
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """GGKI posterior P(changed | CI): >= 0.5 exactly where CI exceeds the fitted threshold."""
-        return self.fitted_or_raise().posterior(self.change_intensity(before, after)).astype(np.float32, copy=False)
+        ci, _ = self._maps(before, after, valid, with_types=False)
+        return self.fitted_or_raise().posterior(ci).astype(np.float32, copy=False)
+
+    def predict_with_types(self, before: np.ndarray, after: np.ndarray,
+                           valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's typed-model call: probability as :meth:`predict`, and for every pixel the
+        type it has if changed, ``1..n_types`` (the nearest final changed centre in DR space)."""
+        ci, types = self._maps(before, after, valid, with_types=True)
+        return self.fitted_or_raise().posterior(ci).astype(np.float32, copy=False), types
 
     def predict_types(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Change-type map ``(N, H, W)`` uint8: 0 unchanged (or invalid), ``1..K_T`` the nearest changed centre."""
-        import torch
-
-        gg = self.fitted_or_raise()
-        out = np.zeros((before.shape[0],) + before.shape[2:], np.uint8)
-        centres = torch.from_numpy(np.asarray(self.change_centres, np.float32)).to(self.device)
-        for i, ci, d in self._dense(before, after, with_dr=True):
-            if centres.shape[0] == 0:
-                continue
-            dist = ((d[:, None] - centres[None, :, :, None, None]) ** 2).sum(2)  # (n, K, H, W)
-            types = (dist.argmin(1) + 1).to(torch.uint8)
-            types[ci <= gg.threshold] = 0
-            out[i:i + ci.shape[0]] = types.cpu().numpy()
-        out[~np.asarray(valid, bool)] = 0
-        return out
+        """Change-type map ``(N, H, W)`` uint8: 0 unchanged (or invalid), ``1..K_T`` the nearest
+        changed centre in DR space, wherever :meth:`predict` gives ``>= 0.5``."""
+        ci, types = self._maps(before, after, valid, with_types=True)
+        types[(ci <= self.fitted_or_raise().threshold) | ~np.asarray(valid, bool)] = 0
+        return types
 
     def fitted_or_raise(self) -> GGKIResult:
         if self.fitted is None or self.net is None:

@@ -1,0 +1,302 @@
+"""DRLnet (geochange.models.drlnet) on a small synthetic scene with planted changes.
+
+The scene: a smooth textured background, unchanged "buildings" on both dates, rectangles of new
+material planted in AFTER, sensor noise, a global illumination change of AFTER, and an invalid
+strip. Both dates are standardised per band as the engine's ``meanstd`` normalisation does before
+any model sees them. The config is small (few epochs, a short schedule) so the file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from geochange.errors import GeochangeError
+from geochange.models import create_model
+from geochange.models.cva import CVA
+from geochange.models.drlnet import (DRLnet, DRLnetConfig, _patches, superpixel_centres,
+                                     superpixel_samples, superpixels)
+
+SIZE = 128
+SCHEDULE = (12, 6, 3)
+SMALL = dict(schedule=SCHEDULE, pretrain_epochs=5, stage_epochs=2, max_samples=3000)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_scene(seed: int = 0):
+    """(before, after) (3, SIZE, SIZE) standardised float32, planted-change mask, valid mask."""
+    rng = np.random.default_rng(seed)
+    shape = (SIZE, SIZE)
+    base = []
+    for b in range(3):
+        field = (ndimage.gaussian_filter(rng.normal(size=shape), 6) * 25
+                 + ndimage.gaussian_filter(rng.normal(size=shape), 1.5) * 6)
+        base.append(100 + 10 * b + field / field.std() * 15)
+    before = np.stack(base)
+    after = before.copy()
+    for _ in range(6):  # existing buildings: the same on both dates
+        r, c = rng.integers(5, SIZE - 20, 2)
+        before[:, r:r + 10, c:c + 12] = after[:, r:r + 10, c:c + 12] = np.array([200, 190, 180])[:, None, None]
+    change = np.zeros(shape, bool)
+    materials = ([230, 220, 210], [50, 45, 40], [90, 160, 70])  # new roofs, asphalt, vegetation
+    for k in range(6):
+        r, c = rng.integers(4, SIZE - 30, 2)
+        h, w = rng.integers(10, 18, 2)
+        after[:, r:r + h, c:c + w] = np.array(materials[k % 3])[:, None, None]
+        change[r:r + h, c:c + w] = True
+    before += rng.normal(0, 2.0, before.shape)
+    after += rng.normal(0, 2.0, after.shape)
+    after = after * 0.7 + 30  # a global illumination change: not a change
+    valid = np.ones(shape, bool)
+    valid[:, -8:] = False     # nodata strip, zeroed in both dates like the engine does
+
+    def standardise(x):
+        v = x[:, valid]
+        out = (x - v.mean(axis=1)[:, None, None]) / v.std(axis=1)[:, None, None]
+        out[:, ~valid] = 0.0
+        return out.astype(np.float32)
+
+    return standardise(before), standardise(after), change & valid, valid
+
+
+def sample_windows(before, after, valid, size: int = 80):
+    """Four overlapping windows covering the scene, as detect's scene sample would give."""
+    starts = (0, SIZE - size)
+    return [(before[:, r:r + size, c:c + size], after[:, r:r + size, c:c + size], valid[r:r + size, c:c + size])
+            for r in starts for c in starts]
+
+
+def f1(pred, truth):
+    tp = np.sum(pred & truth)
+    return 2 * tp / max(2 * tp + np.sum(pred & ~truth) + np.sum(~pred & truth), 1)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(0)
+
+
+@pytest.fixture(scope="module")
+def fitted(scene):
+    before, after, _, valid = scene
+    model = DRLnet(DRLnetConfig(**SMALL))
+    model.fit(sample_windows(before, after, valid), seed=0)
+    return model
+
+
+def test_training_loss_falls(fitted):
+    pre = [h for h in fitted.history if h["stage"] == 0]
+    assert len(pre) == SMALL["pretrain_epochs"]
+    assert pre[-1]["loss"] < 0.8 * pre[0]["loss"]
+    assert pre[-1]["classification"] < pre[0]["classification"]
+    assert len(fitted.history) == SMALL["pretrain_epochs"] + SMALL["stage_epochs"] * (len(SCHEDULE) - 1)
+    assert all(np.isfinite(h["loss"]) for h in fitted.history)
+    # the clustering term of Eq. 4 is active once lambda exists (timesteps >= 1)
+    assert all(h["clustering"] == 0.0 for h in pre)
+    assert any(h["clustering"] > 0.0 for h in fitted.history if h["stage"] > 0)
+
+
+def test_recurrent_schedule_reduces_the_labels(fitted):
+    stages = fitted.stages
+    assert [s.k for s in stages] == list(SCHEDULE)
+    # timestep 0: the over-clustering into K0 classes, "all samples changed"
+    assert stages[0].n_labels == SCHEDULE[0]
+    assert stages[0].labels.max() == SCHEDULE[0] - 1
+    for prev, cur in zip(stages, stages[1:]):
+        assert cur.n_labels <= cur.k + 1          # unchanged share label 0, changed in K_t types
+        assert cur.n_labels < prev.n_labels
+        assert set(np.unique(cur.labels)) <= set(range(cur.k + 1))
+        assert np.sum(cur.labels > 0) == cur.n_changed
+        assert 0 < cur.n_changed < fitted.n_samples / 2
+    assert fitted.change_centres.shape[0] == SCHEDULE[-1]
+
+
+def test_finds_the_planted_changes_and_not_the_illumination(scene, fitted):
+    before, after, change, valid = scene
+    prob = fitted.predict(before[None], after[None], valid[None])[0]
+    assert prob.shape == change.shape and prob.dtype == np.float32
+    assert np.all((prob[valid] >= 0) & (prob[valid] <= 1))
+    changed = (prob >= fitted.threshold) & valid
+    assert f1(changed, change) >= 0.6
+    # the whole unchanged area went through the illumination change: almost none of it is change
+    unchanged = valid & ~change
+    assert changed[unchanged].mean() < 0.05
+    assert np.median(prob[unchanged]) < 0.1
+    # the probability is the GGKI posterior of the change intensity: 0.5 exactly at the threshold
+    ci = fitted.change_intensity(before[None], after[None])[0]
+    np.testing.assert_array_equal(prob >= 0.5, ci > fitted.fitted.threshold)
+
+
+def test_drlnet_against_cva_on_the_scene(scene, fitted):
+    """DRLnet is at least in CVA's league here (the numbers are reported by the project)."""
+    before, after, change, valid = scene
+    cva = CVA()
+    cva.fit(sample_windows(before, after, valid))
+    f_cva = f1((cva.predict(before[None], after[None], valid[None])[0] >= 0.5) & valid, change)
+    f_drl = f1((fitted.predict(before[None], after[None], valid[None])[0] >= 0.5) & valid, change)
+    assert f_drl >= f_cva - 0.1
+
+
+def test_same_seed_same_probabilities(scene, fitted):
+    before, after, _, valid = scene
+    again = DRLnet(DRLnetConfig(**SMALL))
+    again.fit(sample_windows(before, after, valid), seed=0)
+    p1 = fitted.predict(before[None], after[None], valid[None])
+    p2 = again.predict(before[None], after[None], valid[None])
+    np.testing.assert_array_equal(p1, p2)
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in fitted.history]
+    np.testing.assert_array_equal(
+        fitted.predict_types(before[None], after[None], valid[None]),
+        again.predict_types(before[None], after[None], valid[None]))
+
+
+def test_predict_types(scene, fitted):
+    before, after, change, valid = scene
+    batch = (np.stack([before, before]), np.stack([after, after]), np.stack([valid, valid]))
+    types = fitted.predict_types(*batch)
+    prob = fitted.predict(*batch)
+    assert types.shape == (2, SIZE, SIZE) and types.dtype == np.uint8
+    assert types.max() <= SCHEDULE[-1]
+    np.testing.assert_array_equal(types[0], types[1])
+    v = batch[2]
+    np.testing.assert_array_equal(types[v] > 0, prob[v] >= 0.5)  # a type exactly where changed
+    assert np.all(types[~v] == 0)
+    # the planted materials come out as more than one change type
+    assert len(np.unique(types[0][change & (types[0] > 0)])) >= 2
+
+
+def test_superpixel_unit_follows_the_segments(scene, fitted):
+    """predict_unit="superpixel" (the paper's unit): one value per intersected superpixel, taken at its
+    centre; the planted rectangles come out at least as well as per pixel."""
+    before, after, change, valid = scene
+    sp = copy.copy(fitted)
+    sp.config = dataclasses.replace(fitted.config, predict_unit="superpixel")
+    batch = (before[None], after[None], valid[None])
+    prob = sp.predict(*batch)[0]
+    types = sp.predict_types(*batch)[0]
+    labels = superpixels(before, after, valid, round(sp.config.n_segments * valid.sum() / 65536),
+                         sp.config.compactness)
+    for lab in np.unique(labels[valid])[:50]:
+        assert np.unique(prob[labels == lab]).size == 1
+    np.testing.assert_array_equal(types[valid] > 0, prob[valid] >= 0.5)
+    f_pixel = f1((fitted.predict(*batch)[0] >= 0.5) & valid, change)
+    assert f1((prob >= 0.5) & valid, change) >= f_pixel - 0.02
+
+
+def test_predict_with_types_for_the_engine(scene, fitted):
+    """The engine's typed call: the same probabilities, and every valid pixel's type if changed."""
+    before, after, _, valid = scene
+    batch = (before[None], after[None], valid[None])
+    assert fitted.n_types == SCHEDULE[-1]
+    prob, kinds = fitted.predict_with_types(*batch)
+    np.testing.assert_array_equal(prob, fitted.predict(*batch))
+    assert kinds.dtype == np.uint8 and kinds.shape == prob.shape
+    assert kinds[batch[2]].min() >= 1 and kinds.max() <= fitted.n_types
+    changed = (prob >= 0.5) & batch[2]
+    np.testing.assert_array_equal(kinds[changed], fitted.predict_types(*batch)[changed])
+
+
+def test_detect_end_to_end_writes_change_types(planted_same_grid, tmp_path):
+    """``geochange detect --model drlnet`` on the planted GeoTIFF pair of conftest."""
+    import rasterio
+
+    from geochange.detect import DetectOptions, detect
+
+    s = planted_same_grid
+    out = tmp_path / "drlnet"
+    summary = detect(str(s.before), str(s.after), out,
+                     DetectOptions(model="drlnet", model_params=dict(SMALL), device="cpu"))
+    assert summary["model"]["name"] == "drlnet" and summary["model"]["change_types"] == SCHEDULE[-1]
+    with rasterio.open(out / "change_mask.tif") as dm, rasterio.open(out / "change_type.tif") as dt:
+        mask, kinds = dm.read(1), dt.read(1)
+    truth, valid = s.truth_array == 1, s.truth_array != 255
+    assert f1((mask == 1) & valid, truth) >= 0.6
+    assert ((kinds == 0) == (mask == 0)).all()
+    assert set(np.unique(kinds[mask == 1])) <= set(range(1, SCHEDULE[-1] + 1))
+
+
+def test_dense_prediction_matches_the_training_samples(scene, fitted):
+    """The convolutional per-pixel path equals the network on the superpixel-centre patches."""
+    before, after, _, _ = scene
+    rows, cols = np.array([0, 5, 64, 127]), np.array([3, 0, 90, 127])  # borders included (edge padding)
+    x1 = torch.from_numpy(_patches(before, rows, cols, 3))
+    x2 = torch.from_numpy(_patches(after, rows, cols, 3))
+    with torch.no_grad():
+        h1, h2, d, _ = fitted.net(x1, x2)
+        dense1 = fitted.net.dense(torch.from_numpy(before[None]), 3)[0][:, rows, cols].T
+        dense_d = fitted.net.dense_dr(fitted.net.dense(torch.from_numpy(before[None]), 3),
+                                      fitted.net.dense(torch.from_numpy(after[None]), 3))[0][:, rows, cols].T
+    np.testing.assert_allclose(dense1.numpy(), h1.numpy(), atol=1e-5)
+    np.testing.assert_allclose(dense_d.numpy(), d.numpy(), atol=1e-5)
+    ci = fitted.change_intensity(before[None], after[None])[0][rows, cols]
+    np.testing.assert_allclose(ci, np.sqrt(((h1 - h2) ** 2).sum(1).numpy()), rtol=1e-4, atol=1e-5)
+
+
+def test_superpixels_intersect_both_dates(scene):
+    before, after, _, valid = scene
+    joint = superpixels(before, after, valid, 60, 0.1)
+    assert np.all(joint[~valid] == 0) and np.all(joint[valid] > 0)
+    # finer than either date's own segmentation, and each joint segment lies in one segment of each
+    from skimage.segmentation import slic
+    for img in (before, after):
+        own = slic(np.moveaxis(img, 0, -1).astype(np.float64), n_segments=60, compactness=0.1, mask=valid,
+                   convert2lab=False, start_label=1, channel_axis=-1)
+        assert joint.max() >= own.max()
+        pairs = np.unique(np.stack([joint[valid], own[valid]]), axis=1)
+        assert pairs.shape[1] == len(np.unique(joint[valid]))
+    rows, cols = superpixel_centres(joint)
+    assert rows.size == joint.max()
+    np.testing.assert_array_equal(joint[rows, cols], np.arange(1, joint.max() + 1))  # centres inside
+    x1, x2 = superpixel_samples(before, after, valid, 3, 1000, 0.1)
+    assert x1.shape == x2.shape and x1.shape[1] == 3 * 3 * 3 and x1.dtype == np.float32
+
+
+def test_drlnet1_fine_tunes_only_after_the_merging_layer(scene):
+    """DRLnet1 keeps the pre-trained extractor: lambda (GGKI on h1 - h2) is the same at every step."""
+    before, after, _, valid = scene
+    model = DRLnet(DRLnetConfig(**{**SMALL, "variant": "DRLnet1", "pretrain_epochs": 2, "stage_epochs": 1}))
+    model.fit(sample_windows(before, after, valid), seed=1)
+    taus = [s.tau for s in model.stages[1:]]
+    assert taus[0] == taus[1]
+    assert model.stages[1].n_changed == model.stages[2].n_changed
+
+
+def test_registry_config_and_errors(scene):
+    before, after, _, valid = scene
+    model = create_model("drlnet", **SMALL)
+    assert isinstance(model, DRLnet) and model.config.k0 == SCHEDULE[0]
+    with pytest.raises(GeochangeError, match="fitted"):
+        model.predict(before[None], after[None], valid[None])
+    with pytest.raises(GeochangeError, match="schedule"):
+        create_model("drlnet", schedule=[5, 8])
+    with pytest.raises(GeochangeError, match="variant"):
+        create_model("drlnet", variant="DRLnet3")
+    with pytest.raises(GeochangeError, match="predict_unit"):
+        create_model("drlnet", predict_unit="segment")
+    with pytest.raises(GeochangeError, match="window"):
+        create_model("drlnet", window=4)
+    with pytest.raises(GeochangeError, match="no valid"):
+        model.fit([(before, after, np.zeros_like(valid))])
+    assert create_model("drlnet", schedule=[25, 15, 8, 5]).config.schedule == (25, 15, 8, 5)
+
+
+def test_params_are_json_ready(fitted):
+    params = json.loads(json.dumps(fitted.params(), allow_nan=False))  # strict JSON: no NaN
+    assert params["name"] == "drlnet" and params["config"]["schedule"] == list(SCHEDULE)
+    assert params["ci_threshold"] == fitted.fitted.threshold
+    assert [s["k"] for s in params["stages"]] == list(SCHEDULE)
+    assert params["stages"][0]["tau"] is None and params["stages"][1]["tau"] > 0
+    assert params["ggki"]["threshold"] == fitted.fitted.threshold
