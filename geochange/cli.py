@@ -54,6 +54,20 @@ def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
     return bands or None
 
 
+def _parse_params(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> dict; values read as JSON when they parse (numbers, true, [..]), else text."""
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise GeochangeError(f"--param {item}: expected KEY=VALUE, e.g. -p variant=DRLnet1")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
 def _set_quiet(quiet: bool) -> None:
     from geochange.progress import set_quiet
 
@@ -63,13 +77,16 @@ def _set_quiet(quiet: bool) -> None:
 @app.command(epilog="Examples:\n\n"
              "  geochange detect 2009.tif 2020.tif\n\n"
              "  geochange detect before.tif after.tif --out run1/ --min-area 50 --tile 1024\n\n"
-             "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite")
+             "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite\n\n"
+             "  geochange detect before.tif after.tif --model drlnet --types 5 --seed 1")
 @user_errors
 def detect(
     before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
     after: str = typer.Argument(..., help="Later image; warped onto BEFORE's grid on the fly if needed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: <before stem>_change/ beside BEFORE]."),
-    model: str = typer.Option("cva", "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold)."),
+    model: str = typer.Option("cva", "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold) or drlnet (Zhang et al. 2017: learns from the pair, also maps change types)."),
+    types: Optional[int] = typer.Option(None, "--types", help="drlnet: number of change types K_T [default: 5]."),
+    param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable), e.g. -p variant=DRLnet1."),
     tile: int = typer.Option(512, help="Window size in pixels (shrunk to the raster if larger)."),
     overlap: int = typer.Option(64, help="Overlap between windows in pixels; blended without seams."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per model call."),
@@ -87,7 +104,10 @@ def detect(
     from geochange.detect import detect as run_detect
 
     _set_quiet(quiet)
-    opts = DetectOptions(model=model, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+    params = _parse_params(param)
+    if types is not None:
+        params["types"] = types
+    opts = DetectOptions(model=model, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
                          bands=_parse_bands(bands), normalize=normalize, resampling=resampling,
                          min_area=min_area, seed=seed, overwrite=overwrite)
     summary = run_detect(before, after, out, opts)

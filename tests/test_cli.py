@@ -68,3 +68,29 @@ def test_bad_option_values(planted_same_grid, tmp_path):
 def test_version():
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.stdout.startswith("geochange ")
+
+
+def test_detect_drlnet_with_types_and_params(planted_same_grid, tmp_path):
+    import numpy as np
+    import rasterio
+
+    s = planted_same_grid
+    out = tmp_path / "d"
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "-q", "--model", "drlnet",
+                              "--types", "3", "-p", "max_samples=1500", "-p", "pretrain_epochs=3",
+                              "-p", "stage_epochs=2", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(out / "change_type.tif") as ds:
+        kinds = ds.read(1)
+    assert set(np.unique(kinds)) - {255} <= {0, 1, 2, 3}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["name"] == "drlnet"
+    assert summary["model"]["config"]["schedule"][-1] == 3
+
+
+def test_bad_param_is_one_line(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-p", "oops"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "--types", "3"])
+    assert res.exit_code == 2 and "bad option for model cva" in res.output

@@ -300,3 +300,9 @@ def test_params_are_json_ready(fitted):
     assert [s["k"] for s in params["stages"]] == list(SCHEDULE)
     assert params["stages"][0]["tau"] is None and params["stages"][1]["tau"] > 0
     assert params["ggki"]["threshold"] == fitted.fitted.threshold
+
+
+@pytest.mark.parametrize("types, schedule", [(5, (25, 15, 8, 5)), (3, (25, 15, 8, 3)), (10, (25, 15, 10)),
+                                             (40, (80, 40))])
+def test_types_ends_the_schedule(types, schedule):
+    assert DRLnetConfig(types=types).schedule == schedule

@@ -99,6 +99,7 @@ class DRLnetConfig:
 
     window: int = 3                                   # w: patch side (paper: 3)
     schedule: tuple[int, ...] = (25, 15, 8, 5)        # K0 (over-clustering), K1 .. KT (paper Fig. 2)
+    types: int | None = None                          # K_T (--types): ends the schedule there if given
     variant: str = "DRLnet2"                          # DRLnet2: fine-tune all layers; DRLnet1: after merging only
     alpha: float = 0.1                                # weight of the clustering term (paper: 0.1)
     lr: float = 0.005                                 # SGD learning rate (paper)
@@ -122,6 +123,12 @@ class DRLnetConfig:
 
     def __post_init__(self) -> None:
         self.schedule = tuple(int(k) for k in self.schedule)
+        if self.types is not None:
+            # keep the schedule's steps above K_T and end at K_T: 3 -> (25, 15, 8, 3), 10 -> (25, 15, 10)
+            if int(self.types) < 1:
+                raise GeochangeError(f"--types must be >= 1, got {self.types}")
+            kept = [k for k in self.schedule[:-1] if k > int(self.types)] or [2 * int(self.types)]
+            self.schedule = (*kept, int(self.types))
         self.extractor_sizes = tuple(int(s) for s in self.extractor_sizes)
         self.dr_sizes = tuple(int(s) for s in self.dr_sizes)
         if self.window < 1 or self.window % 2 == 0:
