@@ -64,7 +64,9 @@ class VectorWriter:
         previous = pyogrio.get_gdal_config_option("OGR_SQLITE_SYNCHRONOUS")
         pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": "OFF"})
         try:
-            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.gpkg", layer=LAYER, **kw)
+            # GeoPackage 1.2: read without warnings by the GDAL of older QGIS releases too
+            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.gpkg", layer=LAYER,
+                                    dataset_options={"VERSION": "1.2"} if not append else None, **kw)
         finally:
             pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": previous})
         pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.shp", encoding="UTF-8", **kw)
@@ -97,7 +99,7 @@ def _add_gpkg_style(gpkg: Path, layer: str, qml: str) -> None:
             id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), f_table_schema TEXT(256),
             f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT,
             styleSLD TEXT, useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
-            update_time DATETIME DEFAULT CURRENT_TIMESTAMP)""")
+            update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))""")
         geom_col = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
                                (layer,)).fetchone()
         con.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column,"
