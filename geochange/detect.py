@@ -144,6 +144,8 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
             for w in writers:
                 w.close()
             vectors.close()
+        if not n_types:  # an earlier (overwritten) run's type map would not match this run
+            (out_dir / "change_type.tif").unlink(missing_ok=True)
         timings["publish"] = round(time.perf_counter() - t, 3)
     except BaseException:
         for w in writers:
@@ -168,7 +170,7 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         **stats.as_dict(),
         "polygons": n_polygons,
         "min_area_m2": opts.min_area,
-        "outputs": [name for name in OUTPUTS if (out_dir / name).exists()],
+        "outputs": [name for name in OUTPUTS if name != "change_type.tif" or n_types],
     }
 
 
