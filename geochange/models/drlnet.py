@@ -83,6 +83,7 @@ from typing import Sequence
 import numpy as np
 
 from geochange.cluster import kmeans
+from geochange.device import torch_threads
 from geochange.errors import GeochangeError
 from geochange.models.base import ChangeModel, Sample
 from geochange.threshold import GGKIResult, ggki_threshold
@@ -364,7 +365,11 @@ class DRLnet(ChangeModel):
         return x1, x2
 
     def fit(self, samples: Sequence[Sample], seed: int = 0) -> None:
-        """Algorithm 2 on superpixel samples pooled over the scene sample."""
+        """Algorithm 2 on superpixel samples pooled over the scene sample (one CPU thread: see torch_threads)."""
+        with torch_threads(1, self.device):
+            self._fit(samples, seed)
+
+    def _fit(self, samples: Sequence[Sample], seed: int = 0) -> None:
         import torch
 
         cfg = self.config
