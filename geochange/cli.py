@@ -185,6 +185,60 @@ def info(
             stdout.print(f"overlap: none ({ov['reason']})", highlight=False)
 
 
+def _parse_split(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise GeochangeError(f"--split {text}: give three fractions for train, val and test, e.g. 0.8,0.1,0.1")
+    return values
+
+
+@app.command(epilog="Examples:\n\n"
+             "  geochange tile 2009.tif 2020.tif --out chips/ --size 256\n\n"
+             "  geochange tile before.tif after_wgs84.tif --labels changes.gpkg --size 128 --overlap 32 --out ds/\n\n"
+             "  geochange tile 1999.tif 2005.tif --labels truth.tif --pair 1999-2005 --split 0.7,0.15,0.15 --seed 1 --out ds/\n\n"
+             "Read the result with geochange.data.open_dataset(DIR); the format is described in docs/datasets.md.")
+@user_errors
+def tile(
+    before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); chips use its grid and CRS."),
+    after: str = typer.Argument(..., help="Later image; warped onto BEFORE's grid on the fly if needed (as in detect)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (shards/, index.csv, dataset.json)."),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Change labels: a raster (> 0 changed, nodata unknown) or polygons of changed areas."),
+    label_layer: Optional[str] = typer.Option(None, "--label-layer", help="Layer of a vector label file with several layers."),
+    size: int = typer.Option(256, help="Chip side in pixels of BEFORE's grid."),
+    overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels (never across splits)."),
+    split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions of the spatial blocks."),
+    block: int = typer.Option(8, help="Side of a split block, in chips: each block goes whole to one split."),
+    seed: int = typer.Option(0, help="Seed of the split draw (same seed, same dataset)."),
+    min_valid: float = typer.Option(0.99, "--min-valid", help="Skip chips with a smaller share of pixels valid in both dates."),
+    bands: Optional[str] = typer.Option(None, help="Bands to keep, e.g. 1,2,3 [default: the common first N]."),
+    pair: Optional[str] = typer.Option(None, "--pair", help="Name of the pair in index.csv, e.g. 1999-2005 [default: before->after file stems]."),
+    resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
+    shard_size: int = typer.Option(2048, "--shard-size", help="Patches per shard file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
+) -> None:
+    """Cut two dates into co-registered chip pairs (with labels) for training: a sharded GeoTIFF dataset."""
+    from geochange.data.tile import tile as run_tile
+
+    _set_quiet(quiet)
+    summary = run_tile(before, after, out, labels=labels, label_layer=label_layer, size=size, overlap=overlap,
+                       bands=_parse_bands(bands), split=_parse_split(split), block=block, seed=seed,
+                       min_valid=min_valid, pair_name=pair, resampling=resampling, shard_size=shard_size,
+                       overwrite=overwrite)
+    if not quiet:
+        s, lab = summary["splits"], summary["labels"]
+        stdout.print(f"[green]done[/green]: {summary['patches']} patch pairs of {summary['size']} px "
+                     f"(train {s['train']}, val {s['val']}, test {s['test']}; changed {lab['changed']}, "
+                     f"unchanged {lab['unchanged']}, unlabelled {lab['unknown']}), "
+                     f"{summary['skipped_nodata']} chips skipped for nodata, in {summary['seconds']:.1f} s -> {out}",
+                     highlight=False, soft_wrap=True)
+        for note in summary["notes"]:
+            stdout.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"geochange {__version__}")

@@ -37,7 +37,7 @@ def test_evaluate_prints_a_table(planted_same_grid, tmp_path):
     assert res.exit_code == 0 and "kappa" in res.stdout and "[[" in res.stdout
 
 
-@pytest.mark.parametrize("command", ["detect", "evaluate", "info"])
+@pytest.mark.parametrize("command", ["detect", "evaluate", "info", "tile"])
 def test_help_shows_an_example(command):
     res = runner.invoke(app, [command, "--help"])
     assert res.exit_code == 0
@@ -94,3 +94,18 @@ def test_bad_param_is_one_line(planted_same_grid, tmp_path):
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
     res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "--types", "3"])
     assert res.exit_code == 2 and "bad option for model cva" in res.output
+
+
+def test_tile_writes_a_dataset(planted, tmp_path):
+    from geochange.data import PatchDataset
+
+    s, out = planted, tmp_path / "ds"
+    args = ["tile", str(s.before), str(s.after), "--out", str(out), "--labels", str(s.truth),
+            "--size", "32", "--overlap", "8", "--block", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "patch pairs" in res.output
+    ds = PatchDataset(out)
+    assert len(ds) > 10 and ds[0]["before"].shape == (3, 32, 32)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--overwrite" in res.output
