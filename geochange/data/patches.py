@@ -538,10 +538,18 @@ class LevirDataset:
         return f"LevirDataset({str(self.path)!r}, split={self.split!r}: {len(self)} pairs)"
 
 
+#: a LEVIR-CD item is one small chip read whole; anything larger belongs in ``geochange tile``
+MAX_CHIP_PIXELS = 4096 * 4096
+
+
 def _read_image(path: str) -> np.ndarray:
+    """One chip of a LEVIR-CD style folder (a whole small image: the sample itself)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path) as ds:
+            if ds.width * ds.height > MAX_CHIP_PIXELS:
+                raise GeochangeError(f"{path}: {ds.width}x{ds.height} px is not a chip; cut large rasters "
+                                     "into a dataset with `geochange tile`")
             return ds.read()
 
 
