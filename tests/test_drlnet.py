@@ -306,3 +306,17 @@ def test_params_are_json_ready(fitted):
                                              (40, (80, 40))])
 def test_types_ends_the_schedule(types, schedule):
     assert DRLnetConfig(types=types).schedule == schedule
+
+
+def test_row_chunks_do_not_change_the_maps(fitted, scene):
+    """predict works on blocks of rows (bounded memory); the block size must not show in the maps."""
+    before, after, _, valid = scene
+    b, a, v = before[None], after[None], valid[None]
+    whole = copy.deepcopy(fitted)
+    whole.config.predict_chunk = 10_000
+    fitted_small = copy.deepcopy(fitted)
+    fitted_small.config.predict_chunk = 7
+    p1, t1 = whole.predict_with_types(b, a, v)
+    p2, t2 = fitted_small.predict_with_types(b, a, v)
+    np.testing.assert_allclose(p1, p2, atol=1e-6)
+    np.testing.assert_array_equal(t1, t2)

@@ -120,7 +120,7 @@ class DRLnetConfig:
     ggki_bins: int = 512                              # histogram bins of the GGKI fits
     ci_squared: bool = False                          # GGKI on ||h1-h2||^2 (Eq. 2) instead of ||h1-h2||
     predict_unit: str = "pixel"                       # "pixel": every pixel's window; "superpixel": paper's
-    predict_chunk: int = 4                            # windows per forward pass in predict
+    predict_chunk: int = 128                          # rows of a window per forward pass in predict (memory)
 
     def __post_init__(self) -> None:
         self.schedule = tuple(int(k) for k in self.schedule)
@@ -275,12 +275,15 @@ def _build_network(in_dim: int, cfg: DRLnetConfig, n_classes: int):
             f = torch.sigmoid(self.classifier(d))
             return h1, h2, d, f
 
-        def dense(self, img, window: int):
-            """Extractor features of every pixel of ``img`` (N, C, H, W): (N, hidden, H, W)."""
+        def dense(self, img, window: int, pad: bool = True):
+            """Extractor features of every pixel of ``img`` (N, C, H, W): (N, hidden, H, W).
+
+            With ``pad=False`` the input already carries a halo of ``window // 2`` pixels on each side
+            (and the output is that much smaller)."""
             import torch.nn.functional as F
 
             r = window // 2
-            x = F.pad(img, (r, r, r, r), mode="replicate") if r else img
+            x = F.pad(img, (r, r, r, r), mode="replicate") if r and pad else img
             first = self.extractor[0]
             w = first.weight.view(first.out_features, img.shape[1], window, window)
             x = torch.sigmoid(F.conv2d(x, w, first.bias))
@@ -513,22 +516,33 @@ class DRLnet(ChangeModel):
     # -- predict -----------------------------------------------------------------------------------
 
     def _dense(self, before: np.ndarray, after: np.ndarray, with_dr: bool):
-        """Per window chunk: CI (n, H, W) and, if asked, the DRs (n, D, H, W), as torch tensors."""
+        """CI (1, rows, W) and, if asked, the DRs (1, D, rows, W) as torch tensors, a block of
+        ``predict_chunk`` rows of one window at a time (with a halo), so memory stays small:
+        yields ``(window index, first row, stop row, ci, dr)``."""
         import torch
+        import torch.nn.functional as F
 
         if self.net is None or self.fitted is None:
             raise GeochangeError("the drlnet model must be fitted on the scene before predicting")
         dev = torch.device(self.device)
         self.net.eval()
-        step = self.config.predict_chunk
+        w = self.config.window
+        r = w // 2
+        rows = self.config.predict_chunk
         with torch.no_grad():
-            for i in range(0, before.shape[0], step):
-                b = torch.from_numpy(np.ascontiguousarray(before[i:i + step], np.float32)).to(dev)
-                a = torch.from_numpy(np.ascontiguousarray(after[i:i + step], np.float32)).to(dev)
-                h1 = self.net.dense(b, self.config.window)
-                h2 = self.net.dense(a, self.config.window)
-                ci = self._ci(h1, h2, dim=1)
-                yield i, ci, (self.net.dense_dr(h1, h2) if with_dr else None)
+            for i in range(before.shape[0]):
+                b = torch.from_numpy(np.ascontiguousarray(before[i:i + 1], np.float32)).to(dev)
+                a = torch.from_numpy(np.ascontiguousarray(after[i:i + 1], np.float32)).to(dev)
+                if r:
+                    b = F.pad(b, (r, r, r, r), mode="replicate")
+                    a = F.pad(a, (r, r, r, r), mode="replicate")
+                height = before.shape[2]
+                for y0 in range(0, height, rows):
+                    y1 = min(height, y0 + rows)
+                    h1 = self.net.dense(b[:, :, y0:y1 + 2 * r], w, pad=False)
+                    h2 = self.net.dense(a[:, :, y0:y1 + 2 * r], w, pad=False)
+                    ci = self._ci(h1, h2, dim=1)
+                    yield i, y0, y1, ci, (self.net.dense_dr(h1, h2) if with_dr else None)
 
     def change_intensity(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         """CI ``||h^1 - h^2||`` of every pixel's ``w x w`` neighbourhood: ``(N, C, H, W) -> (N, H, W)``."""
@@ -547,12 +561,12 @@ class DRLnet(ChangeModel):
         types_out = np.ones(shape, np.uint8) if with_types else None
         centres = torch.from_numpy(np.asarray(self.change_centres, np.float32)).to(self.device)
         with_types = with_types and centres.shape[0] > 0
-        for i, ci, d in self._dense(before, after, with_dr=with_types):
-            ci_out[i:i + ci.shape[0]] = ci.cpu().numpy()
+        for i, y0, y1, ci, d in self._dense(before, after, with_dr=with_types):
+            ci_out[i, y0:y1] = ci[0].cpu().numpy()
             if with_types:
                 # squared distance to each centre up to the per-pixel ||d||^2, which argmin ignores
                 dist = (centres ** 2).sum(1)[None, :, None, None] - 2.0 * torch.einsum("ndhw,kd->nkhw", d, centres)
-                types_out[i:i + ci.shape[0]] = (dist.argmin(1) + 1).to(torch.uint8).cpu().numpy()
+                types_out[i, y0:y1] = (dist.argmin(1)[0] + 1).to(torch.uint8).cpu().numpy()
         if self.config.predict_unit == "superpixel" and valid is not None:
             cfg = self.config
             for n in range(shape[0]):
