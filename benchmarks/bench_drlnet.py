@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""DRLnet against the cva baseline (the paper's Raw+KM), scored against ground truth (issue 3).
+
+As the DRLnet paper's Table 1 (Zhang et al., IJCAI 2017): overall accuracy and kappa of ``cva`` and
+``drlnet`` on the same scenes, each run through ``geochange.detect.detect`` (same normalisation,
+same scene sample, same seed) and scored with ``geochange.evaluate.evaluate`` on its change_mask.tif.
+
+Scenes (prepared into ``--workdir`` once and reused):
+
+* ``bercy``, ``paris``: OSCD Sentinel-2 L1C pairs (../shared/data/oscd), the four 10 m bands
+  B02, B03, B04, B08 of each date stacked into one 4-band GeoTIFF; full 0/1 change masks
+  (``<city>-cm_georef_01.tif``); every pixel scored.
+* ``taizhou``: Landsat 7 ETM+ 6-band pair (../shared/data/landsat_taizhou/geotiff); SPARSE
+  reference samples made into one truth raster, 1 = change sample, 0 = unchanged sample,
+  255 = unlabelled (nodata): only labelled pixels are scored.
+* ``illumination``, ``misregistration``, ``seasonal``: synthetic 512 x 512 4-band (blue, green,
+  red, NIR) uint8 pairs with the same planted changes (new bright roofs, new asphalt, cleared
+  vegetation, new vegetation, demolished buildings; unchanged buildings on both dates) plus one
+  trivial event each: a global per-band gain/offset of AFTER; AFTER shifted by one pixel along
+  each axis; a seasonal tint (per-band gains plus NIR down / red up in proportion to a smooth
+  vegetation cover). Truth: the planted changes only, every pixel scored.
+
+Part 2 (unless ``--skip-big``): a synthetic ``--big`` x ``--big`` 3-band pair (written strip by
+strip, by ``bench_detect.make_pair``), ``python3 -m geochange detect`` with ``--model cva`` and
+``--model drlnet``, each in its own wrapper subprocess that reports its child's peak RSS
+(``getrusage(RUSAGE_CHILDREN)``), with fit and inference times from summary.json; plus the peak
+RSS of a bare interpreter that only imports torch and geochange's drlnet (what loading torch costs).
+
+    python3 benchmarks/bench_drlnet.py --workdir /tmp/gcd [--scenes bercy taizhou] [--drlnet-param max_samples=5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+GEN_VERSION = "3"   # bump when a scene's preparation changes, so stale scenes in a reused workdir are rebuilt
+REAL = ("bercy", "paris", "taizhou")
+SYNTHETIC = ("illumination", "misregistration", "seasonal")
+SCENES = REAL + SYNTHETIC
+OSCD_BANDS = ("B02", "B03", "B04", "B08")
+SYN_SIZE = 512
+SYN_SHIFT = (1, 1)  # misregistration of AFTER: (rows, cols) in pixels
+
+
+# --------------------------------------------------------------------------------------------------
+# scene preparation
+# --------------------------------------------------------------------------------------------------
+
+def _fresh(folder: Path) -> bool:
+    stamp = folder / "scene.ok"
+    return stamp.exists() and stamp.read_text() == GEN_VERSION
+
+
+def _stamp(folder: Path) -> None:
+    (folder / "scene.ok").write_text(GEN_VERSION)
+
+
+def _write(path: Path, array: np.ndarray, crs, transform, nodata=None) -> Path:
+    import rasterio
+
+    arr = array if array.ndim == 3 else array[None]
+    profile = dict(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                   dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata, compress="DEFLATE")
+    tmp = path.with_suffix(".tmp.tif")
+    with rasterio.open(tmp, "w", **profile) as ds:
+        ds.write(arr)
+    os.replace(tmp, path)
+    return path
+
+
+def _stack(files: list[Path], ref_file: Path, out: Path) -> list[str]:
+    """Stack single-band files into one GeoTIFF on ``ref_file``'s grid (warping any that differ)."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    notes = []
+    with rasterio.open(ref_file) as ref:
+        crs, transform, shape = ref.crs, ref.transform, ref.shape
+    bands = []
+    for f in files:
+        with rasterio.open(f) as ds:
+            if (ds.shape, ds.transform, ds.crs) == (shape, transform, crs):
+                bands.append(ds.read(1))
+            else:
+                dst = np.zeros(shape, ds.dtypes[0])
+                reproject(rasterio.band(ds, 1), dst, dst_transform=transform, dst_crs=crs,
+                          resampling=Resampling.bilinear)
+                bands.append(dst)
+                notes.append(f"{f.name}: {ds.shape[1]}x{ds.shape[0]} warped onto {ref_file.name}'s grid")
+    _write(out, np.stack(bands), crs, transform)
+    return notes
+
+
+def _grid_of(path: Path):
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.crs, ds.transform, ds.shape
+
+
+def prepare_oscd(city: str, data: Path, folder: Path) -> dict:
+    root = data / "oscd" / "images" / city
+    truth = data / "oscd" / "train_labels" / city / "cm" / f"{city}-cm_georef_01.tif"
+    notes = []
+    if not _fresh(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for d in ("imgs_1", "imgs_2"):
+            files[d] = []
+            for b in OSCD_BANDS:
+                hits = sorted((root / d).glob(f"*_{b}.tif"))
+                if len(hits) != 1:
+                    raise SystemExit(f"{root / d}: expected one *_{b}.tif, found {len(hits)}")
+                files[d].append(hits[0])
+        ref1 = files["imgs_1"][0]
+        # each date on its own B02 grid; detect warps AFTER onto BEFORE's grid if the dates differ
+        notes += _stack(files["imgs_1"], ref1, folder / "before.tif")
+        notes += _stack(files["imgs_2"], files["imgs_2"][0], folder / "after.tif")
+        g1, g2, gt = _grid_of(ref1), _grid_of(files["imgs_2"][0]), _grid_of(truth)
+        notes.append("imgs_2 on the grid of imgs_1" if g1 == g2 else "imgs_2 grid differs from imgs_1: detect warps it")
+        if gt != g1:
+            notes.append("truth grid differs from imgs_1 B02: evaluate warps it (nearest)")
+        (folder / "notes.json").write_text(json.dumps(notes))
+        _stamp(folder)
+    notes = json.loads((folder / "notes.json").read_text())
+    return {"before": folder / "before.tif", "after": folder / "after.tif", "truth": truth,
+            "kind": "OSCD S2 B2,B3,B4,B8; full mask", "notes": notes}
+
+
+def prepare_taizhou(data: Path, folder: Path) -> dict:
+    import rasterio
+
+    root = data / "landsat_taizhou" / "geotiff"
+    before, after = root / "2000TM.tif", root / "2003TM.tif"
+    if not _fresh(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(root / "change_mask.tif") as ds:
+            change = ds.read(1) > 0
+            crs, transform = ds.crs, ds.transform
+        with rasterio.open(root / "unchanged_mask.tif") as ds:
+            unchanged = ds.read(1) > 0
+        both = change & unchanged
+        truth = np.full(change.shape, 255, np.uint8)
+        truth[unchanged & ~both] = 0
+        truth[change & ~both] = 1
+        _write(folder / "truth.tif", truth, crs, transform, nodata=255)
+        notes = [f"{int(change.sum())} change / {int(unchanged.sum())} unchanged samples"
+                 + (f"; {int(both.sum())} in both left out" if both.any() else "")]
+        (folder / "notes.json").write_text(json.dumps(notes))
+        _stamp(folder)
+    return {"before": before, "after": after, "truth": folder / "truth.tif",
+            "kind": "Landsat ETM+ 6 bands; sparse samples", "notes": json.loads((folder / "notes.json").read_text())}
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int], bands: int) -> np.ndarray:
+    """tests/conftest.py's texture(): smooth fields and trees, float32 (bands, h, w) around 100-140."""
+    from scipy import ndimage
+
+    out = []
+    for b in range(bands):
+        field = (ndimage.gaussian_filter(rng.normal(size=shape), 6) * 25
+                 + ndimage.gaussian_filter(rng.normal(size=shape), 1.5) * 6)
+        out.append(100 + 10 * b + field / max(field.std(), 1e-6) * 15)
+    return np.stack(out).astype(np.float32)
+
+
+# (blue, green, red, NIR)
+_EXISTING = np.array([200, 190, 180, 170], np.float32)
+_MATERIALS = {
+    "new roof": np.array([225, 215, 205, 190], np.float32),
+    "new asphalt": np.array([50, 48, 45, 40], np.float32),
+    "cleared to soil": np.array([135, 140, 150, 150], np.float32),
+    "new vegetation": np.array([70, 95, 60, 210], np.float32),
+}
+
+
+def make_synthetic(kind: str, folder: Path, seed: int) -> dict:
+    """One synthetic pair with planted changes and the trivial event ``kind``."""
+    from affine import Affine
+    from rasterio.crs import CRS
+    from scipy import ndimage
+
+    if not _fresh(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        n = SYN_SIZE
+        pad = 2
+        m = n + 2 * pad                      # a canvas a little larger than the grid (room for the shift)
+        rng = np.random.default_rng([seed, SYNTHETIC.index(kind)])
+        veg = ndimage.gaussian_filter(rng.normal(size=(m, m)), 12)
+        veg = 1.0 / (1.0 + np.exp(-veg / veg.std() * 2.0))          # smooth vegetation cover in (0, 1)
+        base = _texture(rng, (m, m), 4) + veg[None] * np.array([-15, -5, -20, 60], np.float32)[:, None, None]
+        # fine detail (hedges, roads, single trees), the same on both dates: what a misregistration shows
+        fine = ndimage.gaussian_filter(rng.normal(size=(m, m)), 0.7)
+        base += (10 * fine / fine.std()).astype(np.float32)[None]
+        before, after = base.copy(), base.copy()
+        chg_after = np.zeros((m, m), bool)   # changes drawn on AFTER
+        chg_before = np.zeros((m, m), bool)  # demolitions: buildings drawn on BEFORE only
+        for _ in range(14):                  # existing buildings, the same on both dates
+            r, c = rng.integers(pad + 4, m - pad - 30, 2)
+            h, w = rng.integers(10, 22, 2)
+            before[:, r:r + h, c:c + w] = after[:, r:r + h, c:c + w] = _EXISTING[:, None, None]
+        names = list(_MATERIALS) + ["demolished"]
+        for k in range(20):
+            r, c = rng.integers(pad + 4, m - pad - 36, 2)
+            h, w = rng.integers(12, 32, 2)
+            what = names[k % len(names)]
+            if what == "demolished":
+                before[:, r:r + h, c:c + w] = _EXISTING[:, None, None]
+                chg_before[r:r + h, c:c + w] = True
+            else:
+                after[:, r:r + h, c:c + w] = _MATERIALS[what][:, None, None]
+                chg_after[r:r + h, c:c + w] = True
+        before += rng.normal(0, 2.0, before.shape).astype(np.float32)
+        after += rng.normal(0, 2.0, after.shape).astype(np.float32)
+        dy, dx = (0, 0)
+        if kind == "illumination":
+            # gain, offset and a gamma per band: global, but not linear (haze lifts the darks)
+            gamma = np.array([0.7, 0.75, 0.8, 1.2], np.float32)[:, None, None]
+            after = 255 * (np.clip(after, 0, 255) / 255) ** gamma * np.array([0.8, 0.85, 0.8, 0.9], np.float32)[
+                :, None, None] + np.array([25, 20, 22, 10], np.float32)[:, None, None]
+        elif kind == "misregistration":
+            dy, dx = SYN_SHIFT
+        elif kind == "seasonal":
+            after = (after * np.array([0.95, 1.05, 1.1, 0.85], np.float32)[:, None, None]
+                     + veg[None] * np.array([5, -10, 25, -60], np.float32)[:, None, None])
+        else:
+            raise ValueError(kind)
+        # the grid: BEFORE = canvas[pad:pad+n]; AFTER = canvas shifted by (dy, dx) (its content
+        # appears (dy, dx) px up-left of where BEFORE has it)
+        b = before[:, pad:pad + n, pad:pad + n]
+        a = after[:, pad + dy:pad + dy + n, pad + dx:pad + dx + n]
+        truth = chg_after[pad + dy:pad + dy + n, pad + dx:pad + dx + n] | chg_before[pad:pad + n, pad:pad + n]
+        crs = CRS.from_epsg(32633)
+        transform = Affine(10.0, 0, 400_000.0, 0, -10.0, 5_000_000.0)
+        _write(folder / "before.tif", np.clip(b, 1, 255).round().astype(np.uint8), crs, transform)
+        _write(folder / "after.tif", np.clip(a, 1, 255).round().astype(np.uint8), crs, transform)
+        _write(folder / "truth.tif", truth.astype(np.uint8), crs, transform)
+        _stamp(folder)
+    event = {"illumination": "global per-band gain, offset and gamma of AFTER",
+             "misregistration": f"AFTER shifted {SYN_SHIFT[0]} px down, {SYN_SHIFT[1]} px right",
+             "seasonal": "per-band gains + NIR down / red up with vegetation cover"}[kind]
+    return {"before": folder / "before.tif", "after": folder / "after.tif", "truth": folder / "truth.tif",
+            "kind": f"synthetic 512^2 x4, planted + {kind}", "notes": [event]}
+
+
+def prepare(name: str, workdir: Path, data: Path, seed: int) -> dict:
+    folder = workdir / "scenes" / name
+    if name in ("bercy", "paris"):
+        return prepare_oscd(name, data, folder)
+    if name == "taizhou":
+        return prepare_taizhou(data, folder)
+    return make_synthetic(name, folder, seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# part 1: accuracy and kappa
+# --------------------------------------------------------------------------------------------------
+
+def _params_tag(params: dict) -> str:
+    if not params:
+        return ""
+    return "-" + hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_scene(name: str, scene: dict, method: str, params: dict, workdir: Path, seed: int) -> dict:
+    from geochange.detect import DetectOptions, detect
+    from geochange.evaluate import evaluate
+
+    out = workdir / "runs" / name / f"{method}{_params_tag(params)}"
+    opts = DetectOptions(model=method, model_params=dict(params), seed=seed, overwrite=True)
+    t = time.perf_counter()
+    summary = detect(str(scene["before"]), str(scene["after"]), out, opts)
+    wall = time.perf_counter() - t
+    scores = evaluate(str(out / "change_mask.tif"), str(scene["truth"]), change_values=[1])["scores"]
+    tm = summary["timings_s"]
+    return {"scene": name, "method": method, "params": params, "scores": scores,
+            "fit_s": tm.get("fit", 0.0), "inference_s": tm.get("inference", 0.0), "total_s": tm.get("total", wall),
+            "changed_fraction": summary.get("changed_fraction"),
+            "model": {k: v for k, v in summary["model"].items() if k not in ("config",)}}
+
+
+def print_table(rows: list[dict], scenes: dict) -> None:
+    print("\nTable 1 (as in Zhang et al. 2017): OA and kappa against ground truth")
+    hdr = (f"{'scene':<16} {'method':<7} {'OA':>7} {'kappa':>7} {'F1':>7} {'prec':>6} {'recall':>6} "
+           f"{'pred%':>6} {'true%':>6} {'scored':>8} {'fit s':>7} {'infer s':>7} {'total s':>7}")
+    print(hdr)
+    print("-" * len(hdr))
+    by_scene: dict[str, list[dict]] = {}
+    for r in rows:
+        by_scene.setdefault(r["scene"], []).append(r)
+    for name, rs in by_scene.items():
+        for r in rs:
+            s = r["scores"]
+            true_pct = 100.0 * (s["tp"] + s["fn"]) / max(s["n_pixels"], 1)
+            pred_pct = 100.0 * (s["tp"] + s["fp"]) / max(s["n_pixels"], 1)
+            print(f"{name:<16} {r['method']:<7} {s['accuracy']:>7.4f} {s['kappa']:>7.4f} {s['f1']:>7.4f} "
+                  f"{s['precision']:>6.3f} {s['recall']:>6.3f} {pred_pct:>6.2f} {true_pct:>6.2f} "
+                  f"{s['n_pixels']:>8d} {r['fit_s']:>7.1f} {r['inference_s']:>7.1f} {r['total_s']:>7.1f}")
+        k = {r["method"]: r["scores"]["kappa"] for r in rs}
+        if "cva" in k and "drlnet" in k:
+            d = k["drlnet"] - k["cva"]
+            winner = "drlnet" if d > 0 else ("cva" if d < 0 else "tie")
+            print(f"{'':<16} -> kappa: {winner} wins ({'+' if d >= 0 else ''}{d:.4f} drlnet - cva)"
+                  f"   [{scenes[name]['kind']}]")
+    print("(pred%: pixels predicted changed; true%: truly changed; scored: pixels compared "
+          "(taizhou: labelled samples only); times from detect's summary timings_s)")
+
+
+# --------------------------------------------------------------------------------------------------
+# part 2: big pair, peak RSS and runtime
+# --------------------------------------------------------------------------------------------------
+
+#: runs its argv as its only child and prints that child's exit code, peak RSS (KiB) and wall time
+_WRAPPER = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "dt = time.perf_counter() - t\n"
+    "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, dt)\n"
+)
+
+_IMPORTS = "import torch, geochange.detect, geochange.models.drlnet, geochange.models.cva"
+
+
+def _wrapped(cmd: list[str], what: str) -> tuple[float, float, str]:
+    res = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True)
+    try:
+        rc, kib, wall = res.stdout.split()
+    except ValueError:
+        raise SystemExit(f"peak-RSS wrapper failed for {what}: {res.stdout}{res.stderr}") from None
+    if int(rc) != 0:
+        raise SystemExit(f"{what} failed (exit {rc}):\n{res.stderr}")
+    return int(kib) / 1024, float(wall), res.stderr
+
+
+def bench_big(n: int, workdir: Path, params: dict, seed: int) -> list[dict]:
+    sys.path.insert(0, str(HERE))
+    from bench_detect import make_pair
+
+    before, after = make_pair(workdir, n)
+    rows = []
+    mib, wall, _ = _wrapped([sys.executable, "-c", _IMPORTS], "the import baseline")
+    rows.append({"what": "import torch + geochange (no detect)", "peak_mib": mib, "wall": wall})
+    for method in ("cva", "drlnet"):
+        out = workdir / f"out_big_{method}_{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "geochange", "detect", str(before), str(after), "--out", str(out),
+               "--quiet", "--overwrite", "--model", method, "--seed", str(seed), "--device", "cpu"]
+        if method == "drlnet":
+            for k, v in params.items():
+                cmd += ["--param", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+        print(f"  {method} on the {n}x{n} pair ...", flush=True)
+        mib, wall, _ = _wrapped(cmd, f"detect --model {method} on the {n}x{n} pair")
+        summary = json.loads((out / "summary.json").read_text())
+        tm = summary["timings_s"]
+        rows.append({"what": f"detect --model {method}", "peak_mib": mib, "wall": wall, "fit": tm.get("fit"),
+                     "inference": tm.get("inference"), "model": tm.get("model"), "total": tm.get("total"),
+                     "windows": summary["engine"]["windows"], "changed_fraction": summary["changed_fraction"],
+                     "n_samples": summary["model"].get("n_samples")})
+        print(f"    peak {mib:.0f} MiB, fit {tm.get('fit', 0):.1f} s, inference {tm.get('inference', 0):.1f} s, "
+              f"total {tm.get('total', 0):.1f} s", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+def _model_mib(params: dict) -> float:
+    """Size of DRLnet's weights for a 3-band input (float32), in MiB."""
+    from geochange.models.drlnet import DRLnetConfig, _build_network
+
+    cfg = DRLnetConfig(**params)
+    net = _build_network(3 * cfg.window ** 2, cfg, cfg.schedule[-1])
+    return sum(p.numel() for p in net.parameters()) * 4 / 2**20
+
+
+def print_big(rows: list[dict], n: int, params: dict) -> None:
+    print(f"\nBig pair {n}x{n}x3 (uint8), `python3 -m geochange detect` in a fresh subprocess each, CPU")
+    print(f"{'run':<38} {'peak RSS MiB':>12} {'fit s':>7} {'infer s':>8} {'model s':>8} {'total s':>8} {'wall s':>7}")
+    for r in rows:
+        f = lambda k: f"{r[k]:.1f}" if r.get(k) is not None else "-"  # noqa: E731
+        print(f"{r['what']:<38} {r['peak_mib']:>12.0f} {f('fit'):>7} {f('inference'):>8} {f('model'):>8} "
+              f"{f('total'):>8} {r['wall']:>7.1f}")
+    by = {r["what"]: r["peak_mib"] for r in rows}
+    cva, drl = by.get("detect --model cva"), by.get("detect --model drlnet")
+    imp = by.get("import torch + geochange (no detect)")
+    if cva and drl and imp:
+        print(f"drlnet - cva: {drl - cva:+.0f} MiB; the torch import alone: {imp:.0f} MiB; "
+              f"DRLnet weights: {_model_mib(params) * 1024:.1f} KiB")
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------
+
+def _parse_param(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{item}: expected KEY=VALUE, e.g. max_samples=5000")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where scenes are prepared (and reused) and outputs go [default: a temporary folder, removed]")
+    p.add_argument("--data", type=Path, default=DATA, help=f"the shared sample data [{DATA}]")
+    p.add_argument("--scenes", nargs="+", choices=SCENES, default=list(SCENES), help="scenes to run [all]")
+    p.add_argument("--drlnet-param", action="append", type=_parse_param, default=[], metavar="KEY=VALUE",
+                   help="override a DRLnetConfig field (repeatable; value read as JSON when it parses), "
+                        "e.g. --drlnet-param max_samples=5000 --drlnet-param predict_unit=superpixel")
+    p.add_argument("--seed", type=int, default=0, help="seed of detect (scene sample, model) and of the synthetic scenes [0]")
+    p.add_argument("--big", type=int, default=4096, help="side of the big synthetic pair for part 2 [4096]")
+    p.add_argument("--skip-big", action="store_true", help="skip part 2 (peak RSS and runtime on the big pair)")
+    p.add_argument("--skip-cva", action="store_true", help="part 1: run drlnet only (for sweeps of --drlnet-param)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    params = dict(args.drlnet_param)
+
+    from geochange.models import create_model
+    from geochange.progress import set_quiet
+
+    create_model("drlnet", **params)  # fail early on a bad override
+    set_quiet(True)
+    temp = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="geochange-drlnet-")) if temp else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    results: dict = {"params": params, "seed": args.seed, "scenes": [], "big": []}
+    try:
+        print(f"workdir: {workdir}  (cpus: {os.cpu_count()}; drlnet overrides: {params or 'none (paper defaults)'};"
+              f" seed {args.seed})", flush=True)
+        scenes = {}
+        for name in args.scenes:
+            scenes[name] = prepare(name, workdir, args.data, args.seed)
+            print(f"  {name}: {scenes[name]['kind']}; " + "; ".join(scenes[name]["notes"]), flush=True)
+        rows = []
+        for name in args.scenes:
+            for method in (("drlnet",) if args.skip_cva else ("cva", "drlnet")):
+                r = run_scene(name, scenes[name], method, params if method == "drlnet" else {}, workdir, args.seed)
+                s = r["scores"]
+                print(f"  {name:<16} {method:<7} OA {s['accuracy']:.4f} kappa {s['kappa']:.4f} F1 {s['f1']:.4f} "
+                      f"(fit {r['fit_s']:.1f} s, total {r['total_s']:.1f} s)", flush=True)
+                rows.append(r)
+        results["scenes"] = rows
+        print_table(rows, scenes)
+        if not args.skip_big:
+            print(f"\npart 2: {args.big}x{args.big} pair", flush=True)
+            results["big"] = bench_big(args.big, workdir, params, args.seed)
+            print_big(results["big"], args.big, params)
+        print(f"\nbenchmark wall time: {time.perf_counter() - t_all:.0f} s")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    finally:
+        if temp:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
