@@ -21,22 +21,18 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import warnings
 from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
 import rasterio.features
 import rasterio.warp
-from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geochange.errors import GeochangeError
-from geochange.geometry import polygonal_part, repair
-from geochange.io.align import Grid, first_line, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.labels import VectorMask, open_raster_or_vector
 from geochange.metrics import ConfusionMatrix
 from geochange.progress import task, warn
 
@@ -61,7 +57,7 @@ def evaluate(pred_path: str, truth_path: str, *, truth_layer: str | None = None,
     with contextlib.ExitStack() as stack:
         pred = stack.enter_context(open_raster(pred_path))
         grid = Grid.of(pred)
-        truth_ds = _open_truth_raster(truth_path) if truth_layer is None else None
+        truth_ds = open_raster_or_vector(truth_path) if truth_layer is None else None
         if truth_ds is not None:
             stack.enter_context(truth_ds)
             truth = _RasterTruth(pred, pred_path, truth_ds, truth_path, change_values)
@@ -72,7 +68,7 @@ def evaluate(pred_path: str, truth_path: str, *, truth_layer: str | None = None,
                 raise GeochangeError(f"{truth_path}: change values apply to a truth raster, "
                                      "not to polygons (every polygon is change)")
             require_crs(pred, pred_path)
-            truth = _VectorTruth(truth_path, truth_layer, grid, pred_path)
+            truth = _VectorTruth(truth_path, truth_layer, grid)
 
         pred_declares_nodata = pred.nodata is not None
         cm = ConfusionMatrix()
@@ -119,40 +115,7 @@ def _check_mask_values(values: np.ndarray, valid: np.ndarray, path: str) -> None
                              f"(expected 0 unchanged, 1 changed, {PRED_NODATA} nodata)")
 
 
-def _exists_or_remote(path: str) -> bool:
-    return "://" in path or path.startswith("/vsi") or os.path.exists(path)
-
-
 # --- raster truth -----------------------------------------------------------------------------
-
-def _open_truth_raster(path: str) -> rasterio.io.DatasetReader | None:
-    """The truth as a raster dataset, or None when it is a vector (decided by what GDAL can open)."""
-    if not _exists_or_remote(path):
-        raise GeochangeError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            ds = rasterio.open(path)
-    except RasterioIOError as exc:
-        if _is_vector(path):
-            return None
-        raise GeochangeError(f"{path}: not a raster or vector file GDAL can read ({first_line(exc)})") from None
-    if ds.count == 0:
-        ds.close()
-        if _is_vector(path):
-            return None
-        raise GeochangeError(f"{path}: the file holds no raster bands and no vector layers")
-    return ds
-
-
-def _is_vector(path: str) -> bool:
-    import pyogrio
-
-    try:
-        return len(pyogrio.list_layers(path)) > 0
-    except Exception:  # pyogrio.errors.DataSourceError and friends: not a vector source
-        return False
-
 
 def _georeferenced(ds: rasterio.io.DatasetReaderBase) -> bool:
     return ds.crs is not None
@@ -204,60 +167,12 @@ def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
 
 # --- vector truth -----------------------------------------------------------------------------
 
-class _VectorTruth:
-    """Changed-area polygons, indexed once in an STRtree and rasterized window by window."""
+class _VectorTruth(VectorMask):
+    """Changed-area polygons as truth: every pixel is valid, the burnt ones are changed."""
 
-    def __init__(self, path: str, layer: str | None, grid: Grid, pred_path: str):
-        import geopandas as gpd
-        import pyogrio
-        import shapely
-
-        if not _exists_or_remote(path):
-            raise GeochangeError(f"{path}: no such file")
-        try:
-            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
-        except Exception as exc:
-            raise GeochangeError(f"{path}: not a vector file OGR can read ({first_line(exc)})") from None
-        if not layers:
-            raise GeochangeError(f"{path}: the file holds no vector layers")
-        if layer is None and len(layers) > 1:
-            raise GeochangeError(f"{path}: holds {len(layers)} layers ({', '.join(layers)}): "
-                                 "name the truth layer to use")
-        if layer is not None and layer not in layers:
-            raise GeochangeError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
-        try:
-            gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
-        except Exception as exc:
-            raise GeochangeError(f"{path}: cannot read the vector layer ({first_line(exc)})") from None
-        if len(gdf) == 0:
-            raise GeochangeError(f"{path}: the truth layer holds no features")
-        if gdf.crs is None:
-            raise GeochangeError(f"{path}: the vector has no CRS (assign one first, e.g. ogr2ogr -a_srs EPSG:XXXX)")
-        geoms = np.asarray(gdf.geometry.to_crs(grid.crs), dtype=object)
-        geoms = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
-        # one part at a time: overlapping parts of a multipolygon then add up (union), where
-        # make_valid on the whole would cut their overlap out
-        geoms = repair(shapely.get_parts(geoms))
-        geoms = np.array([g for g in (polygonal_part(g) for g in geoms) if g is not None], dtype=object)
-        if len(geoms) == 0:
-            raise GeochangeError(f"{path}: no polygon in the truth layer (change truth must be polygons)")
-        xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
-        if not _intersects((xmin, ymin, xmax, ymax), grid.bounds):
-            raise GeochangeError(f"{pred_path} and {path} do not overlap (check their CRSs and extents)")
-        self.geoms = geoms
-        self.tree = shapely.STRtree(geoms)
-        self.grid = grid
+    def __init__(self, path: str, layer: str | None, grid: Grid) -> None:
+        super().__init__(path, layer, grid, what="truth", layer_hint="name the truth layer to use")
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        import shapely
-
-        h, w = int(window.height), int(window.width)
-        transform = self.grid.transform @ Affine.translation(window.col_off, window.row_off)
-        corners = np.array([transform @ xy for xy in ((0, 0), (w, 0), (0, h), (w, h))])
-        hits = self.tree.query(shapely.box(*corners.min(axis=0), *corners.max(axis=0)))
-        valid = np.ones((h, w), dtype=bool)
-        if len(hits) == 0:
-            return np.zeros((h, w), dtype=bool), valid
-        burned = rasterio.features.rasterize(((g, 1) for g in self.geoms[hits]), out_shape=(h, w),
-                                             transform=transform, fill=0, dtype="uint8")
-        return burned.astype(bool), valid
+        burned = super().read(window)
+        return burned.astype(bool), np.ones(burned.shape, dtype=bool)

@@ -15,7 +15,7 @@ from PIL import Image
 from geochange.detect import DetectOptions, detect
 from geochange.errors import GeochangeError
 from geochange.metrics import ConfusionMatrix
-from tests.conftest import make_planted_scene, write_tif
+from tests.conftest import write_tif
 
 OUTPUTS = ["change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json"]

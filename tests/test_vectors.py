@@ -9,7 +9,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pyogrio
-import pytest
 import shapely
 from pyproj import CRS
 

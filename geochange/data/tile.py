@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import rasterio
-from affine import Affine
 import rasterio.features
 import rasterio.warp
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geochange.data.patches import SPLITS, UNKNOWN, PatchWriter, check_out_dir
 from geochange.errors import GeochangeError
-from geochange.io.align import Grid, first_line, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.labels import VectorMask, open_raster_or_vector, window_bounds
 from geochange.io.pair import RasterPair
 from geochange.progress import task
 
@@ -253,48 +251,15 @@ def storage_dtype(before: str, after: str) -> str:
     return "int16" if dtype.name == "int8" else "float32"
 
 
-def window_bounds(window: Window, transform: Affine) -> tuple[float, float, float, float]:
-    """``(minx, miny, maxx, maxy)`` of a window of a grid, in the grid's CRS."""
-    t = transform @ Affine.translation(window.col_off, window.row_off)
-    corners = np.array([t @ xy for xy in ((0, 0), (window.width, 0), (0, window.height),
-                                          (window.width, window.height))])
-    (minx, miny), (maxx, maxy) = corners.min(axis=0), corners.max(axis=0)
-    return float(minx), float(miny), float(maxx), float(maxy)
-
-
 # --- labels -------------------------------------------------------------------------------------
 
 def open_labels(path: str, layer: str | None, grid: Grid):
     """The label source of ``path``: a raster unless it only opens as a vector (or ``layer`` is given)."""
-    if layer is not None:
-        return VectorLabels(path, layer, grid)
-    import os
-
-    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
-        raise GeochangeError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            ds = rasterio.open(path)
-    except RasterioIOError as exc:
-        if _vector_layers(path):
-            return VectorLabels(path, None, grid)
-        raise GeochangeError(f"{path}: not a raster or vector file GDAL can read ({first_line(exc)})") from None
-    if ds.count == 0:
-        ds.close()
-        if _vector_layers(path):
-            return VectorLabels(path, None, grid)
-        raise GeochangeError(f"{path}: the file holds no raster bands and no vector layers")
+    ds = None if layer is not None else open_raster_or_vector(path)
+    if ds is None:
+        return VectorMask(path, layer, grid, what="label", allow_empty=True,
+                          layer_hint="name the label layer with --label-layer")
     return RasterLabels(path, ds, grid)
-
-
-def _vector_layers(path: str) -> list[str]:
-    import pyogrio
-
-    try:
-        return [str(name) for name, _ in pyogrio.list_layers(path)]
-    except Exception:  # pyogrio's DataSourceError and friends: not a vector source
-        return []
 
 
 class RasterLabels:
@@ -329,52 +294,3 @@ class RasterLabels:
         self.ds.close()
 
 
-class VectorLabels:
-    """Polygons of changed areas, in the pair's CRS, indexed once and rasterised chip by chip."""
-
-    def __init__(self, path: str, layer: str | None, grid: Grid) -> None:
-        import geopandas as gpd
-        import shapely
-
-        from geochange.geometry import polygonal_part, repair
-
-        layers = _vector_layers(path)
-        if not layers:
-            raise GeochangeError(f"{path}: not a vector file OGR can read")
-        if layer is None and len(layers) > 1:
-            raise GeochangeError(f"{path}: holds {len(layers)} layers ({', '.join(layers)}): "
-                                 "name the label layer with --label-layer")
-        if layer is not None and layer not in layers:
-            raise GeochangeError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
-        try:
-            gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
-        except Exception as exc:
-            raise GeochangeError(f"{path}: cannot read the vector layer ({first_line(exc)})") from None
-        if len(gdf) and gdf.crs is None:
-            raise GeochangeError(f"{path}: the vector has no CRS (assign one first, e.g. ogr2ogr -a_srs EPSG:XXXX)")
-        geoms = np.asarray(gdf.geometry.to_crs(grid.crs), dtype=object) if len(gdf) else np.array([], object)
-        geoms = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
-        geoms = repair(shapely.get_parts(geoms))
-        self.geoms = np.array([g for g in (polygonal_part(g) for g in geoms) if g is not None], dtype=object)
-        if len(self.geoms):
-            xmin, ymin, xmax, ymax = shapely.total_bounds(self.geoms)
-            gb = grid.bounds
-            if not (xmin < gb[2] and gb[0] < xmax and ymin < gb[3] and gb[1] < ymax):
-                raise GeochangeError(f"{path}: the label polygons do not overlap the two dates "
-                                     "(check its CRS and extent)")
-        self.tree = shapely.STRtree(self.geoms)
-        self.grid = grid
-
-    def read(self, window: Window) -> np.ndarray:
-        import shapely
-
-        h, w = int(window.height), int(window.width)
-        hits = self.tree.query(shapely.box(*window_bounds(window, self.grid.transform)))
-        if len(hits) == 0:
-            return np.zeros((h, w), np.uint8)
-        transform = self.grid.transform @ Affine.translation(window.col_off, window.row_off)
-        return rasterio.features.rasterize(((g, 1) for g in self.geoms[hits]), out_shape=(h, w),
-                                           transform=transform, fill=0, dtype="uint8")
-
-    def close(self) -> None:
-        pass
