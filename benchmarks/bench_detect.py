@@ -277,21 +277,29 @@ _WRAPPER = (
 )
 
 
+def run_for_peak_rss(cmd: list[str], what: str) -> tuple[float, float, str]:
+    """Run ``cmd`` as the only child of a fresh wrapper process: (peak RSS MiB, wall s, its stderr)."""
+    res = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True)
+    try:
+        rc, kib, wall = res.stdout.split()
+    except ValueError:
+        raise SystemExit(f"peak-RSS wrapper failed for {what}: {res.stdout}{res.stderr}") from None
+    if int(rc) != 0:
+        raise SystemExit(f"{what} failed (exit {rc}):\n{res.stderr}")
+    return int(kib) / 1024, float(wall), res.stderr
+
+
 def peak_rss(pair: tuple[Path, Path], n: int, workdir: Path, args) -> dict:
     out = workdir / f"out_rss_{n}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "geochange", "detect", str(pair[0]), str(pair[1]), "--out", str(out),
            "--quiet", "--overwrite", "--tile", str(args.tile), "--overlap", str(args.overlap),
            "--batch-size", str(args.batch_size)]
-    res = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True)
-    shutil.rmtree(out, ignore_errors=True)
     try:
-        rc, kib, wall = res.stdout.split()
-    except ValueError:
-        raise SystemExit(f"peak-RSS wrapper failed for {n}: {res.stdout}{res.stderr}") from None
-    if int(rc) != 0:
-        raise SystemExit(f"geochange detect failed on the {n}x{n} pair (exit {rc}):\n{res.stderr}")
-    return {"n": n, "peak_mib": int(kib) / 1024, "wall": float(wall)}
+        mib, wall, _ = run_for_peak_rss(cmd, f"geochange detect on the {n}x{n} pair")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"n": n, "peak_mib": mib, "wall": wall}
 
 
 def profile_detect(pair: tuple[Path, Path], n: int, workdir: Path, args, top: int = 10) -> None:

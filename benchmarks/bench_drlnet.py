@@ -324,27 +324,13 @@ def print_table(rows: list[dict], scenes: dict) -> None:
 # part 2: big pair, peak RSS and runtime
 # --------------------------------------------------------------------------------------------------
 
-#: runs its argv as its only child and prints that child's exit code, peak RSS (KiB) and wall time
-_WRAPPER = (
-    "import resource, subprocess, sys, time\n"
-    "t = time.perf_counter()\n"
-    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-    "dt = time.perf_counter() - t\n"
-    "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, dt)\n"
-)
-
 _IMPORTS = "import torch, geochange.detect, geochange.models.drlnet, geochange.models.cva"
 
 
 def _wrapped(cmd: list[str], what: str) -> tuple[float, float, str]:
-    res = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True)
-    try:
-        rc, kib, wall = res.stdout.split()
-    except ValueError:
-        raise SystemExit(f"peak-RSS wrapper failed for {what}: {res.stdout}{res.stderr}") from None
-    if int(rc) != 0:
-        raise SystemExit(f"{what} failed (exit {rc}):\n{res.stderr}")
-    return int(kib) / 1024, float(wall), res.stderr
+    from bench_detect import run_for_peak_rss
+
+    return run_for_peak_rss(cmd, what)
 
 
 def bench_big(n: int, workdir: Path, params: dict, seed: int) -> list[dict]:
