@@ -61,3 +61,63 @@ class ChangeModel(ABC):
         """Configuration and fitted values, JSON-ready, for summary.json."""
         cfg = asdict(self.config) if is_dataclass(self.config) else {}
         return {"name": self.name, "config": cfg, "threshold": self.threshold}
+
+
+class TrainableModel(ChangeModel):
+    """A change model with a torch network, trained by the one shared trainer (``geochange.train``).
+
+    The trainer owns everything around the network: data loading and standardisation, batches,
+    device and AMP, optimiser steps, checkpoints every epoch, ``--resume``, the metrics CSV and
+    progress. A model adds only what is its own:
+
+    * :meth:`build` creates ``self.net`` (a ``torch.nn.Module``) for ``in_bands`` bands per date;
+    * :meth:`training_step` returns the loss of one batch (and any scalars worth logging);
+    * optional hooks: :meth:`make_optimizer` / :meth:`make_scheduler` (paper's optimiser),
+      :meth:`select` (which samples an epoch trains on: warm-up subsets, undersampling),
+      :meth:`start_epoch` (work on the whole data between epochs: re-clustering, KL annealing),
+      :meth:`extra_state` / :meth:`load_extra_state` (fitted values that are not parameters).
+
+    A batch is a dict of tensors on the training device: ``before`` and ``after`` ``(N, C, H, W)``
+    float32 (standardised per band), ``label`` ``(N, H, W)`` int64 (0 unchanged, 1 changed,
+    255 unknown: ignore it), ``patch_label`` ``(N,)`` int64 (1 if any pixel changed, 0 if none,
+    -1 if nothing is labelled). Hyper-parameters the trainer reads from the config when present:
+    ``epochs``, ``batch_size``, ``lr``.
+    """
+
+    net: Any = None
+    in_bands: int = 0
+
+    @abstractmethod
+    def build(self, in_bands: int) -> None:
+        """Create ``self.net`` for ``in_bands`` bands per date (and remember ``in_bands``)."""
+
+    @abstractmethod
+    def training_step(self, batch: dict, epoch: int) -> dict:
+        """Loss of one batch: ``{"loss": scalar tensor, **other scalar tensors to log}``."""
+
+    def make_optimizer(self):
+        """The paper's optimiser; default Adam at ``config.lr``."""
+        import torch
+
+        return torch.optim.Adam(self.net.parameters(), lr=getattr(self.config, "lr", 1e-3))
+
+    def make_scheduler(self, optimizer, epochs: int, steps_per_epoch: int):
+        """A learning-rate scheduler stepped once per batch, or None (default)."""
+        return None
+
+    def select(self, epoch: int, index, rng: np.random.Generator) -> np.ndarray | None:
+        """Positions of the samples epoch ``epoch`` trains on (``index``: one row per sample, with
+        ``label`` and ``changed_fraction``); None trains on all (default)."""
+        return None
+
+    def start_epoch(self, epoch: int, data) -> dict:
+        """Called before each epoch with the trainer's :class:`~geochange.train.data.TrainData`;
+        returns scalars to log. Default: nothing."""
+        return {}
+
+    def extra_state(self) -> dict:
+        """Fitted values that are not network parameters (tensors, numbers, lists) for checkpoints."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`extra_state` returned."""
