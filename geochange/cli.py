@@ -78,20 +78,22 @@ def _set_quiet(quiet: bool) -> None:
              "  geochange detect 2009.tif 2020.tif\n\n"
              "  geochange detect before.tif after.tif --out run1/ --min-area 50 --tile 1024\n\n"
              "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite\n\n"
-             "  geochange detect before.tif after.tif --model drlnet --types 5 --seed 1")
+             "  geochange detect before.tif after.tif --model drlnet --types 5 --seed 1\n\n"
+             "  geochange detect before.tif after.tif --checkpoint runs/cdcluster/last.pt")
 @user_errors
 def detect(
     before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
     after: str = typer.Argument(..., help="Later image; warped onto BEFORE's grid on the fly if needed."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: <before stem>_change/ beside BEFORE]."),
-    model: str = typer.Option("cva", "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold) or drlnet (Zhang et al. 2017: learns from the pair, also maps change types)."),
-    types: Optional[int] = typer.Option(None, "--types", help="drlnet: number of change types K_T [default: 5]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder \\[default: <before stem>_change/ beside BEFORE]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold; the default) or drlnet (Zhang et al. 2017: learns from the pair, also maps change types); trained models come with --checkpoint."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A model trained with `geochange train` (its last.pt); --model is then read from it."),
+    types: Optional[int] = typer.Option(None, "--types", help="drlnet: number of change types K_T \\[default: 5]."),
     param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable), e.g. -p variant=DRLnet1."),
     tile: int = typer.Option(512, help="Window size in pixels (shrunk to the raster if larger)."),
     overlap: int = typer.Option(64, help="Overlap between windows in pixels; blended without seams."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per model call."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    bands: Optional[str] = typer.Option(None, help="Bands to compare, e.g. 1,2,3 [default: the common first N]."),
+    bands: Optional[str] = typer.Option(None, help="Bands to compare, e.g. 1,2,3 \\[default: the common first N]."),
     normalize: str = typer.Option("meanstd", help="Radiometric normalisation of AFTER to BEFORE: meanstd, histogram or none."),
     resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
     min_area: float = typer.Option(0.0, "--min-area", help="Drop change polygons smaller than this (m²)."),
@@ -107,7 +109,7 @@ def detect(
     params = _parse_params(param)
     if types is not None:
         params["types"] = types
-    opts = DetectOptions(model=model, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+    opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
                          bands=_parse_bands(bands), normalize=normalize, resampling=resampling,
                          min_area=min_area, seed=seed, overwrite=overwrite)
     summary = run_detect(before, after, out, opts)
@@ -127,7 +129,7 @@ def evaluate(
     pred: str = typer.Argument(..., help="Change mask to score (uint8: 1 changed, 0 unchanged, 255 nodata)."),
     truth: str = typer.Argument(..., help="Ground truth: a raster (brought onto PRED's grid) or a polygon layer."),
     truth_layer: Optional[str] = typer.Option(None, "--truth-layer", help="Layer of a vector truth with several layers."),
-    change_values: Optional[str] = typer.Option(None, "--change-values", help="Truth raster values meaning 'changed', e.g. 2 [default: any value > 0]."),
+    change_values: Optional[str] = typer.Option(None, "--change-values", help="Truth raster values meaning 'changed', e.g. 2 \\[default: any value > 0]."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -213,8 +215,8 @@ def tile(
     block: int = typer.Option(8, help="Side of a split block, in chips: each block goes whole to one split."),
     seed: int = typer.Option(0, help="Seed of the split draw (same seed, same dataset)."),
     min_valid: float = typer.Option(0.99, "--min-valid", help="Skip chips with a smaller share of pixels valid in both dates."),
-    bands: Optional[str] = typer.Option(None, help="Bands to keep, e.g. 1,2,3 [default: the common first N]."),
-    pair: Optional[str] = typer.Option(None, "--pair", help="Name of the pair in index.csv, e.g. 1999-2005 [default: before->after file stems]."),
+    bands: Optional[str] = typer.Option(None, help="Bands to keep, e.g. 1,2,3 \\[default: the common first N]."),
+    pair: Optional[str] = typer.Option(None, "--pair", help="Name of the pair in index.csv, e.g. 1999-2005 \\[default: before->after file stems]."),
     resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
     shard_size: int = typer.Option(2048, "--shard-size", help="Patches per shard file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
@@ -237,6 +239,47 @@ def tile(
                      highlight=False, soft_wrap=True)
         for note in summary["notes"]:
             stdout.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster\n\n"
+             "  geochange train vae --data wdc/ --out runs/vae --epochs 30 --device cuda\n\n"
+             "  geochange train vae --data wdc/ --init runs/vae/last.pt -p stage=finetune --out runs/vae_ft\n\n"
+             "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster --resume")
+@user_errors
+def train(
+    model: Optional[str] = typer.Argument(None, help="Model to train: vae, rscvae or cdcluster (optional with --init)."),
+    data: Path = typer.Option(..., "--data", "-d", help="A dataset from `geochange tile` / `build-wdc`, or a LEVIR-CD folder (A/, B/, label/)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: last.pt, epoch_NNN.pt, metrics.csv \\[default: runs/<model>]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs \\[default: the paper's]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per step \\[default: the paper's]."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate \\[default: the paper's]."),
+    param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from the weights of this checkpoint (fine-tuning)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    split: str = typer.Option("train", help="Split of the dataset to train on."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (mixed precision on CUDA)."),
+    workers: int = typer.Option(0, help="Reader processes for the data."),
+    seed: int = typer.Option(0, help="Seed: initial weights, shuffling, sampling."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
+) -> None:
+    """Train a model on patch pairs; checkpoints every epoch, metrics in metrics.csv."""
+    from geochange.device import check_device_name
+    from geochange.train import TrainOptions, train_model
+
+    _set_quiet(quiet)
+    check_device_name(device)
+    name = model or (None if init else "")
+    folder = out or Path("runs") / (model or (init.parent.name + "_ft" if init else "model"))
+    opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out=folder,
+                        resume=resume, workers=workers, split=split)
+    summary = train_model(name, str(data), opts, _parse_params(param), init=str(init) if init else None)
+    if not quiet:
+        last = summary["history"][-1] if summary["history"] else {}
+        loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
+        stdout.print(f"[green]done[/green]: {summary['model']} trained {summary['epochs']} epochs on "
+                     f"{summary['samples']} samples ({summary['device']}){loss} -> {summary['checkpoint']}",
+                     highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,7 @@ Every file appears under its final name only when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -44,7 +45,8 @@ OUTPUTS = ("change_probability.tif", "change_mask.tif", "change_type.tif", "chan
 class DetectOptions:
     """Everything ``detect`` can be told; the defaults are what the CLI uses."""
 
-    model: str = "cva"
+    model: str | None = None       # None: the checkpoint's model, or cva
+    checkpoint: str | None = None  # a trained model (``geochange train``); it is not refitted on the scene
     model_params: dict = field(default_factory=dict)
     tile: int = 512
     overlap: int = 64
@@ -81,6 +83,7 @@ def detect(before: str, after: str, out: str | Path | None = None,
         raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
     if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1:
         raise GeochangeError("--tile must be >= 16, --overlap >= 0 and --batch-size >= 1")
+    opts = _with_model_name(opts)
     # models that do not use torch run on the CPU, and do not pay for importing it
     device = resolve_device(opts.device) if model_class(opts.model).uses_torch else "cpu"
     if check_device_name(opts.device).startswith("cuda") and device == "cpu":
@@ -108,8 +111,11 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
                                          seed=opts.seed)
         if not samples:
             raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
-        model = create_model(opts.model, device=device, **opts.model_params)
-        model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
+        if opts.checkpoint:
+            model = _trained_model(opts, device, pair.count)
+        else:
+            model = create_model(opts.model, device=device, **opts.model_params)
+            model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
         del samples
     timings["fit"] = round(time.perf_counter() - t, 3)
 
@@ -162,7 +168,7 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         "crs": {"wkt": grid.crs.to_wkt(), "epsg": grid.crs.to_epsg()},
         "grid": {"width": grid.width, "height": grid.height, "transform": list(grid.transform)[:6],
                  "res": list(grid.res), "bounds": list(grid.bounds)},
-        "model": model.params(),
+        "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
         "threshold": model.threshold,
         "engine": {"tile": plan.tile_w, "overlap": plan.overlap, "batch_size": opts.batch_size,
                    "device": device, "windows": engine.windows, "seed": opts.seed,
@@ -172,6 +178,36 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         "min_area_m2": opts.min_area,
         "outputs": [name for name in OUTPUTS if name != "change_type.tif" or n_types],
     }
+
+
+def _with_model_name(opts: DetectOptions) -> DetectOptions:
+    """Fill in the model's name: the checkpoint's when one is given (and check they agree), else cva."""
+    if not opts.checkpoint:
+        return dataclasses.replace(opts, model=opts.model or "cva")
+    from geochange.train.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(opts.checkpoint)["model"]
+    if opts.model and opts.model != stored:
+        raise GeochangeError(f"{opts.checkpoint}: a {stored} checkpoint, not {opts.model}")
+    return dataclasses.replace(opts, model=stored)
+
+
+def _trained_model(opts: DetectOptions, device: str, bands: int):
+    """The model of ``opts.checkpoint`` on ``device``, its config overridden by ``--param``."""
+    from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(opts.checkpoint)
+    known = {f.name for f in dataclasses.fields(model_class(ckpt["model"]).config_class)}
+    unknown = sorted(set(opts.model_params) - known)
+    if unknown:
+        raise GeochangeError(f"bad option for model {ckpt['model']}: no setting {unknown[0]!r}")
+    if opts.model_params:
+        ckpt["config"] = {**ckpt["config"], **opts.model_params}
+    model = model_from_checkpoint(ckpt, device)
+    if model.in_bands != bands:
+        raise GeochangeError(f"{opts.checkpoint}: trained on {model.in_bands} bands per date, the pair has {bands} "
+                             "(choose them with --bands)")
+    return model
 
 
 def _cache_bytes(before: str, cache_mb: int | None) -> int:

@@ -19,6 +19,8 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 from scipy import ndimage
 
+from geochange.models.base import TrainableModel
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 UTM = CRS.from_epsg(32615)
 
@@ -127,3 +129,75 @@ def shared_data() -> Path:
     """The real sample data beside the project (../shared/data)."""
     assert SHARED_DATA.is_dir(), f"real sample data expected at {SHARED_DATA}"
     return SHARED_DATA
+
+
+# -- training: planted-change patch pairs and a tiny real trainable model -------------------------
+
+def planted_patches(n: int = 32, size: int = 24, bands: int = 3, seed: int = 0, split: str = "train") -> list[dict]:
+    """Patch pairs (uint8 texture) where every other pair has a bright square planted in AFTER."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        before = np.clip(texture(rng, (size, size), bands), 0, 255).astype(np.uint8)
+        after = np.clip(before.astype(int) + rng.integers(-6, 7, before.shape), 0, 255).astype(np.uint8)
+        label = np.zeros((size, size), np.uint8)
+        if i % 2:
+            r, c = rng.integers(0, size - 8, 2)
+            after[:, r:r + 8, c:c + 8] = 250
+            label[r:r + 8, c:c + 8] = 1
+        items.append({"before": before, "after": after, "label": label, "meta": {"split": split, "id": i}})
+    return items
+
+
+@dataclass
+class TinyConfig:
+    """Settings of the tiny test model (its defaults are what the trainer uses)."""
+
+    epochs: int = 6
+    batch_size: int = 8
+    lr: float = 0.02
+    hidden: int = 8
+
+
+class TinyChangeNet(TrainableModel):
+    """A real, small supervised change model for trainer tests: conv3x3 on [A, B, A-B], then 1x1 to a logit."""
+
+    name = "tiny"
+    config_class = TinyConfig
+
+    def build(self, in_bands: int) -> None:
+        import torch.nn as nn
+
+        self.in_bands = in_bands
+        self.net = nn.Sequential(nn.Conv2d(3 * in_bands, self.config.hidden, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(self.config.hidden, 1, 1))
+
+    def _logits(self, before, after):
+        import torch
+
+        return self.net(torch.cat([before, after, after - before], 1))[:, 0]
+
+    def training_step(self, batch: dict, epoch: int) -> dict:
+        import torch.nn.functional as F
+
+        logits = self._logits(batch["before"], batch["after"])
+        known = batch["label"] != 255
+        loss = F.binary_cross_entropy_with_logits(logits[known], batch["label"][known].float())
+        return {"loss": loss, "changed_share": (batch["label"] == 1).float().mean()}
+
+    def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            b = torch.as_tensor(before, device=self.device)
+            a = torch.as_tensor(after, device=self.device)
+            return torch.sigmoid(self._logits(b, a)).cpu().numpy()
+
+
+@pytest.fixture
+def tiny_model(monkeypatch) -> type[TinyChangeNet]:
+    """Register TinyChangeNet as model ``tiny`` for the duration of a test (so checkpoints reload it)."""
+    from geochange import models
+
+    monkeypatch.setitem(models.MODELS, "tiny", f"{TinyChangeNet.__module__}:TinyChangeNet")
+    return TinyChangeNet

@@ -37,7 +37,7 @@ def test_evaluate_prints_a_table(planted_same_grid, tmp_path):
     assert res.exit_code == 0 and "kappa" in res.stdout and "[[" in res.stdout
 
 
-@pytest.mark.parametrize("command", ["detect", "evaluate", "info", "tile"])
+@pytest.mark.parametrize("command", ["detect", "evaluate", "info", "tile", "train"])
 def test_help_shows_an_example(command):
     res = runner.invoke(app, [command, "--help"])
     assert res.exit_code == 0
@@ -109,3 +109,40 @@ def test_tile_writes_a_dataset(planted, tmp_path):
     assert len(ds) > 10 and ds[0]["before"].shape == (3, 32, 32)
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "--overwrite" in res.output
+
+
+def test_tile_then_train_then_detect_with_the_checkpoint(planted_same_grid, tmp_path, tiny_model):
+    """The researcher's path end to end: chips with labels, a trained model, a change map from it."""
+    s = planted_same_grid
+    ds, run, out = tmp_path / "ds", tmp_path / "run", tmp_path / "out"
+    res = runner.invoke(app, ["tile", str(s.before), str(s.after), "--labels", str(s.truth), "--size", "32",
+                              "--split", "1,0,0", "--out", str(ds), "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "tiny", "--data", str(ds), "--out", str(run), "--epochs", "2",
+                              "--device", "cpu", "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "tiny", "--data", str(ds), "--out", str(run), "--epochs", "25",
+                              "--device", "cpu", "--resume", "-q"])
+    assert res.exit_code == 0, res.output
+    assert (run / "epoch_025.pt").is_file() and len((run / "metrics.csv").read_text().splitlines()) == 26
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--checkpoint", str(run / "last.pt"),
+                              "--out", str(out), "--tile", "128", "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["name"] == "tiny" and summary["model"]["checkpoint"].endswith("last.pt")
+    res = runner.invoke(app, ["evaluate", str(out / "change_mask.tif"), str(s.truth), "--change-values", "1", "--json"])
+    assert json.loads(res.stdout)["scores"]["f1"] >= 0.6
+
+
+def test_train_and_detect_refuse_bad_checkpoints_in_one_line(planted_same_grid, tmp_path, tiny_model):
+    s = planted_same_grid
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    for args in (["detect", str(s.before), str(s.after), "--checkpoint", str(bad), "--out", str(tmp_path / "o")],
+                 ["train", "--init", str(bad), "--data", str(tmp_path)],
+                 ["train", "cva", "--data", str(tmp_path)],
+                 ["train", "nosuchmodel", "--data", str(tmp_path)]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.output.count("error:") == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()

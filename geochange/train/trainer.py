@@ -1,0 +1,235 @@
+"""The one training loop every trainable model shares (``geochange train`` and self-training in detect).
+
+The loop owns data, device, AMP, seeds, optimiser steps, checkpoints, ``--resume``, metrics.csv and
+progress; a model (``models.base.TrainableModel``) owns its network, its loss and its hooks. Seeds
+are drawn per epoch from ``(seed, epoch)``, so a run resumed after epoch ``e`` continues exactly as
+the uninterrupted run would have (on the CPU; CUDA kernels are not all deterministic).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geochange.device import resolve_device, torch_threads
+from geochange.errors import GeochangeError
+from geochange.io.atomic import write_text
+from geochange.models.base import TrainableModel
+from geochange.progress import say, task
+from geochange.train.checkpoint import config_values, load_checkpoint, save_checkpoint
+from geochange.train.data import TrainData, open_training_data
+
+LAST = "last.pt"
+
+
+@dataclass
+class TrainOptions:
+    """What ``train`` can be told; None means the model's config value (the paper's default)."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    device: str = "auto"
+    seed: int = 0
+    out: str | Path | None = None   # run folder: last.pt, epoch_NNN.pt, metrics.csv; None keeps nothing
+    resume: bool = False            # continue from out/last.pt
+    amp: bool = True                # mixed precision on CUDA (ignored on the CPU)
+    workers: int = 0                # reader processes (torch DataLoader workers)
+    standardize: bool = True        # standardise each date per pair as detect does; False: items already are
+    split: str | None = "train"     # which split of a dataset folder to train on
+    keep_every_epoch: bool = True   # epoch_NNN.pt besides last.pt
+    threads: int | None = 1         # torch CPU threads during training (see device.torch_threads); None: torch's
+
+
+def train(model: TrainableModel, data, options: TrainOptions | None = None) -> dict:
+    """Train ``model`` on ``data`` (a dataset folder or a sequence of item dicts); returns a summary.
+
+    The summary holds ``epochs`` (done), ``history`` (one dict of mean scalars per epoch) and
+    ``checkpoint`` (the last one written, or None without ``out``).
+    """
+    import torch
+
+    opts = options or TrainOptions()
+    device = resolve_device(opts.device)
+    out = Path(opts.out) if opts.out is not None else None
+    resume_from = _resume_checkpoint(out, model, opts.resume)
+    if resume_from:  # the run's own configuration; --epochs may extend it
+        model.config = model.config_class(**config_values(resume_from))
+    _apply_overrides(model, opts)
+    epochs = int(getattr(model.config, "epochs", 1))
+    batch_size = int(getattr(model.config, "batch_size", 16))
+    if epochs < 0 or batch_size < 1:
+        raise GeochangeError(f"epochs must be >= 0 and batch size >= 1 (got {epochs}, {batch_size})")
+    items = open_training_data(data, opts.split)
+    tdata = TrainData(items, opts.standardize, device, opts.workers, opts.seed)
+    if model.net is None:
+        torch.manual_seed(opts.seed)
+        model.build(tdata.in_bands)
+    elif model.in_bands != tdata.in_bands:
+        raise GeochangeError(f"the model was built for {model.in_bands} bands per date, the data has {tdata.in_bands}")
+    model.net.to(device)
+    model.device = device
+
+    optimizer = model.make_optimizer()
+    steps = math.ceil(len(tdata) / batch_size)
+    scheduler = model.make_scheduler(optimizer, epochs, steps)
+    history: list[dict] = []
+    start = 0
+    if resume_from:
+        model.net.load_state_dict(resume_from["state_dict"])
+        model.load_extra_state(resume_from.get("extra") or {})
+        if "optimizer" in resume_from:
+            optimizer.load_state_dict(resume_from["optimizer"])
+        if scheduler is not None and "scheduler" in resume_from:
+            scheduler.load_state_dict(resume_from["scheduler"])
+        history, start = list(resume_from.get("history") or []), int(resume_from["epoch"])
+        say(f"resuming {model.name} after epoch {start} of {epochs}")
+
+    use_amp = opts.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    checkpoint = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    threads = torch_threads(opts.threads, device) if opts.threads else _nothing()
+    with threads:
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(opts.seed * 100_003 + epoch)
+            rng = np.random.default_rng([opts.seed, epoch])
+            model.net.eval()
+            logged = dict(model.start_epoch(epoch, tdata) or {})
+            positions = model.select(epoch, tdata.index, rng)
+            positions = np.arange(len(tdata)) if positions is None else np.asarray(positions, np.int64)
+            if len(positions) == 0:
+                raise GeochangeError(f"{model.name}: epoch {epoch + 1} has no samples to train on")
+            model.net.train()
+            sums: dict[str, float] = {}
+            n_batches = math.ceil(len(positions) / batch_size)
+            with task(f"{model.name} epoch {epoch + 1}/{epochs}", n_batches) as advance:
+                for step, batch in enumerate(tdata.batches(positions, batch_size, shuffle=True, rng=rng)):
+                    with torch.autocast("cuda", enabled=use_amp):
+                        outputs = model.training_step(batch, epoch)
+                    loss = outputs["loss"]
+                    if not torch.isfinite(loss):
+                        raise GeochangeError(f"{model.name}: the loss became {loss.item()} at epoch {epoch + 1}, "
+                                             f"batch {step + 1}; try a lower --lr")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if scheduler is not None:
+                        scheduler.step()
+                    for key, value in outputs.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                    advance(1)
+            row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}, **logged,
+                   "lr": optimizer.param_groups[0]["lr"], "samples": len(positions),
+                   "seconds": round(time.perf_counter() - t0, 3)}
+            history.append(row)
+            say(f"{model.name} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4g}")
+            if out is not None:
+                kwargs = dict(epoch=epoch + 1, history=history, optimizer=optimizer, scheduler=scheduler)
+                if opts.keep_every_epoch:
+                    save_checkpoint(out / f"epoch_{epoch + 1:03d}.pt", model, **kwargs)
+                checkpoint = save_checkpoint(out / LAST, model, **kwargs)
+                write_text(out / "metrics.csv", _csv(history))
+    model.net.eval()
+    if out is not None and checkpoint is None and start == epochs and (out / LAST).exists():
+        checkpoint = out / LAST
+    return {"model": model.name, "epochs": len(history), "history": history,
+            "checkpoint": str(checkpoint) if checkpoint else None, "device": device,
+            "samples": len(tdata), "config": dataclasses.asdict(model.config)}
+
+
+def _apply_overrides(model: TrainableModel, opts: TrainOptions) -> None:
+    """Put --epochs, --batch-size and --lr into the model's config (so checkpoints record them)."""
+    changes = {k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size), ("lr", opts.lr))
+               if v is not None}
+    names = {f.name for f in dataclasses.fields(model.config)}
+    unknown = [k for k in changes if k not in names]
+    if unknown:
+        raise GeochangeError(f"model {model.name} has no {unknown[0]!r} setting")
+    if changes:
+        model.config = dataclasses.replace(model.config, **changes)
+
+
+def _resume_checkpoint(out: Path | None, model: TrainableModel, resume: bool) -> dict | None:
+    """The checkpoint to resume from, or None; refuses to overwrite a finished run by accident."""
+    if out is None:
+        if resume:
+            raise GeochangeError("--resume needs the run folder (--out) of the run to continue")
+        return None
+    last = out / LAST
+    if not resume:
+        if last.exists():
+            raise GeochangeError(f"{out}: holds a training run already; --resume to continue it, or another --out")
+        return None
+    if not last.exists():
+        raise GeochangeError(f"{out}: nothing to resume (no {LAST})")
+    ckpt = load_checkpoint(last)
+    if ckpt["model"] != model.name:
+        raise GeochangeError(f"{last}: a {ckpt['model']} run, not {model.name}")
+    return ckpt
+
+
+def _csv(history: list[dict]) -> str:
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def train_model(name: str | None, data, options: TrainOptions | None = None, params: dict | None = None,
+                init: str | Path | None = None) -> dict:
+    """``geochange train``: train model ``name`` (paper defaults, ``params`` overriding them) on ``data``.
+
+    ``init`` starts from the weights of a checkpoint instead (e.g. fine-tuning a representation:
+    ``geochange train vae --init run/last.pt -p stage=finetune``); its model is used when ``name`` is None.
+    """
+    from geochange.models import create_model
+    from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    params = dict(params or {})
+    if init is not None:
+        ckpt = load_checkpoint(init)
+        if name and name != ckpt["model"]:
+            raise GeochangeError(f"{init}: a {ckpt['model']} checkpoint, not {name}")
+        names = {f.name for f in dataclasses.fields(ckpt_class(ckpt))}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise GeochangeError(f"bad option for model {ckpt['model']}: no setting {unknown[0]!r}")
+        ckpt["config"] = {**ckpt["config"], **params}
+        model = model_from_checkpoint(ckpt, "cpu")
+    else:
+        if not name:
+            raise GeochangeError("name the model to train (or give --init)")
+        model = create_model(name, **params)
+    if not isinstance(model, TrainableModel):
+        raise GeochangeError(f"model {model.name} is not trained (it fits itself on each scene in `detect`)")
+    return train(model, data, options)
+
+
+def ckpt_class(ckpt: dict) -> type:
+    """The config dataclass of a checkpoint's model."""
+    from geochange.models import model_class
+
+    return model_class(ckpt["model"]).config_class
