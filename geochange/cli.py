@@ -245,7 +245,8 @@ def tile(
              "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster\n\n"
              "  geochange train vae --data wdc/ --out runs/vae --epochs 30 --device cuda\n\n"
              "  geochange train vae --data wdc/ --init runs/vae/last.pt -p stage=finetune --out runs/vae_ft\n\n"
-             "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster --resume")
+             "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster --resume\n\n"
+             "  torchrun --nproc-per-node 4 -m geochange train cdcluster --data levir_cd/ --ddp --device cuda")
 @user_errors
 def train(
     model: Optional[str] = typer.Argument(None, help="Model to train: vae, rscvae or cdcluster (optional with --init)."),
@@ -261,6 +262,7 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda (mixed precision on CUDA)."),
     workers: int = typer.Option(0, help="Reader processes for the data."),
     seed: int = typer.Option(0, help="Seed: initial weights, shuffling, sampling."),
+    ddp: bool = typer.Option(False, "--ddp", help="One process of a torchrun launch: DistributedDataParallel over all of them (gloo on CPU, NCCL on GPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
 ) -> None:
     """Train a model on patch pairs; checkpoints every epoch, metrics in metrics.csv."""
@@ -272,7 +274,7 @@ def train(
     name = model or (None if init else "")
     folder = out or Path("runs") / (model or (init.parent.name + "_ft" if init else "model"))
     opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out=folder,
-                        resume=resume, workers=workers, split=split)
+                        resume=resume, workers=workers, split=split, ddp=ddp)
     summary = train_model(name, str(data), opts, _parse_params(param), init=str(init) if init else None)
     if not quiet:
         last = summary["history"][-1] if summary["history"] else {}

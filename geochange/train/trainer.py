@@ -8,6 +8,7 @@ the uninterrupted run would have (on the CPU; CUDA kernels are not all determini
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -23,6 +24,7 @@ from geochange.errors import GeochangeError
 from geochange.io.atomic import write_text
 from geochange.models.base import TrainableModel
 from geochange.progress import say, task
+from geochange.train import distributed
 from geochange.train.checkpoint import config_values, load_checkpoint, save_checkpoint
 from geochange.train.data import TrainData, open_training_data
 
@@ -46,6 +48,7 @@ class TrainOptions:
     split: str | None = "train"     # which split of a dataset folder to train on
     keep_every_epoch: bool = True   # epoch_NNN.pt besides last.pt
     threads: int | None = 1         # torch CPU threads during training (see device.torch_threads); None: torch's
+    ddp: bool = False               # one process of a torchrun launch (DistributedDataParallel; see distributed.py)
 
 
 def train(model: TrainableModel, data, options: TrainOptions | None = None) -> dict:
@@ -57,9 +60,9 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
     import torch
 
     opts = options or TrainOptions()
-    device = resolve_device(opts.device)
+    ctx, device = distributed.setup(opts.ddp, resolve_device(opts.device))
     out = Path(opts.out) if opts.out is not None else None
-    resume_from = _resume_checkpoint(out, model, opts.resume)
+    resume_from = _resume_checkpoint(out, model, opts.resume, fresh_ok=not ctx.main)
     if resume_from:  # the run's own configuration; --epochs may extend it
         model.config = model.config_class(**config_values(resume_from))
     _apply_overrides(model, opts)
@@ -69,6 +72,7 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
         raise GeochangeError(f"epochs must be >= 0 and batch size >= 1 (got {epochs}, {batch_size})")
     items = open_training_data(data, opts.split)
     tdata = TrainData(items, opts.standardize, device, opts.workers, opts.seed)
+    tdata.dist = ctx
     if model.net is None:
         torch.manual_seed(opts.seed)
         model.build(tdata.in_bands)
@@ -78,8 +82,7 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
     model.device = device
 
     optimizer = model.make_optimizer()
-    steps = math.ceil(len(tdata) / batch_size)
-    scheduler = model.make_scheduler(optimizer, epochs, steps)
+    scheduler = model.make_scheduler(optimizer, epochs, math.ceil(len(tdata) / (batch_size * ctx.world)))
     history: list[dict] = []
     start = 0
     if resume_from:
@@ -92,13 +95,13 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
         history, start = list(resume_from.get("history") or []), int(resume_from["epoch"])
         say(f"resuming {model.name} after epoch {start} of {epochs}")
 
+    step_fn = distributed.wrap(model, ctx, device)
     use_amp = opts.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     checkpoint = None
-    if out is not None:
+    if out is not None and ctx.main:
         out.mkdir(parents=True, exist_ok=True)
-    threads = torch_threads(opts.threads, device) if opts.threads else _nothing()
-    with threads:
+    with torch_threads(opts.threads, device) if opts.threads else contextlib.nullcontext():
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             torch.manual_seed(opts.seed * 100_003 + epoch)
@@ -109,43 +112,57 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
             positions = np.arange(len(tdata)) if positions is None else np.asarray(positions, np.int64)
             if len(positions) == 0:
                 raise GeochangeError(f"{model.name}: epoch {epoch + 1} has no samples to train on")
+            mine = ctx.shard(rng.permutation(positions))
             model.net.train()
-            sums: dict[str, float] = {}
-            n_batches = math.ceil(len(positions) / batch_size)
-            with task(f"{model.name} epoch {epoch + 1}/{epochs}", n_batches) as advance:
-                for step, batch in enumerate(tdata.batches(positions, batch_size, shuffle=True, rng=rng)):
-                    with torch.autocast("cuda", enabled=use_amp):
-                        outputs = model.training_step(batch, epoch)
-                    loss = outputs["loss"]
-                    if not torch.isfinite(loss):
-                        raise GeochangeError(f"{model.name}: the loss became {loss.item()} at epoch {epoch + 1}, "
-                                             f"batch {step + 1}; try a lower --lr")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if scheduler is not None:
-                        scheduler.step()
-                    for key, value in outputs.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach())
-                    advance(1)
-            row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}, **logged,
-                   "lr": optimizer.param_groups[0]["lr"], "samples": len(positions),
-                   "seconds": round(time.perf_counter() - t0, 3)}
+            sums = _run_epoch(model, step_fn, tdata, mine, batch_size, epoch, epochs, optimizer, scheduler, scaler,
+                              use_amp, ctx)
+            row = {"epoch": epoch + 1, **sums, **logged, "lr": optimizer.param_groups[0]["lr"],
+                   "samples": len(positions), "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
-            say(f"{model.name} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4g}")
-            if out is not None:
+            if ctx.main:
+                say(f"{model.name} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4g}")
+            if out is not None and ctx.main:
                 kwargs = dict(epoch=epoch + 1, history=history, optimizer=optimizer, scheduler=scheduler)
                 if opts.keep_every_epoch:
                     save_checkpoint(out / f"epoch_{epoch + 1:03d}.pt", model, **kwargs)
                 checkpoint = save_checkpoint(out / LAST, model, **kwargs)
                 write_text(out / "metrics.csv", _csv(history))
+            distributed.barrier(ctx)
     model.net.eval()
     if out is not None and checkpoint is None and start == epochs and (out / LAST).exists():
         checkpoint = out / LAST
+    distributed.teardown(ctx)
     return {"model": model.name, "epochs": len(history), "history": history,
             "checkpoint": str(checkpoint) if checkpoint else None, "device": device,
-            "samples": len(tdata), "config": dataclasses.asdict(model.config)}
+            "samples": len(tdata), "config": dataclasses.asdict(model.config),
+            "rank": ctx.rank, "world_size": ctx.world}
+
+
+def _run_epoch(model: TrainableModel, step_fn, tdata: TrainData, positions: np.ndarray, batch_size: int,
+               epoch: int, epochs: int, optimizer, scheduler, scaler, use_amp: bool, ctx) -> dict[str, float]:
+    """One pass over ``positions`` (already shuffled, this rank's share); the mean of each logged scalar."""
+    import torch
+
+    sums: dict[str, float] = {}
+    n_batches = math.ceil(len(positions) / batch_size)
+    with task(f"{model.name} epoch {epoch + 1}/{epochs}", n_batches if ctx.main else 0) as advance:
+        for step, batch in enumerate(tdata.batches(positions, batch_size)):
+            with torch.autocast("cuda", enabled=use_amp):
+                outputs = step_fn(batch, epoch)
+            loss = outputs["loss"]
+            if not torch.isfinite(loss):
+                raise GeochangeError(f"{model.name}: the loss became {loss.item()} at epoch {epoch + 1}, "
+                                     f"batch {step + 1}; try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            for key, value in outputs.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            advance(1)
+    return distributed.mean_over_ranks({k: v / n_batches for k, v in sums.items()}, ctx)
 
 
 def _apply_overrides(model: TrainableModel, opts: TrainOptions) -> None:
@@ -160,15 +177,16 @@ def _apply_overrides(model: TrainableModel, opts: TrainOptions) -> None:
         model.config = dataclasses.replace(model.config, **changes)
 
 
-def _resume_checkpoint(out: Path | None, model: TrainableModel, resume: bool) -> dict | None:
-    """The checkpoint to resume from, or None; refuses to overwrite a finished run by accident."""
+def _resume_checkpoint(out: Path | None, model: TrainableModel, resume: bool, fresh_ok: bool = False) -> dict | None:
+    """The checkpoint to resume from, or None; refuses to overwrite a finished run by accident
+    (``fresh_ok``: ranks other than 0, which never write, skip that check)."""
     if out is None:
         if resume:
             raise GeochangeError("--resume needs the run folder (--out) of the run to continue")
         return None
     last = out / LAST
     if not resume:
-        if last.exists():
+        if last.exists() and not fresh_ok:
             raise GeochangeError(f"{out}: holds a training run already; --resume to continue it, or another --out")
         return None
     if not last.exists():
@@ -188,14 +206,6 @@ def _csv(history: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(history)
     return buf.getvalue()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def train_model(name: str | None, data, options: TrainOptions | None = None, params: dict | None = None,

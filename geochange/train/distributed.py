@@ -1,0 +1,136 @@
+"""Training on several processes or hosts with torch DistributedDataParallel, launched by ``torchrun``.
+
+``geochange train ... --ddp`` under ``torchrun --nproc-per-node N`` (one or several hosts): each process
+trains on its share of every epoch's shuffled samples, DDP averages the gradients (gloo on the CPU,
+NCCL on GPUs), rank 0 writes checkpoints and metrics. As in PyTorch Lightning, DDP wraps a module
+whose forward *is* the model's ``training_step``, so a model may call any part of its network.
+Work done between epochs (``start_epoch``: re-clustering) runs on every rank on the same data and
+seeds, so its results agree; models that want to split it use :func:`gather` and :func:`broadcast`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from geochange.errors import GeochangeError
+
+
+@dataclass
+class Dist:
+    """Where this process stands: ``rank`` of ``world`` processes (1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, positions: np.ndarray) -> np.ndarray:
+        """This rank's share of ``positions``: every ``world``-th one, the list first wrapped around to a
+        multiple of ``world`` so that every rank runs the same number of steps (DDP needs that)."""
+        if self.world == 1:
+            return positions
+        n = -(-len(positions) // self.world) * self.world
+        padded = np.resize(positions, n)
+        return padded[self.rank::self.world]
+
+
+def setup(ddp: bool, device: str) -> tuple[Dist, str]:
+    """Join the process group torchrun describes (``ddp``) and pick this rank's device."""
+    if not ddp:
+        return Dist(), device
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise GeochangeError("--ddp: start the training with torchrun, e.g. "
+                             "torchrun --nproc-per-node 2 -m geochange train MODEL --data DIR --ddp")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not _initialised():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local), device
+
+
+def teardown(ctx: Dist) -> None:
+    """Leave the process group (after the last checkpoint is written)."""
+    if ctx.world > 1 and _initialised():
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def wrap(model, ctx: Dist, device: str):
+    """The callable that runs a training step: DDP over the model's step when distributed."""
+    if ctx.world == 1:
+        return model.training_step
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    class StepModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model.net
+
+        def forward(self, batch: dict, epoch: int) -> dict:
+            return model.training_step(batch, epoch)
+
+    ids = [torch.device(device).index] if device.startswith("cuda") else None
+    return DistributedDataParallel(StepModule(), device_ids=ids, find_unused_parameters=True)
+
+
+def mean_over_ranks(values: dict[str, float], ctx: Dist) -> dict[str, float]:
+    """Average logged scalars over the ranks."""
+    if ctx.world == 1 or not values:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / ctx.world for k, v in zip(keys, t.tolist())}
+
+
+def gather(array: np.ndarray, ctx: Dist) -> np.ndarray | None:
+    """Concatenate every rank's ``array`` on rank 0 (None elsewhere), e.g. features for k-means."""
+    if ctx.world == 1:
+        return array
+    import torch.distributed as dist
+
+    parts: list = [None] * ctx.world
+    dist.all_gather_object(parts, array)
+    return np.concatenate(parts) if ctx.main else None
+
+
+def broadcast(obj, ctx: Dist):
+    """Rank 0's ``obj`` on every rank (e.g. the centroids it computed)."""
+    if ctx.world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ctx: Dist) -> None:
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _initialised() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
