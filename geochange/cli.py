@@ -121,6 +121,47 @@ def detect(
                   highlight=False, soft_wrap=True)
 
 
+@app.command("detect-many", epilog="Examples:\n\n"
+             "  geochange detect-many pairs.csv --workers 4\n\n"
+             "  geochange detect-many pairs.csv --scheduler tcp://10.0.0.5:8786 --model drlnet --min-area 50\n\n"
+             "pairs.csv has the columns before,after,out (and optionally model,checkpoint), one pair per row;\n"
+             "relative paths are relative to the CSV.")
+@user_errors
+def detect_many(
+    pairs: Path = typer.Argument(..., help="CSV of pairs: before, after, out [, model, checkpoint]."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a Dask scheduler, e.g. tcp://host:8786 \\[default: a local cluster]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes of the local cluster \\[default: one per core]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for rows that name none \\[default: cva]."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Trained model for rows that name none."),
+    param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable)."),
+    tile: int = typer.Option(512, help="Window size in pixels."),
+    overlap: int = typer.Option(64, help="Overlap between windows in pixels."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (on the workers)."),
+    min_area: float = typer.Option(0.0, "--min-area", help="Drop change polygons smaller than this (m²)."),
+    seed: int = typer.Option(0, help="Seed of the scene sampling."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of earlier runs."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Where to write the report CSV \\[default: detect_many.csv beside PAIRS]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
+) -> None:
+    """Detect change on many pairs, one Dask task each; a failed pair is reported and the others go on."""
+    from geochange.detect import DetectOptions
+    from geochange.detect_many import detect_many as run_many
+
+    _set_quiet(quiet)
+    opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=_parse_params(param),
+                         tile=tile, overlap=overlap, device=device, min_area=min_area, seed=seed, overwrite=overwrite)
+    rows = run_many(pairs, opts, scheduler=scheduler, workers=workers, report=report)
+    failed = [r for r in rows if r["status"] != "ok"]
+    if not quiet or failed:
+        for r in rows:
+            mark = "[green]ok[/green]" if r["status"] == "ok" else "[red]failed[/red]"
+            detail = f"{r['changed_area_m2']:,.0f} m² changed" if r["status"] == "ok" else escape(r["error"])
+            stdout.print(f"{mark} {escape(r['out'])}: {detail}", highlight=False, soft_wrap=True)
+    if failed:
+        stderr.print(f"[red]error:[/red] {len(failed)} of {len(rows)} pairs failed (see the report)", highlight=False)
+        raise typer.Exit(1)
+
+
 @app.command(epilog="Examples:\n\n"
              "  geochange evaluate run1/change_mask.tif truth.tif\n\n"
              "  geochange evaluate run1/change_mask.tif buildings_changed.gpkg --truth-layer changes --json")
