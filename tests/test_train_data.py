@@ -6,7 +6,7 @@ import numpy as np
 
 from conftest import planted_patches
 from geochange.data.patches import PatchDataset, PatchWriter
-from geochange.train.data import PairStandardizer, TrainData, item_groups, open_training_data
+from geochange.train.data import PairStandardizer, TrainData, item_groups, open_training_data, scene_patches
 
 
 def _dataset(path, items, pairs, splits=None):
@@ -70,3 +70,22 @@ def test_levir_folder_items_are_their_own_pairs(tmp_path):
     batch = next(TrainData(ds, device="cpu").batches(batch_size=3))
     np.testing.assert_allclose(batch["before"].numpy().mean(axis=(2, 3)), 0, atol=1e-4)
     assert batch["label"].max() == 1 and batch["patch_label"].tolist() == [0, 1, 0]
+
+
+def test_scene_patches_crop_valid_noisy_negatives_from_detect_samples():
+    rng = np.random.default_rng(8)
+    samples = []
+    for _ in range(3):
+        before = rng.normal(size=(2, 64, 64)).astype(np.float32)
+        valid = np.ones((64, 64), bool)
+        valid[:, :20] = False  # nodata on the left of every window
+        samples.append((before, before + 1, valid))
+    samples.append((rng.normal(size=(2, 16, 16)).astype(np.float32),) * 2 + (np.ones((16, 16), bool),))  # too small
+    items = scene_patches(samples, size=32, n=10, seed=1)
+    assert len(items) == 10
+    for item in items:
+        assert item["before"].shape == (2, 32, 32) and (item["label"] == 255).all()
+        np.testing.assert_array_equal(item["after"], item["before"] + 1)
+    again = scene_patches(samples, size=32, n=10, seed=1)
+    assert all((a["before"] == b["before"]).all() for a, b in zip(items, again))
+    assert scene_patches(samples, size=128, n=5) == []

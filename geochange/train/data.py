@@ -189,3 +189,30 @@ def _collate(items, standardizer: PairStandardizer, positions: np.ndarray) -> di
             "label": labels,
             "patch_label": np.where(changed, 1, np.where(known, 0, -1)).astype(np.int64),
             "position": np.asarray(positions, np.int64)}
+
+
+def scene_patches(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int, n: int,
+                  seed: int = 0, min_valid: float = 1.0) -> list[dict]:
+    """Up to ``n`` patch pairs of ``size`` pixels cropped at random from detect's scene samples.
+
+    ``samples`` are ``(before, after, valid)`` windows as ``ChangeModel.fit`` gets them (already
+    standardised: train on them with ``TrainOptions(standardize=False)``). These are the *noisy
+    negatives* of Hamaguchi et al.: random crops of a scene in which change is rare, unlabelled
+    (label 255). A crop is kept when at least ``min_valid`` of its pixels hold data in both dates.
+    """
+    rng = np.random.default_rng(seed)
+    usable = [s for s in samples if s[2].shape[0] >= size and s[2].shape[1] >= size]
+    if not usable:
+        return []
+    items: list[dict] = []
+    for _ in range(n * 4):  # a few tries per wanted patch, for crops that hit nodata
+        if len(items) == n:
+            break
+        before, after, valid = usable[int(rng.integers(len(usable)))]
+        r = int(rng.integers(valid.shape[0] - size + 1))
+        c = int(rng.integers(valid.shape[1] - size + 1))
+        if valid[r:r + size, c:c + size].mean() < min_valid:
+            continue
+        items.append({"before": before[:, r:r + size, c:c + size], "after": after[:, r:r + size, c:c + size],
+                      "label": np.full((size, size), UNKNOWN, np.uint8), "meta": {"pair": "scene"}})
+    return items
