@@ -201,3 +201,124 @@ def tiny_model(monkeypatch) -> type[TinyChangeNet]:
 
     monkeypatch.setitem(models.MODELS, "tiny", f"{TinyChangeNet.__module__}:TinyChangeNet")
     return TinyChangeNet
+
+
+# -- build-wdc: a synthetic city of footprints in two years, and its orthophotos ------------------
+
+CITY_CRS = "EPSG:26985"
+
+
+@dataclass
+class SyntheticCity:
+    """Footprints of two years (GeoPackages) and orthophotos (GeoTIFFs) with known changes.
+
+    ``planted`` maps each kind to the building ids it holds: ``destroyed`` (year0 ids), ``new``
+    (year1 ids), ``moved`` (year1 ids of buildings redrawn 0.5-1 m off: not changes), and the IoU
+    edge cases: ``edge_equal`` (IoU exactly 0.01: no change; ids of both years) and ``edge_below``
+    (IoU 0.0099: both buildings are changes). ``invalid`` holds the year1 id of a self-intersecting
+    polygon (a bow-tie over a kept building, repaired, still no change).
+    """
+
+    folder: Path
+    years: tuple[int, int]
+    footprints: dict[int, Path]
+    imagery: dict[int, Path]
+    frames: dict       # year -> GeoDataFrame as written
+    planted: dict[str, set]
+    transform: Affine
+    shape: tuple[int, int]
+    park_x: float      # no building east of this x (an empty park: patches without buildings)
+
+    def manifest(self, **extra) -> Path:
+        """A build-wdc manifest over this city (local files), with ``extra`` top-level keys."""
+        import yaml
+
+        y0, y1 = self.years
+        data = {"name": "synthetic", "crs": CITY_CRS, "pairs": [[y0, y1]], "filter_year": y1,
+                "imagery": {y: {"source": self.imagery[y].name, "licence": "test", "provenance": "conftest"}
+                            for y in self.years},
+                "footprints": {y: {"source": self.footprints[y].name, "id_field": "bid"} for y in self.years}}
+        data.update(extra)
+        path = self.folder / "city.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+
+def make_city(folder: Path, seed: int = 0, years: tuple[int, int] = (2010, 2015), size_px: int = 640,
+              res: float = 0.5) -> SyntheticCity:
+    import geopandas as gpd
+    import rasterio.features
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    x0, top = 400_000.0, 140_000.0
+    transform = Affine(res, 0, x0, 0, -res, top)
+    extent = size_px * res
+    park_x = x0 + 0.62 * extent
+    lot = 20.0
+    recs = {years[0]: [], years[1]: []}
+    planted = {k: set() for k in ("destroyed", "new", "moved", "edge_equal", "edge_below", "invalid")}
+    lots = [(i, j) for i in range(int(extent // lot)) for j in range(int((park_x - x0) // lot))]
+    kinds = rng.choice(["stable", "moved", "destroyed", "new"], size=len(lots), p=[0.55, 0.15, 0.15, 0.15]).astype(object)
+    kinds[3], kinds[17], kinds[30] = "edge_equal", "edge_below", "invalid"
+    for k, ((i, j), kind) in enumerate(zip(lots, kinds)):
+        lx, ly = x0 + j * lot, top - (i + 1) * lot         # lot's lower-left corner
+        if kind in ("edge_equal", "edge_below"):
+            # a 10 x 10 m building in year0; in year1 a 1 x 1 m (or 1 x 0.99 m) shed inside it.
+            # IoU = 1 / 100 = 0.01 exactly with integer coordinates; 0.99 / 100 < 0.01
+            big = shapely.box(lx + 5, ly + 5, lx + 15, ly + 15)
+            small = shapely.box(lx + 7, ly + 7, lx + 8, ly + 8 if kind == "edge_equal" else ly + 7.99)
+            recs[years[0]].append((f"a{k}", big))
+            recs[years[1]].append((f"b{k}", small))
+            planted[kind] |= {f"a{k}", f"b{k}"}
+            continue
+        w, h = rng.uniform(6, 12, 2).round(1)
+        ox, oy = rng.uniform(1, lot - 1 - w), rng.uniform(1, lot - 1 - h)
+        geom = shapely.box(lx + ox, ly + oy, lx + ox + w, ly + oy + h)
+        if kind in ("stable", "moved", "destroyed", "invalid"):
+            recs[years[0]].append((f"a{k}", geom))
+        if kind == "stable":
+            recs[years[1]].append((f"b{k}", geom))
+        elif kind == "moved":
+            dx, dy = rng.uniform(0.5, 1.0, 2) * rng.choice([-1, 1], 2)
+            recs[years[1]].append((f"b{k}", shapely.affinity.translate(geom, dx, dy)))
+            planted["moved"].add(f"b{k}")
+        elif kind == "invalid":
+            x_0, y_0, x_1, y_1 = geom.bounds
+            bowtie = shapely.Polygon([(x_0, y_0), (x_1, y_1), (x_1, y_0), (x_0, y_1)])
+            assert not bowtie.is_valid
+            recs[years[1]].append((f"b{k}", bowtie))
+            planted["invalid"].add(f"b{k}")
+        elif kind == "destroyed":
+            planted["destroyed"].add(f"a{k}")
+        elif kind == "new":
+            recs[years[1]].append((f"b{k}", geom))
+            planted["new"].add(f"b{k}")
+    planted["destroyed"].add(next(i for i in planted["edge_below"] if i.startswith("a")))
+    planted["new"].add(next(i for i in planted["edge_below"] if i.startswith("b")))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    background = np.clip(texture(rng, (size_px, size_px)), 0, 255)
+    frames, footprints, imagery = {}, {}, {}
+    for t, year in enumerate(years):
+        frame = gpd.GeoDataFrame({"bid": [r[0] for r in recs[year]]},
+                                 geometry=[r[1] for r in recs[year]], crs=CITY_CRS)
+        frames[year] = frame
+        footprints[year] = folder / f"buildings_{year}.gpkg"
+        frame.to_file(footprints[year], engine="pyogrio")
+        roofs = rasterio.features.rasterize(
+            ((g, 1 + n % 3) for n, g in enumerate(shapely.make_valid(np.asarray(frame.geometry)))),
+            out_shape=(size_px, size_px), transform=transform, fill=0, dtype="uint8")
+        img = background * (0.9 + 0.1 * t) + rng.normal(0, 2, background.shape)
+        for v, colour in ((1, (210, 200, 190)), (2, (90, 80, 75)), (3, (230, 120, 100))):
+            img[:, roofs == v] = np.array(colour, float)[:, None]
+        imagery[year] = write_tif(folder / f"ortho_{year}.tif", np.clip(img, 1, 255).astype(np.uint8),
+                                  CRS.from_string(CITY_CRS), transform, nodata=0)
+    return SyntheticCity(folder, years, footprints, imagery, frames, planted, transform,
+                         (size_px, size_px), park_x)
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> SyntheticCity:
+    """A 320 m synthetic city (EPSG:26985, 0.5 m pixels), years 2010 and 2015, with planted changes."""
+    return make_city(tmp_path / "city")
