@@ -9,8 +9,10 @@ from geochange.models.base import ChangeModel
 
 #: name -> "module:Class"; imported lazily so that ``geochange --help`` stays fast.
 MODELS: dict[str, str] = {
+    "cdcluster": "geochange.models.cdcluster:CDCluster",
     "cva": "geochange.models.cva:CVA",
     "drlnet": "geochange.models.drlnet:DRLnet",
+    "rscvae": "geochange.models.rscvae:RSCVAE",
 }
 
 
