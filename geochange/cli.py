@@ -325,6 +325,58 @@ def train(
                      highlight=False, soft_wrap=True)
 
 
+@app.command("build-wdc", epilog="Examples:\n\n"
+             "  geochange build-wdc --manifest data_manifests/wdc.yaml --out wdc/ --download\n\n"
+             "  geochange build-wdc --manifest city.yaml --out ds/ --patch 128 --noisy 20000 --workers 8\n\n"
+             "  geochange build-wdc --manifest city.yaml --out ds/ --scheduler tcp://10.0.0.5:8786\n\n"
+             "The manifest format and the summary are described in docs/datasets.md.")
+@user_errors
+def build_wdc(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="YAML manifest: imagery and footprints per year, pairs, filter year."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (shards/, index.csv, dataset.json, changes_*.gpkg, summary.json)."),
+    download: bool = typer.Option(False, "--download", help="Fetch the manifest's url entries into --cache first (resumes, checks SHA-256)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder for downloaded files \\[default: $GEOCHANGE_CACHE or ~/.cache/geochange]."),
+    patch: int = typer.Option(128, "--patch", help="Patch side in pixels of the earlier image's grid."),
+    noisy: int = typer.Option(250_000, "--noisy", help="Noisy negatives in all (random crops, 9:1 with/without buildings)."),
+    positives: Optional[int] = typer.Option(None, "--positives", help="Positive patches at most \\[default: one per annotated change]."),
+    negatives: Optional[int] = typer.Option(None, "--negatives", help="Negative patches \\[default: as many as the positives]."),
+    building_share: float = typer.Option(0.9, "--building-share", help="Share of noisy patches containing a building of the filter year."),
+    split: str = typer.Option("0.7,0.1,0.2", help="Train,val,test fractions of the spatial blocks."),
+    block: int = typer.Option(8, help="Side of a split block, in patches: each block goes whole to one split."),
+    margin: Optional[int] = typer.Option(None, help="Pixels around a negative patch that hold no change \\[default: patch/2]."),
+    seed: int = typer.Option(0, help="Seed of the splits and of every random draw (same seed, same dataset)."),
+    min_valid: float = typer.Option(0.99, "--min-valid", help="Skip patches with a smaller share of pixels valid in both dates."),
+    bands: Optional[str] = typer.Option(None, help="Bands to keep, e.g. 1,2,3 \\[default: the common first N]."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler \\[default: a local cluster]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes of the local cluster; 0 runs in this process \\[default: min(4, CPUs)]."),
+    shard_size: int = typer.Option(2048, "--shard-size", help="Patches per shard file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
+) -> None:
+    """Building-change patch dataset from multi-year footprints and imagery (Hamaguchi et al. 2019, appendix A)."""
+    from geochange.data.wdc import WdcOptions
+    from geochange.data.wdc import build_wdc as run_build
+
+    _set_quiet(quiet)
+    opts = WdcOptions(patch=patch, noisy=noisy, positives=positives, negatives=negatives,
+                      building_share=building_share, split=_parse_split(split), block=block, margin=margin,
+                      seed=seed, min_valid=min_valid, bands=_parse_bands(bands), scheduler=scheduler,
+                      workers=workers, shard_size=shard_size, overwrite=overwrite)
+    summary = run_build(manifest, out, cache=cache, download=download, options=opts)
+    if not quiet:
+        p = summary["patches"]
+        stdout.print("buildings: " + ", ".join(f"{y} {n}" for y, n in summary["buildings"].items()), highlight=False)
+        for pair, c in summary["changes"].items():
+            stdout.print(f"changes {pair}: {c['new']} new, {c['destroyed']} destroyed", highlight=False)
+        for kind, s in summary["kinds"].items():
+            stdout.print(f"{kind}: train {s['train']}, val {s['val']}, test {s['test']}", highlight=False)
+        stdout.print(f"[green]done[/green]: {p['total']} patch pairs (train {p['train']}, val {p['val']}, "
+                     f"test {p['test']}) in {summary['seconds']:.1f} s -> {out} (summary.json)",
+                     highlight=False, soft_wrap=True)
+        for note in summary["notes"]:
+            stdout.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"geochange {__version__}")
