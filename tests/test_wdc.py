@@ -18,13 +18,17 @@ from geochange.cli import app
 from geochange.data import PatchDataset
 from geochange.data.wdc import WdcOptions, build_wdc
 from geochange.errors import GeochangeError
+from conftest import make_city
 
 OPTS = dict(patch=32, block=4, noisy=300, margin=4, workers=0)
 
 
-@pytest.fixture
-def built(city, tmp_path):
-    out = tmp_path / "wdc"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One build of a synthetic city, shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp("wdc")
+    city = make_city(folder / "city")
+    out = folder / "wdc"
     summary = build_wdc(city.manifest(), out, options=WdcOptions(**OPTS))
     return city, out, summary, pd.read_csv(out / "index.csv", keep_default_na=False)
 
