@@ -162,3 +162,53 @@ def test_inputs_that_cannot_work_are_refused_in_one_line(city, tmp_path):
     with pytest.raises(GeochangeError, match="--patch must be"):
         build_wdc(city.manifest(), tmp_path / "x", options=WdcOptions(patch=4, workers=0))
     assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_real_joplin_imagery_and_footprints_end_to_end(shared_data, tmp_path):
+    """Real files: a pre-tornado tile (EPSG:26915) and a post tile (EPSG:4326), 2,823 real footprints.
+
+    No public two-year footprint set exists offline, so the earlier year is the real layer with a
+    known set removed (they come out new) and a known set of boxes added (they come out destroyed).
+    """
+    import yaml
+
+    joplin = shared_data / "joplin"
+    pre, post = joplin / "input/pre/tile_337-10160.tif", joplin / "input/post/tile_31500-5137.tif"
+    real = gpd.read_file(joplin / "joplin.geojson").to_crs(26915)
+    real["bid"] = [f"j{i}" for i in range(len(real))]
+    overlap = shapely.box(366700, 4103580, 367240, 4103890)      # where the two tiles overlap (EPSG:26915)
+    inside = np.flatnonzero(real.within(overlap))
+    rng = np.random.default_rng(0)
+    removed = set(real.bid.iloc[rng.choice(inside, 12, replace=False)])
+    tree = shapely.STRtree(np.asarray(real.geometry))
+    added = []
+    while len(added) < 8:
+        x, y = rng.uniform(366720, 367220), rng.uniform(4103600, 4103870)
+        box = shapely.box(x, y, x + 12, y + 9)
+        if not len(tree.query(box.buffer(3))) and not any(box.intersects(b) for _, b in added):
+            added.append((f"added{len(added)}", box))
+    earlier = pd.concat([real[~real.bid.isin(removed)][["bid", "geometry"]],
+                         gpd.GeoDataFrame({"bid": [a for a, _ in added]}, geometry=[b for _, b in added], crs=26915)])
+    earlier.to_file(tmp_path / "buildings_2010.gpkg", engine="pyogrio")
+    manifest = tmp_path / "joplin.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "name": "joplin", "pairs": [[2010, 2011]], "filter_year": 2011,
+        "imagery": {2010: {"source": str(pre), "crs": "EPSG:26915"}, 2011: {"source": str(post), "crs": "EPSG:4326"}},
+        "footprints": {2010: {"source": "buildings_2010.gpkg", "id_field": "bid"},
+                       2011: {"source": str(joplin / "joplin.geojson")}}}))
+    summary = build_wdc(manifest, tmp_path / "ds", options=WdcOptions(patch=64, block=2, noisy=120, margin=8, workers=0))
+    changes = gpd.read_file(tmp_path / "ds" / "changes_2010_2011.gpkg", layer="changes")
+    real_ids = {f"j{int(i)}" for i in changes.loc[changes.kind == "new", "src_id"]}   # 2011 ids are row numbers
+    assert real_ids == removed
+    assert set(changes.loc[changes.kind == "destroyed", "src_id"]) == {a for a, _ in added}
+    assert summary["buildings"] == {"2010": len(earlier), "2011": 2823} and summary["crs"] == "EPSG:26915"
+    kinds = summary["kinds"]
+    n_pos, n_neg = sum(kinds["positive"].values()), sum(kinds["negative"].values())
+    assert n_pos >= 15 and n_neg >= 5 and n_neg == summary["negative"]["written"]
+    # negatives need an unchanged building with no change nearby, inside the tiles' common valid area:
+    # when there are fewer than positives, the summary says so
+    assert n_neg == n_pos or any("negative patches short" in note for note in summary["notes"])
+    assert sum(kinds["noisy_negative"].values()) == 120 and summary["noisy"]["share_with_buildings"] == pytest.approx(0.9, abs=0.01)
+    ds = PatchDataset(tmp_path / "ds")
+    assert ds.info["sources"][0]["after_warped"] is True
+    assert all(ds[i]["meta"]["valid_fraction"] >= 0.99 for i in range(0, len(ds), 11))
