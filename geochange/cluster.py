@@ -17,7 +17,7 @@ import numpy as np
 
 from geochange.errors import GeochangeError
 
-__all__ = ["INITS", "faiss_gpus", "kmeans", "kmeans_plus_plus"]
+__all__ = ["INITS", "faiss_gpus", "kmeans", "kmeans_plus_plus", "refill_small_clusters"]
 
 
 def faiss_gpus() -> int:
@@ -75,7 +75,8 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20, gpu: bool | None = None,
-           init: str = "k-means++") -> tuple[np.ndarray, np.ndarray]:
+           init: str = "k-means++", max_points_per_centroid: int = _PP_POINTS_PER_CENTROID
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster the rows of ``x`` (n, d) into ``k`` groups with FAISS k-means.
 
     Returns ``(centroids, labels)``: ``(k, d)`` float32 and ``(n,)`` int64, each label the index of
@@ -84,6 +85,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20, gpu: bool | Non
     ``False`` always the CPU (reproducible for a given ``seed``); ``True`` requires a GPU.
 
     ``init``: ``"k-means++"`` (seeded from ``seed``) or ``"random"`` (FAISS's own draw).
+    ``max_points_per_centroid``: the centroids are trained on a seeded random subset of at most
+    ``k`` times this many points (FAISS's default, 256); every point is labelled all the same.
 
     Raises GeochangeError for fewer points than clusters, ``k < 1`` or non-finite values.
     """
@@ -114,10 +117,61 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20, gpu: bool | Non
     # min_points_per_centroid=1: small samples are legitimate here, and FAISS would print a warning
     # on stderr for every call with fewer than 39 points per centroid.
     km = faiss.Kmeans(d, k, niter=int(niter), seed=int(seed) % 2**31, verbose=False, gpu=use_gpu,
-                      min_points_per_centroid=1)
+                      min_points_per_centroid=1, max_points_per_centroid=int(max_points_per_centroid))
     if init == "k-means++":
         km.train(x, init_centroids=kmeans_plus_plus(x, k, np.random.default_rng(seed)))
     else:
         km.train(x)
     _, labels = km.index.search(x, 1)
     return np.asarray(km.centroids, dtype=np.float32), labels[:, 0].astype(np.int64)
+
+
+def refill_small_clusters(x: np.ndarray, labels: np.ndarray, k: int, min_size: int,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Refill empty or tiny clusters by splitting populous ones (DeepCluster, Caron et al. 2018; CDCluster
+    Sec. 2.2: "whenever the population of a cluster drops below a given threshold, the data points
+    assigned to a random above-threshold cluster are split and reassigned to the below-threshold one").
+
+    ``x`` (n, d) points, ``labels`` (n,) in ``0..k-1``. While a cluster holds fewer than
+    ``m = min(min_size, n // k)`` points (at least 1), a random cluster with at least ``2 m`` points is
+    split in two at the median of its points' projection on their direction of largest variance: one
+    half keeps its label, the other joins the small cluster. When no cluster is that large, the
+    largest gives up just enough points from the same end of that direction (keeping ``m`` itself).
+    Every step keeps the donor at ``m`` or more, and ``n >= k m``, so the loop ends with every
+    cluster holding at least ``m`` points: none is empty. Returns ``(centroids (k, d) float32 — the
+    mean of each cluster, labels, number of moves)``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    n = x.shape[0]
+    if n < k:
+        raise GeochangeError(f"{n} points cannot fill {k} clusters")
+    m = max(1, min(int(min_size), n // k))
+    counts = np.bincount(labels, minlength=k)
+    splits = 0
+    while True:
+        small = np.flatnonzero(counts < m)
+        if small.size == 0:
+            break
+        c = int(small[np.argmin(counts[small])])
+        donors = np.flatnonzero(counts >= 2 * m)
+        if donors.size:
+            j = int(rng.choice(donors))
+            take = int(counts[j] // 2)
+        else:
+            j = int(np.argmax(counts))
+            take = int(min(m - counts[c], counts[j] - m))  # >= 1, as sum(counts) >= k m
+        members = np.flatnonzero(labels == j)
+        pts = x[members].astype(np.float64)
+        centred = pts - pts.mean(axis=0)
+        cov = centred.T @ centred
+        axis = np.linalg.eigh(cov)[1][:, -1] if np.any(cov) else np.eye(x.shape[1])[0]
+        order = np.argsort(centred @ axis, kind="stable")
+        moved = members[order[members.size - take:]]
+        labels[moved] = c
+        counts[c] += take
+        counts[j] -= take
+        splits += 1
+    sums = np.stack([np.bincount(labels, weights=x[:, j], minlength=k) for j in range(x.shape[1])], axis=1)
+    centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    return centroids, labels, splits

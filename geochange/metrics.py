@@ -75,6 +75,14 @@ class ConfusionMatrix:
         """A copy of the counts: ``[[tn, fp], [fn, tp]]``."""
         return self._m.copy()
 
+    def normalized(self) -> np.ndarray:
+        """The matrix as shares of each true class, ``[[tn, fp] / (tn + fp), [fn, tp] / (fn + tp)]``
+        (float64; a row with no pixel is all 0.0). CDCluster's Table 1 prints its transpose (columns =
+        truth): its 0.99 / 0.01 column is specificity and the false-positive rate, 0.30 / 0.70 the miss
+        rate and recall."""
+        rows = self._m.sum(axis=1, keepdims=True)
+        return np.divide(self._m, rows, out=np.zeros((2, 2)), where=rows > 0)
+
     def scores(self) -> dict[str, float | int | list]:
         """accuracy, precision, recall, f1, kappa (Cohen's), iou (changed class), iou_unchanged,
         miou, specificity, mse (= 1 - accuracy for binary maps, as CDCluster reports), the counts

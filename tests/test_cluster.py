@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geochange.cluster import faiss_gpus, kmeans, kmeans_plus_plus
+from geochange.cluster import faiss_gpus, kmeans, kmeans_plus_plus, refill_small_clusters
 from geochange.errors import GeochangeError
 
 
@@ -100,3 +100,62 @@ def test_bad_requests_raise():
     if faiss_gpus() == 0:
         with pytest.raises(GeochangeError, match="GPU"):
             kmeans(x, 2, seed=0, gpu=True)
+
+
+def _lloyd_reference(x: np.ndarray, init: np.ndarray, niter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Plain NumPy Lloyd iterations in float64: assign to the nearest centroid, move it to the mean."""
+    x = x.astype(np.float64)
+    cents = init.astype(np.float64)
+    for _ in range(niter):
+        labels = ((x[:, None, :] - cents[None]) ** 2).sum(axis=2).argmin(axis=1)
+        cents = np.stack([x[labels == j].mean(axis=0) for j in range(cents.shape[0])])
+    return cents, ((x[:, None, :] - cents[None]) ** 2).sum(axis=2).argmin(axis=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_faiss_path_agrees_with_a_numpy_lloyd_reference(seed):
+    x, _, _ = _blobs(20 + seed, n_per=200, d=5, k=6, spread=2.5)  # overlapping blobs: many boundary points
+    cents, labels = kmeans(x, 6, seed=seed, niter=10, gpu=False, max_points_per_centroid=10**6)
+    ref_cents, ref_labels = _lloyd_reference(x, kmeans_plus_plus(x, 6, np.random.default_rng(seed)), 10)
+    assert np.mean(labels == ref_labels) > 0.995
+    np.testing.assert_allclose(cents, ref_cents, atol=1e-3)
+
+
+def test_training_subset_is_bounded_by_max_points_per_centroid():
+    x, _, _ = _blobs(7, n_per=400, d=4, k=4, spread=3.0)
+    small, _ = kmeans(x, 4, seed=0, gpu=False, max_points_per_centroid=8)   # 32 of 1600 points
+    full, _ = kmeans(x, 4, seed=0, gpu=False, max_points_per_centroid=10**6)
+    assert not np.allclose(small, full)
+
+
+def _counts(labels: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(labels, minlength=k)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_refill_leaves_no_cluster_empty_or_tiny(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(500, 3)).astype(np.float32)
+    k = 10
+    labels = rng.choice([0, 1, 2], size=500, p=[0.6, 0.3, 0.1])  # clusters 3..9 empty
+    labels[:3] = 3                                                # cluster 3 tiny
+    cents, new, splits = refill_small_clusters(x, labels, k, min_size=20, rng=np.random.default_rng(seed))
+    counts = _counts(new, k)
+    assert counts.min() >= 20 and counts.sum() == 500 and splits >= 7
+    # centroids are the means of the refilled clusters
+    np.testing.assert_allclose(cents[4], x[new == 4].mean(axis=0), atol=1e-5)
+    # a split halves one cluster along its widest direction: the new clusters are spatially coherent
+    unchanged = _counts(refill_small_clusters(x, new, k, 20, np.random.default_rng(0))[1], k)
+    np.testing.assert_array_equal(unchanged, counts)
+
+
+def test_refill_when_every_point_is_the_same_and_when_min_size_cannot_be_met():
+    x = np.ones((12, 2), np.float32)
+    cents, labels, _ = refill_small_clusters(x, np.zeros(12, np.int64), 5, min_size=100,
+                                             rng=np.random.default_rng(0))
+    assert _counts(labels, 5).min() >= 2  # min(min_size, n // k) = 2 each
+    x = np.random.default_rng(1).normal(size=(7, 2)).astype(np.float32)
+    _, labels, _ = refill_small_clusters(x, np.zeros(7, np.int64), 7, min_size=1, rng=np.random.default_rng(0))
+    assert sorted(labels.tolist()) == list(range(7))  # n == k: one point each, none empty
+    with pytest.raises(GeochangeError):
+        refill_small_clusters(x, np.zeros(7, np.int64), 8, 1, np.random.default_rng(0))

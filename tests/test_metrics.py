@@ -123,3 +123,16 @@ def test_degenerate_cases_have_no_nan():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError):
         ConfusionMatrix().update(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_normalized_matrix_is_shares_of_each_true_class():
+    pred, truth = _example()  # tp=3, fp=1, fn=2, tn=4
+    cm = ConfusionMatrix()
+    cm.update(pred, truth)
+    norm = cm.normalized()
+    np.testing.assert_allclose(norm, [[4 / 5, 1 / 5], [2 / 5, 3 / 5]])
+    s = cm.scores()
+    assert norm[0, 0] == pytest.approx(s["specificity"]) and norm[1, 1] == pytest.approx(s["recall"])
+    empty_truth_change = ConfusionMatrix()
+    empty_truth_change.update(np.zeros(4, bool), np.zeros(4, bool))
+    np.testing.assert_array_equal(empty_truth_change.normalized(), [[1.0, 0.0], [0.0, 0.0]])
