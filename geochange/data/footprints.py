@@ -8,7 +8,7 @@ change). A building moved or redrawn a little keeps a large IoU and is not a cha
 
 Everything is vectorised with shapely 2: one STRtree bulk query gives every intersecting pair of
 buildings, their intersection areas come from one vectorised ``intersection``, and the best IoU per
-building is a sort of those pairs; no Python loop runs over buildings. Footprints are read with
+building (both ways) is a sort of those pairs; no Python loop runs over buildings. Footprints are read with
 pyogrio, reprojected to the imagery's CRS, and invalid polygons repaired (geochange.geometry.repair)
 before any area is measured. Output: ``changes_<y0>_<y1>.gpkg`` (and .shp) through the project's
 vector writer, one feature per changed building with ``kind``, ``iou``, ``year``, ``src_id``,
@@ -94,14 +94,14 @@ def read_footprints(path: str, year: int, crs, *, layer: str | None = None, id_f
     try:
         frame = pyogrio.read_dataframe(path, layer=layer, columns=columns)
     except Exception as exc:
-        raise GeochangeError(f"{label}: cannot read {_short(path)} ({first_line(exc)})") from None
+        raise GeochangeError(f"{label}: cannot read {one_line(path)} ({first_line(exc)})") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise GeochangeError(f"{label}: {_short(path)} has no field {missing[0]!r} "
+        raise GeochangeError(f"{label}: {one_line(path)} has no field {missing[0]!r} "
                              f"(fields: {', '.join(c for c in frame.columns if c != 'geometry') or 'none'})")
     if frame.crs is None:
         if source_crs is None:
-            raise GeochangeError(f"{label}: {_short(path)} has no CRS; give one with 'crs:' in the manifest")
+            raise GeochangeError(f"{label}: {one_line(path)} has no CRS; give one with 'crs:' in the manifest")
         frame = frame.set_crs(source_crs)
     elif source_crs is not None and not pyproj.CRS(frame.crs).equals(pyproj.CRS(source_crs), ignore_axis_order=True):
         raise GeochangeError(f"{label}: the file's CRS ({frame.crs.to_string()}) is not the manifest's ({source_crs})")
@@ -149,36 +149,50 @@ def clean_polygons(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return geoms, keep, int(invalid.sum())
 
 
-def best_iou(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each geometry of ``a``, its largest IoU with any of ``b`` and the index of that one (-1: none).
+def pair_ious(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every intersecting pair ``(ia, ib)`` of ``a`` and ``b`` and its IoU.
 
-    One STRtree bulk query gives the intersecting pairs; intersection areas are one vectorised call;
-    union = area(a) + area(b) - intersection. The best pair per ``a`` comes from one lexsort.
+    One STRtree bulk query gives the pairs; intersection areas are one vectorised call;
+    union = area(a) + area(b) - intersection.
     """
-    best = np.zeros(len(a))
-    match = np.full(len(a), -1, dtype=np.int64)
     if len(a) == 0 or len(b) == 0:
-        return best, match
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0)
     ia, ib = shapely.STRtree(b).query(a, predicate="intersects")
-    if len(ia) == 0:
-        return best, match
     inter = shapely.area(shapely.intersection(a[ia], b[ib]))
     union = shapely.area(a)[ia] + shapely.area(b)[ib] - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    order = np.lexsort((-iou, ia))              # by building of a, best IoU first
-    first = np.r_[True, ia[order][1:] != ia[order][:-1]]
-    sel = order[first]
-    best[ia[sel]] = iou[sel]
-    match[ia[sel]] = ib[sel]
+    return ia, ib, np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def best_per(group: np.ndarray, other: np.ndarray, iou: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``n`` items, the largest ``iou`` of its pairs and the ``other`` item of it (-1: no pair).
+
+    One lexsort of the pairs (by item, best IoU first); no loop over items.
+    """
+    best = np.zeros(n)
+    match = np.full(n, -1, dtype=np.int64)
+    if len(group):
+        order = np.lexsort((-iou, group))
+        first = np.r_[True, group[order][1:] != group[order][:-1]]
+        sel = order[first]
+        best[group[sel]] = iou[sel]
+        match[group[sel]] = other[sel]
     return best, match
+
+
+def best_iou(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each geometry of ``a``, its largest IoU with any of ``b`` and the index of that one (-1: none)."""
+    ia, ib, iou = pair_ious(a, b)
+    return best_per(ia, ib, iou, len(a))
 
 
 def annotate(fp0: Footprints, fp1: Footprints, threshold: float = THRESHOLD) -> Changes:
     """Compare the buildings of two years: best IoU both ways; below ``threshold`` is a change."""
     if fp0.crs != fp1.crs:
         raise ValueError(f"footprints in different CRSs ({fp0.crs}, {fp1.crs})")
-    iou0, match0 = best_iou(fp0.geoms, fp1.geoms)
-    iou1, match1 = best_iou(fp1.geoms, fp0.geoms)
+    i0, i1, iou = pair_ious(fp0.geoms, fp1.geoms)     # one query and one intersection serve both ways
+    iou0, match0 = best_per(i0, i1, iou, len(fp0))
+    iou1, match1 = best_per(i1, i0, iou, len(fp1))
     destroyed = np.flatnonzero(iou0 < threshold)
     new = np.flatnonzero(iou1 < threshold)
 
@@ -220,7 +234,7 @@ def write_changes(changes: Changes, out_dir: str | Path) -> list[Path]:
         raise
 
 
-def _short(path: str) -> str:
-    """A path or a long GDAL string, cut to one readable line."""
-    text = re.sub(r"\s+", " ", str(path)).strip()
-    return text if len(text) <= 120 else text[:117] + "..."
+def one_line(text: str, limit: int = 120) -> str:
+    """A path or a long GDAL string (an inline XML description), cut to one readable line."""
+    text = re.sub(r"\s+", " ", str(text)).strip()
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -55,7 +55,8 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from geochange.data.footprints import THRESHOLD, Changes, Footprints, annotate, read_footprints, write_changes
+from geochange.data.footprints import (THRESHOLD, Changes, Footprints, annotate, one_line, read_footprints,
+                                      write_changes)
 from geochange.data.manifest import Manifest, load_manifest, verify_local_checksums
 from geochange.data.patches import SPLITS, UNKNOWN, PatchWriter, check_out_dir
 from geochange.data.tile import KEPT_DTYPES, assign_splits, split_fractions, storage_dtype
@@ -281,7 +282,7 @@ def _open_pairs(m: Manifest, cache: Path, opts: WdcOptions) -> dict[tuple[int, i
             raise GeochangeError(f"imagery.{y0} is in {grid.crs.to_string()}, not the working CRS "
                                  f"{working.to_string()}: every pair's earlier image must share it (the split "
                                  "blocks are drawn in it); reproject it, e.g. with a gdalwarp VRT")
-        describe["before"], describe["after"] = _short(spec.before), _short(spec.after)
+        describe["before"], describe["after"] = one_line(spec.before, 200), one_line(spec.after, 200)
         epsg = gcrs.to_epsg()
         plans[(y0, y1)] = PairPlan(f"{y0}-{y1}", (y0, y1), spec, t, (grid.height, grid.width),
                                    f"EPSG:{epsg}" if epsg else gcrs.to_wkt(), describe)
@@ -704,10 +705,3 @@ def _check_options(o: WdcOptions) -> None:
         raise GeochangeError(f"unknown resampling {o.resampling!r} (e.g. nearest, bilinear, cubic)")
     if not 0.0 <= o.min_valid <= 1.0:
         raise GeochangeError(f"--min-valid must be between 0 and 1, not {o.min_valid}")
-
-
-def _short(text: str) -> str:
-    import re
-
-    text = re.sub(r"\s+", " ", str(text)).strip()
-    return text if len(text) <= 200 else text[:197] + "..."
