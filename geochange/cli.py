@@ -130,7 +130,7 @@ def detect(
 def detect_many(
     pairs: Path = typer.Argument(..., help="CSV of pairs: before, after, out [, model, checkpoint]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a Dask scheduler, e.g. tcp://host:8786 \\[default: a local cluster]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes of the local cluster \\[default: one per core]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes of the local cluster \\[default: one per core, at most 4]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for rows that name none \\[default: cva]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Trained model for rows that name none."),
     param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable)."),

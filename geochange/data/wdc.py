@@ -40,7 +40,6 @@ pixels are not valid in both dates (``min_valid``) are skipped and replaced by f
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import time
@@ -629,20 +628,9 @@ def _executor(workers: int | None, scheduler: str | None):
     if scheduler is None and workers == 0:
         yield _Serial()
         return
-    from distributed import Client, LocalCluster
+    from geochange.scheduler import dask_client
 
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise GeochangeError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
-        with client:
-            say(f"Dask scheduler {scheduler}: {len(client.nthreads())} worker(s)")
-            yield _Dask(client)
-        return
-    n = workers if workers is not None else min(4, os.cpu_count() or 1)
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with dask_client(scheduler, workers) as client:
         yield _Dask(client)
 
 

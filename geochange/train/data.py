@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from geochange.data.patches import UNKNOWN, LevirDataset, PatchDataset, open_dataset
 from geochange.errors import GeochangeError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class PairStandardizer:
@@ -101,7 +104,7 @@ def open_training_data(source, split: str | None = "train"):
     return source
 
 
-def sample_index(items) -> "pandas.DataFrame":
+def sample_index(items) -> "pd.DataFrame":
     """One row per item: ``label`` (1 any changed, 0 none, -1 unlabelled), ``changed_fraction``, ``split``."""
     import pandas as pd
 
