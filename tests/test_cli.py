@@ -146,3 +146,23 @@ def test_train_and_detect_refuse_bad_checkpoints_in_one_line(planted_same_grid, 
         assert res.exit_code == 2, (args, res.output)
         assert res.output.count("error:") == 1 and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_train_cdcluster_report_ia_prints_and_saves_the_table(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    ds = tmp_path / "ds"
+    res = runner.invoke(app, ["tile", str(s.before), str(s.after), "--labels", str(s.truth), "--size", "32",
+                              "--split", "1,0,0", "--out", str(ds), "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "cdcluster", "--data", str(ds), "--out", str(tmp_path / "ia"), "--report-ia",
+                              "--ia-seeds", "0,1", "--ia-k", "2,4", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "Initial Alignment" in res.output
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "ia" / "initial_alignment.csv")))
+    assert sorted((int(r["seed"]), int(r["k"])) for r in rows) == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    assert all(-1 <= float(r["ia"]) <= 1 for r in rows)
+    assert not (tmp_path / "ia" / "last.pt").exists()  # reported, not trained
+    res = runner.invoke(app, ["train", "tiny", "--data", str(ds), "--report-ia"])
+    assert res.exit_code == 2 and "train cdcluster --report-ia" in res.output
