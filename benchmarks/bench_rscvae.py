@@ -19,7 +19,8 @@ split into train and test sources by a seeded stratified draw):
   - ``RSC_e``: imbalanced mode, ``round(--anomaly-share x n_normal)`` (>= 1) train-split images of
     the other digits added as real anomalies (Eq. 14).
 
-A sample is one digit: the trainer's items are pairs, so each image is given as both dates (BEFORE =
+A second table scores the same RSC-VAE models by one term of Eq. 15 only (alpha = 0: the reconstruction
+error; alpha = 1: ``l_mut``), to see which term carries the detection. A sample is one digit: the trainer's items are pairs, so each image is given as both dates (BEFORE =
 AFTER, two identical channels) and DSA transforms the whole sample (``dsa_dates="both"``), as the
 paper transforms its images. Images are standardised by the mean and std of the normal training
 images (``standardize=False`` in the trainer, the same transform at test time).
@@ -106,6 +107,10 @@ def run_class(k: int, images, labels, splits, args) -> tuple[dict, dict]:
         if column == "VAE":  # the same trained VAE, scored with recoding (Eq. 15): "Recode VAE"
             model.config = dataclasses.replace(model.config, alpha=0.5)
             aucs["Recode"] = auc_of(model, split, normal)
+        else:  # diagnostics: the same model scored by each term of Eq. 15 alone
+            for alpha, name in ((0.0, "recon"), (1.0, "mut")):
+                model.config = dataclasses.replace(model.config, alpha=alpha)
+                aucs[f"{column}_{name}"] = auc_of(model, split, normal)
     return aucs, seconds
 
 
@@ -142,10 +147,16 @@ def main() -> None:
         paper = "  ".join(f"{v:.3f}" for v in PAPER[k])
         print(f"{k:>5} " + " ".join(f"{aucs[c]:7.3f}" for c in COLUMNS) + f"   |        {paper}"
               + " | " + " ".join(f"{seconds[c]:.0f}" for c in ("VAE", "RSC_o", "RSC_d", "RSC_e")), flush=True)
-    mean = {c: float(np.mean([results[k]["auc"][c] for k in args.classes])) for c in COLUMNS}
+    mean = {c: float(np.mean([results[k]["auc"][c] for k in args.classes])) for c in results[args.classes[0]]["auc"]}
     paper_mean = [float(np.mean([PAPER[k][i] for k in args.classes])) for i in range(4)]
     print(f"{'mean':>5} " + " ".join(f"{mean[c]:7.3f}" for c in COLUMNS) + "   |        "
           + "  ".join(f"{v:.3f}" for v in paper_mean))
+    terms = [f"{c}_{t}" for c in ("RSC_o", "RSC_d", "RSC_e") for t in ("recon", "mut")]
+    print("\nthe same models scored by one term of Eq. 15 (alpha = 0: l_recon only; alpha = 1: l_mut only)")
+    print(f"{'class':>5} " + " ".join(f"{c:>11}" for c in terms))
+    for k in args.classes:
+        print(f"{k:>5} " + " ".join(f"{results[k]['auc'][c]:11.3f}" for c in terms))
+    print(f"{'mean':>5} " + " ".join(f"{np.mean([results[k]['auc'][c] for k in args.classes]):11.3f}" for c in terms))
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
         with open(args.json, "w") as fh:
