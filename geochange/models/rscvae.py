@@ -339,7 +339,7 @@ class RSCVAE(TrainableModel):
         import torch
 
         recode = self.config.lam > 0 or self.config.alpha > 0 or not self.net.training
-        out = self.net(x, sample=sample, recode=recode)
+        out = {k: v.float() for k, v in self.net(x, sample=sample, recode=recode).items()}  # fp32 losses under AMP
         terms = {"l_recon": l1_reconstruction(x, out["x_hat"]), "l_enc1": kl_standard_normal(out["mu"], out["logvar"])}
         if recode:
             terms["l_enc2"] = kl_standard_normal(out["mu_hat"], out["logvar_hat"])
