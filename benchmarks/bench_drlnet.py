@@ -321,6 +321,106 @@ def print_table(rows: list[dict], scenes: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# part 1b (--quality): threshold-free quality of the change score
+# --------------------------------------------------------------------------------------------------
+
+def _score_fn(model):
+    """The model's change score before its threshold: cva's magnitude, DRLnet's change intensity."""
+    if model.name == "cva":
+        return lambda b, a, v: model.magnitude(b[None], a[None])[0]
+    return lambda b, a, v: model._maps(b[None], a[None], v[None], with_types=False)[0][0]
+
+
+def oracle_kappa(score: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The best kappa of ``score > t`` over all thresholds t, and that t (exact: every cut is tried)."""
+    order = np.argsort(-score, kind="stable")
+    s, y = score[order], truth[order].astype(np.float64)
+    last = np.r_[s[1:] != s[:-1], True]          # cut only between distinct scores
+    tp = np.cumsum(y)[last]
+    k = np.arange(1, s.size + 1, dtype=np.float64)[last]
+    fp = k - tp
+    n, p = float(s.size), float(y.sum())
+    po = (tp + (n - p - fp)) / n
+    pe = (p * k + (n - p) * (n - k)) / n ** 2
+    kappa = np.where(pe < 1, (po - pe) / np.maximum(1 - pe, 1e-12), 0.0)
+    i = int(np.argmax(kappa))
+    cuts = s[last]
+    return float(kappa[i]), float(cuts[i + 1] if i + 1 < cuts.size else cuts[i])
+
+
+def _kappa_at(score: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    from geochange.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix()
+    cm.update(score > threshold, truth, np.ones(truth.shape, bool))
+    return float(cm.scores()["kappa"])
+
+
+def score_quality(name: str, scene: dict, method: str, params: dict, workdir: Path, seed: int) -> dict:
+    """Fit ``method`` as detect does (same normalisation, scene sample and seed), then score its change
+    score on every scored pixel: AUC, the oracle (best-threshold) kappa and the kappa at its GGKI threshold."""
+    import rasterio
+    from rasterio.windows import Window
+    from sklearn.metrics import roc_auc_score
+
+    from geochange.detect import DetectOptions
+    from geochange.evaluate import _RasterTruth
+    from geochange.io.pair import RasterPair
+    from geochange.models import create_model
+
+    opts = DetectOptions()
+    grid_ref = workdir / "runs" / name / "quality-grid.tif"
+    t = time.perf_counter()
+    with RasterPair.open(str(scene["before"]), str(scene["after"])) as pair:
+        samples = pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
+                                         seed=seed)
+        model = create_model(method, device="cpu", **params)
+        model.fit([(s.before, s.after, s.valid) for s in samples], seed=seed)
+        fit_s = time.perf_counter() - t
+        score = _score_fn(model)
+        h, w = pair.shape
+        grid_ref.parent.mkdir(parents=True, exist_ok=True)
+        g = pair.grid
+        with rasterio.open(grid_ref, "w", driver="GTiff", width=g.width, height=g.height, count=1,
+                           dtype="uint8", crs=g.crs, transform=g.transform):
+            pass  # an empty raster on the pair's grid: what the truth is warped onto
+        xs, ys = [], []
+        with rasterio.open(grid_ref) as ref, rasterio.open(str(scene["truth"])) as tds:
+            truth = _RasterTruth(ref, str(grid_ref), tds, str(scene["truth"]), [1])
+            for row in range(0, h, 1024):
+                for col in range(0, w, 1024):
+                    win = Window(col, row, min(1024, w - col), min(1024, h - row))
+                    wp = pair.read(win)
+                    sc = score(wp.before, wp.after, wp.valid)
+                    changed, tvalid = truth.read(win)
+                    m = tvalid & wp.valid
+                    xs.append(sc[m].astype(np.float64))
+                    ys.append(changed[m])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    okappa, othr = oracle_kappa(x, y)
+    thr = float(model.fitted.threshold)
+    return {"scene": name, "method": method, "auc": float(roc_auc_score(y, x)), "oracle_kappa": okappa,
+            "oracle_pred_pct": 100.0 * float((x > othr).mean()), "ggki_kappa": _kappa_at(x, y, thr),
+            "ggki_pred_pct": 100.0 * float((x > thr).mean()), "true_pct": 100.0 * float(y.mean()),
+            "n": int(x.size), "fit_s": fit_s}
+
+
+def print_quality(rows: list[dict]) -> None:
+    print("\nChange-score quality (before thresholding): AUC, best kappa over all thresholds (oracle), "
+          "kappa at the GGKI threshold")
+    hdr = (f"{'scene':<16} {'method':<7} {'AUC':>7} {'oracle k':>8} {'pred%':>6} {'GGKI k':>7} {'pred%':>6} "
+           f"{'true%':>6} {'scored':>8} {'fit s':>6}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['scene']:<16} {r['method']:<7} {r['auc']:>7.4f} {r['oracle_kappa']:>8.4f} "
+              f"{r['oracle_pred_pct']:>6.2f} {r['ggki_kappa']:>7.4f} {r['ggki_pred_pct']:>6.2f} "
+              f"{r['true_pct']:>6.2f} {r['n']:>8d} {r['fit_s']:>6.1f}")
+    print("(scored pixels as in Table 1; pred%: pixels over the threshold; oracle: the threshold that "
+          "maximises kappa against the truth, which an unsupervised method cannot know)")
+
+
+# --------------------------------------------------------------------------------------------------
 # part 2: big pair, peak RSS and runtime
 # --------------------------------------------------------------------------------------------------
 
@@ -415,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big", type=int, default=4096, help="side of the big synthetic pair for part 2 [4096]")
     p.add_argument("--skip-big", action="store_true", help="skip part 2 (peak RSS and runtime on the big pair)")
     p.add_argument("--skip-cva", action="store_true", help="part 1: run drlnet only (for sweeps of --drlnet-param)")
+    p.add_argument("--quality", action="store_true",
+                   help="instead of part 1: AUC, oracle kappa and GGKI kappa of each method's change score "
+                        "(cva's magnitude, drlnet's change intensity) on the scored pixels")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     params = dict(args.drlnet_param)
@@ -436,6 +539,20 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.scenes:
             scenes[name] = prepare(name, workdir, args.data, args.seed)
             print(f"  {name}: {scenes[name]['kind']}; " + "; ".join(scenes[name]["notes"]), flush=True)
+        if args.quality:
+            qrows = []
+            for name in args.scenes:
+                for method in (("drlnet",) if args.skip_cva else ("cva", "drlnet")):
+                    r = score_quality(name, scenes[name], method, params if method == "drlnet" else {},
+                                      workdir, args.seed)
+                    print(f"  {name:<16} {method:<7} AUC {r['auc']:.4f} oracle kappa {r['oracle_kappa']:.4f} "
+                          f"GGKI kappa {r['ggki_kappa']:.4f} (fit {r['fit_s']:.1f} s)", flush=True)
+                    qrows.append(r)
+            results["quality"] = qrows
+            print_quality(qrows)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            return 0
         rows = []
         for name in args.scenes:
             for method in (("drlnet",) if args.skip_cva else ("cva", "drlnet")):

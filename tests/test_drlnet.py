@@ -232,17 +232,32 @@ def test_dense_prediction_matches_the_training_samples(scene, fitted):
     """The convolutional per-pixel path equals the network on the superpixel-centre patches."""
     before, after, _, _ = scene
     rows, cols = np.array([0, 5, 64, 127]), np.array([3, 0, 90, 127])  # borders included (edge padding)
-    x1 = torch.from_numpy(_patches(before, rows, cols, 3))
-    x2 = torch.from_numpy(_patches(after, rows, cols, 3))
+    x1 = torch.from_numpy(fitted._scale_patches(_patches(before, rows, cols, 3)))
+    x2 = torch.from_numpy(fitted._scale_patches(_patches(after, rows, cols, 3)))
+    b, a = (torch.from_numpy(fitted._scale_image(x[None])) for x in (before, after))
     with torch.no_grad():
         h1, h2, d, _ = fitted.net(x1, x2)
-        dense1 = fitted.net.dense(torch.from_numpy(before[None]), 3)[0][:, rows, cols].T
-        dense_d = fitted.net.dense_dr(fitted.net.dense(torch.from_numpy(before[None]), 3),
-                                      fitted.net.dense(torch.from_numpy(after[None]), 3))[0][:, rows, cols].T
+        dense1 = fitted.net.dense(b, 3)[0][:, rows, cols].T
+        dense_d = fitted.net.dense_dr(fitted.net.dense(b, 3), fitted.net.dense(a, 3))[0][:, rows, cols].T
     np.testing.assert_allclose(dense1.numpy(), h1.numpy(), atol=1e-5)
     np.testing.assert_allclose(dense_d.numpy(), d.numpy(), atol=1e-5)
     ci = fitted.change_intensity(before[None], after[None])[0][rows, cols]
     np.testing.assert_allclose(ci, np.sqrt(((h1 - h2) ** 2).sum(1).numpy()), rtol=1e-4, atol=1e-5)
+
+
+def test_inputs_are_scaled_to_the_unit_range(scene, fitted):
+    """The toolbox's sigmoid nets take inputs in [0, 1]: each band of the pooled training patches
+    (both dates) spans exactly [0, 1] by default; ``input_scale="none"`` leaves them as given."""
+    before, after, _, valid = scene
+    x1, x2 = fitted.collect_samples(sample_windows(before, after, valid), seed=0)
+    both = np.concatenate([x1, x2]).reshape(-1, 3, 9).transpose(1, 0, 2).reshape(3, -1)
+    np.testing.assert_allclose(both.min(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(both.max(axis=1), 1.0, atol=1e-5)
+    raw = DRLnet(DRLnetConfig(**{**SMALL, "input_scale": "none"}))
+    r1, _ = raw.collect_samples(sample_windows(before, after, valid), seed=0)
+    assert r1.min() < -0.5 and r1.max() > 1.5   # the standardised values themselves
+    np.testing.assert_allclose(fitted._scale_image(before[None])[0, :, 5, 7],
+                               (before[:, 5, 7] - fitted.input_offset) * fitted.input_gain, rtol=1e-5)
 
 
 def test_superpixels_intersect_both_dates(scene):

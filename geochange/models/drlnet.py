@@ -89,6 +89,7 @@ from geochange.models.base import ChangeModel, Sample
 from geochange.threshold import GGKIResult, ggki_threshold
 
 VARIANTS = ("DRLnet1", "DRLnet2")
+INPUT_SCALES = ("unit", "none")
 PREDICT_UNITS = ("pixel", "superpixel")
 _SLIC_AREA = 256 * 256   # n_segments is per this many valid pixels
 _EPS = 1e-6
@@ -121,6 +122,8 @@ class DRLnetConfig:
     ci_squared: bool = False                          # GGKI on ||h1-h2||^2 (Eq. 2) instead of ||h1-h2||
     predict_unit: str = "pixel"                       # "pixel": every pixel's window; "superpixel": paper's
     predict_chunk: int = 128                          # rows of a window per forward pass in predict (memory)
+    input_scale: str = "unit"                         # "unit": each band to [0, 1] (toolbox); "none": as given
+    input_percentile: float = 0.0                     # unit scaling: band range between these percentiles (0: min-max)
 
     def __post_init__(self) -> None:
         self.schedule = tuple(int(k) for k in self.schedule)
@@ -147,6 +150,11 @@ class DRLnetConfig:
                                  f"got {self.predict_unit!r}")
         if self.batch_size < 1 or self.max_samples < 2 or self.n_segments < 1 or self.predict_chunk < 1:
             raise GeochangeError("drlnet batch_size, max_samples, n_segments and predict_chunk must be positive")
+        if self.input_scale not in INPUT_SCALES:
+            raise GeochangeError(f"drlnet input_scale must be one of {', '.join(INPUT_SCALES)}, "
+                                 f"got {self.input_scale!r}")
+        if not 0.0 <= self.input_percentile < 50.0:
+            raise GeochangeError(f"drlnet input_percentile must be in [0, 50), got {self.input_percentile}")
         if not 0.0 < self.sparsity < 1.0:
             raise GeochangeError(f"drlnet sparsity target must be in (0, 1), got {self.sparsity}")
 
@@ -344,6 +352,8 @@ class DRLnet(ChangeModel):
         self.stages: list[_Stage] = []                 # timestep 0 = over-clustering, then 1..T
         self.n_samples = 0
         self.n_types = 0                               # K_T after fit (fewer if fewer changed samples)
+        self.input_offset: np.ndarray | None = None    # per band: x -> (x - offset) * gain ("unit" scaling)
+        self.input_gain: np.ndarray | None = None
 
     # -- fit -------------------------------------------------------------------------------------
 
@@ -365,7 +375,34 @@ class DRLnet(ChangeModel):
         if x1.shape[0] > cfg.max_samples:
             keep = np.sort(np.random.default_rng(seed).choice(x1.shape[0], cfg.max_samples, replace=False))
             x1, x2 = x1[keep], x2[keep]
-        return x1, x2
+        bands = x1.shape[1] // cfg.window ** 2
+        self._fit_input_scale(x1.reshape(x1.shape[0], bands, -1), x2.reshape(x2.shape[0], bands, -1))
+        return self._scale_patches(x1), self._scale_patches(x2)
+
+    def _fit_input_scale(self, p1: np.ndarray, p2: np.ndarray) -> None:
+        """Per-band map to [0, 1] from the pooled patches of both dates, ``(n, C, w*w)`` each: the
+        ``input_percentile`` and ``100 - input_percentile`` percentiles go to 0 and 1 (not clipped)."""
+        bands = p1.shape[1]
+        if self.config.input_scale == "none":
+            self.input_offset, self.input_gain = np.zeros(bands, np.float32), np.ones(bands, np.float32)
+            return
+        both = np.concatenate([p1, p2]).transpose(1, 0, 2).reshape(bands, -1)
+        q = self.config.input_percentile
+        lo, hi = np.percentile(both, [q, 100.0 - q], axis=1)
+        self.input_offset = lo.astype(np.float32)
+        self.input_gain = (1.0 / np.maximum(hi - lo, _EPS)).astype(np.float32)
+
+    def _scale_patches(self, x: np.ndarray) -> np.ndarray:
+        """Scale flattened patches ``(n, C*w*w)`` (channel-major) band by band."""
+        n, w2 = x.shape[0], self.config.window ** 2
+        v = x.reshape(n, -1, w2)
+        v = (v - self.input_offset[None, :, None]) * self.input_gain[None, :, None]
+        return np.ascontiguousarray(v.reshape(n, -1), dtype=np.float32)
+
+    def _scale_image(self, img: np.ndarray) -> np.ndarray:
+        """Scale ``(N, C, h, w)`` band by band (float32)."""
+        v = (np.asarray(img, np.float32) - self.input_offset[None, :, None, None]) * self.input_gain[None, :, None, None]
+        return np.ascontiguousarray(v, dtype=np.float32)
 
     def fit(self, samples: Sequence[Sample], seed: int = 0) -> None:
         """Algorithm 2 on superpixel samples pooled over the scene sample (one CPU thread: see torch_threads)."""
@@ -531,8 +568,8 @@ class DRLnet(ChangeModel):
         rows = self.config.predict_chunk
         with torch.no_grad():
             for i in range(before.shape[0]):
-                b = torch.from_numpy(np.ascontiguousarray(before[i:i + 1], np.float32)).to(dev)
-                a = torch.from_numpy(np.ascontiguousarray(after[i:i + 1], np.float32)).to(dev)
+                b = torch.from_numpy(self._scale_image(before[i:i + 1])).to(dev)
+                a = torch.from_numpy(self._scale_image(after[i:i + 1])).to(dev)
                 if r:
                     b = F.pad(b, (r, r, r, r), mode="replicate")
                     a = F.pad(a, (r, r, r, r), mode="replicate")
@@ -613,6 +650,8 @@ class DRLnet(ChangeModel):
             out["ggki"] = self.fitted.as_dict()
             out["ci_threshold"] = float(self.fitted.threshold)
             out["n_samples"] = self.n_samples
+            out["input_offset"] = [round(float(v), 4) for v in self.input_offset]
+            out["input_gain"] = [round(float(v), 4) for v in self.input_gain]
             out["stages"] = [s.as_dict() for s in self.stages]
             out["change_types"] = int(0 if self.change_centres is None else len(self.change_centres))
             if self.history:
