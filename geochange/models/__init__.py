@@ -13,6 +13,7 @@ MODELS: dict[str, str] = {
     "cva": "geochange.models.cva:CVA",
     "drlnet": "geochange.models.drlnet:DRLnet",
     "rscvae": "geochange.models.rscvae:RSCVAE",
+    "vae": "geochange.models.vae:DisentangledVAE",
 }
 
 
