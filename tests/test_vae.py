@@ -245,7 +245,7 @@ def test_representation_then_finetuning_learn(digits, tmp_path):
     assert rep["history"][-1]["recon"] < rep["history"][0]["recon"]
 
     # anomaly mode on the training pairs; a checkpoint carries it
-    fitted = model.finish(neg + pos)
+    fitted = model.finish(neg + pos, standardize=False)
     assert fitted["high"] > fitted["low"]
 
     # fine-tune from the representation checkpoint, as `geochange train vae --init` does

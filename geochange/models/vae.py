@@ -447,11 +447,12 @@ class DisentangledVAE(TrainableModel):
         cfg, net = self.config, self.net
         terms = {}
         for name, x in (("a", x_a), ("b", x_b)):
-            levels = net.encode(x)
+            # losses in float32 (exp of log-variances overflows float16 under CUDA autocast)
+            levels = [tuple(t.float() for t in level) for level in net.encode(x)]
             zs = [torch.cat([mu_c + torch.randn_like(mu_c) * (0.5 * lv_c).exp(),
                              mu_s + torch.randn_like(mu_s) * (0.5 * lv_s).exp()], 1)
                   for mu_c, lv_c, mu_s, lv_s in levels]  # Eq. 2
-            recon = gaussian_nll(x, net.decode(zs), cfg.recon_sigma).mean()
+            recon = gaussian_nll(x.float(), net.decode(zs).float(), cfg.recon_sigma).mean()
             kl = sum(kl_standard_normal(mu_c, lv_c) + kl_standard_normal(mu_s, lv_s)
                      for mu_c, lv_c, mu_s, lv_s in levels).mean()
             terms[name] = (recon, kl, net.common_features(levels))
@@ -469,7 +470,7 @@ class DisentangledVAE(TrainableModel):
         known = target >= 0
         if not bool(known.any()):
             raise GeochangeError("vae fine-tuning got a batch without labelled pairs")
-        logits = self.net.classify(x_a[known], x_b[known])
+        logits = self.net.classify(x_a[known], x_b[known]).float()
         loss = F.cross_entropy(logits, target[known])  # Eq. 13
         acc = (logits.argmax(1) == target[known]).float().mean()
         return {"loss": loss, "accuracy": acc.detach()}
@@ -549,13 +550,14 @@ class DisentangledVAE(TrainableModel):
             return patch_heatmap(self.score_pairs, before, after, self.config.patch, self.config.cell)
 
     # -- fitting the anomaly mode -----------------------------------------------------------------
-    def finish(self, data, max_pairs: int = 20_000, seed: int = 0) -> dict:
+    def finish(self, data, max_pairs: int = 20_000, seed: int = 0, standardize: bool = True) -> dict:
         """End-of-training hook: fit the anomaly mode on up to ``max_pairs`` training pairs (``data``:
-        a :class:`~geochange.train.data.TrainData`, or items / a dataset folder, standardised as trained)."""
+        the trainer's :class:`~geochange.train.data.TrainData`, or the items / dataset folder trained
+        on, with the trainer's ``standardize``)."""
         from geochange.train.data import TrainData, open_training_data
 
         if not isinstance(data, TrainData):
-            data = TrainData(open_training_data(data), True, self.device)
+            data = TrainData(open_training_data(data), standardize, self.device)
         positions = np.arange(len(data))
         if len(positions) > max_pairs:
             positions = np.sort(np.random.default_rng(seed).choice(positions, max_pairs, replace=False))
