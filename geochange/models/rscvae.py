@@ -432,9 +432,10 @@ class RSCVAE(TrainableModel):
         self.stats["threshold"] = self.threshold
         return dict(self.stats)
 
-    def finish(self, data) -> dict:
-        """End-of-training hook: :meth:`fit_score_statistics` on the training data."""
-        return self.fit_score_statistics(data)
+    def finish(self, data, standardize: bool = True) -> dict:
+        """End-of-training hook: :meth:`fit_score_statistics` on the training data (``standardize``:
+        the trainer's option, for items or folders)."""
+        return self.fit_score_statistics(data, standardize)
 
     def _need_stats(self) -> None:
         if not self.stats:
