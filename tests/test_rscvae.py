@@ -142,7 +142,7 @@ def trained() -> tuple[RSCVAE, dict, list[dict]]:
     normal = _pairs(64, seed=0)
     model = _small()
     summary = train(model, normal, TrainOptions(device="cpu", standardize=False))
-    model.fit_score_statistics(normal, standardize=False)
+    model.finish(normal, standardize=False)  # the end-of-training hook: fit_score_statistics
     return model, summary, normal
 
 
