@@ -127,7 +127,8 @@ def _pairs(n: int, seed: int, changed_every: int = 0, bands: int = 2) -> list[di
 
 
 def _small(**kw) -> RSCVAE:
-    cfg = dict(size=SIZE, widths=(16, 32), latent=8, epochs=30, batch_size=16, lr=0.003, cosine_t_max=0)
+    cfg = dict(size=SIZE, widths=(16, 32), latent=8, epochs=30, batch_size=16, lr=0.003, cosine_t_max=0,
+               patch=SIZE, cell=SIZE)
     return RSCVAE(RSCVAEConfig(**{**cfg, **kw}))
 
 
@@ -142,7 +143,7 @@ def trained() -> tuple[RSCVAE, dict, list[dict]]:
     normal = _pairs(64, seed=0)
     model = _small()
     summary = train(model, normal, TrainOptions(device="cpu", standardize=False))
-    model.finish(normal, standardize=False)  # the end-of-training hook: fit_score_statistics
+    assert model.extra_state()["n_normal"] == 64  # the trainer's finish hook fitted the score statistics
     return model, summary, normal
 
 
@@ -164,7 +165,7 @@ def test_planted_changes_score_higher_than_unchanged_pairs(trained):
     assert s[y == 1].mean() > s[y == 0].mean() + 0.15
     prob = model.predict(before, after, np.ones((len(y), SIZE, SIZE), bool))
     assert prob.shape == (40, SIZE, SIZE) and prob.dtype == np.float32
-    assert np.array_equal(prob, np.broadcast_to(s[:, None, None], prob.shape))  # the patch's score everywhere
+    assert np.array_equal(prob, np.broadcast_to(s[:, None, None], prob.shape))  # patch = cell = window: its score
 
 
 def test_score_statistics_are_eq15_16_on_the_normal_training_data(trained):
@@ -223,3 +224,23 @@ def test_config_is_checked():
     with pytest.raises(GeochangeError, match="dsa_ops"):
         RSCVAEConfig(dsa_ops=("blur",))
     assert RSCVAEConfig(mode="d", dsa_ops=["cutout"]).mode == "shifted"
+
+
+def test_detect_with_a_trained_checkpoint_maps_the_planted_scene(planted_same_grid, tmp_path):
+    """tile -> train rscvae -> detect --checkpoint: the PCD heat map scores planted buildings above the rest."""
+    import rasterio
+
+    from geochange.data.tile import tile
+    from geochange.detect import DetectOptions, detect
+
+    s = planted_same_grid
+    tile(str(s.before), str(s.after), tmp_path / "ds", size=32, overlap=16, split=(1, 0, 0))
+    model = _small(epochs=15, patch=32, cell=8)
+    summary = train(model, tmp_path / "ds", TrainOptions(device="cpu", out=tmp_path / "run"))
+    assert "finish_e_mut" in summary["history"][-1]
+    detect(str(s.before), str(s.after), tmp_path / "out",
+           DetectOptions(checkpoint=str(tmp_path / "run" / "last.pt"), tile=128, overlap=32, device="cpu"))
+    with rasterio.open(tmp_path / "out" / "change_probability.tif") as ds:
+        prob = ds.read(1, masked=True)
+    truth = s.truth_array
+    assert prob[truth == 1].mean() > prob[truth == 0].mean() + 0.1

@@ -75,6 +75,7 @@ class TrainableModel(ChangeModel):
     * optional hooks: :meth:`make_optimizer` / :meth:`make_scheduler` (paper's optimiser),
       :meth:`select` (which samples an epoch trains on: warm-up subsets, undersampling),
       :meth:`start_epoch` (work on the whole data between epochs: re-clustering, KL annealing),
+      :meth:`finish` (fit what scoring needs once training is over: score statistics, anomaly k-means),
       :meth:`extra_state` / :meth:`load_extra_state` (fitted values that are not parameters).
 
     A batch is a dict of tensors on the training device: ``before`` and ``after`` ``(N, C, H, W)``
@@ -113,6 +114,12 @@ class TrainableModel(ChangeModel):
     def start_epoch(self, epoch: int, data) -> dict:
         """Called before each epoch with the trainer's :class:`~geochange.train.data.TrainData`;
         returns scalars to log. Default: nothing."""
+        return {}
+
+    def finish(self, data) -> dict:
+        """Called once after the last epoch with the trainer's ``TrainData`` (before the final
+        checkpoint): fit what scoring needs on the training data (score statistics, an anomaly
+        clustering); returns scalars to log. Default: nothing."""
         return {}
 
     def extra_state(self) -> dict:

@@ -102,6 +102,8 @@ class RSCVAEConfig:
     epochs: int = 500                # Sec. 4.1
     batch_size: int = 32             # Sec. 4.1
     threshold_quantile: float = 0.99  # geochange: threshold = this quantile of normal training scores
+    patch: int = 112                 # detect: side of the patch pairs scored (set it to the training patch size)
+    cell: int = 14                   # detect: each cell x cell block takes its centred patch's score (PCD protocol)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -397,14 +399,16 @@ class RSCVAE(TrainableModel):
         return self.normalize(self.raw_score(*self.outlier_terms(before, after)))
 
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Every pixel of a window pair gets the pair's normalised outlier score (one patch per window)."""
-        s = self.score(before, after)
-        return np.broadcast_to(s[:, None, None], (len(s),) + before.shape[2:]).astype(np.float32)
+        """Dense change probability (N, h, w): each ``cell x cell`` block of a window takes the normalised
+        outlier score of the ``patch x patch`` pair centred on it (the PCD protocol, engine.patchwise)."""
+        from geochange.engine.patchwise import patch_heatmap
+
+        return patch_heatmap(self.score, before, after, self.config.patch, self.config.cell)
 
     def fit_score_statistics(self, data, standardize: bool = True) -> dict:
         """Fit Eq. 15's expectations and Eq. 16's min and max on the normal training samples.
 
-        Call after training (``geochange.train.train`` does not): ``data`` is the trainer's
+        The trainer calls it after the last epoch (through :meth:`finish`); ``data`` is the trainer's
         :class:`~geochange.train.data.TrainData` or the same items or dataset folder that were
         trained on. Every sample not labelled changed counts as normal. Also sets ``threshold``.
         """
@@ -439,8 +443,8 @@ class RSCVAE(TrainableModel):
 
     def _need_stats(self) -> None:
         if not self.stats:
-            raise GeochangeError("rscvae: no score statistics; call fit_score_statistics(training data) after "
-                                 "training (a checkpoint saved before that cannot score)")
+            raise GeochangeError("rscvae: no score statistics (a checkpoint saved before training ended); "
+                                 "call fit_score_statistics(training data)")
 
     def extra_state(self) -> dict:
         """E[l_mut], E[l_recon], the min and max of Eq. 16 and the threshold (plain numbers)."""

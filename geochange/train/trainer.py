@@ -128,7 +128,16 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
                 checkpoint = save_checkpoint(out / LAST, model, **kwargs)
                 write_text(out / "metrics.csv", _csv(history))
             distributed.barrier(ctx)
-    model.net.eval()
+        model.net.eval()
+        if epochs > 0:  # fitted on the trained network, saved into the final checkpoint (again on --resume)
+            finished = {k: v for k, v in (model.finish(tdata) or {}).items() if isinstance(v, (int, float))}
+            if history:
+                history[-1].update({f"finish_{k}": v for k, v in finished.items()})
+            if out is not None and ctx.main:
+                checkpoint = save_checkpoint(out / LAST, model, epoch=epochs, history=history,
+                                             optimizer=optimizer, scheduler=scheduler)
+                write_text(out / "metrics.csv", _csv(history))
+            distributed.barrier(ctx)
     if out is not None and checkpoint is None and start == epochs and (out / LAST).exists():
         checkpoint = out / LAST
     distributed.teardown(ctx)
