@@ -38,6 +38,14 @@ Choices the paper leaves open, or where this implementation departs from it:
   The extractor's weights are shared by both dates (siamese), since Eq. 2 compares ``h^1`` and
   ``h^2`` as points of one feature space. Weights use the toolbox's sigmoid initialisation
   ``U(+-4 sqrt(6 / (fan_in + fan_out)))``, biases 0.
+* Input scaling is not given. The toolbox's sigmoid nets (and its examples) take inputs in [0, 1];
+  fed the engine's standardised bands instead, the toolbox initialisation (weights up to
+  ``4 sqrt(6 / (fan_in + fan_out))``, about 1 for the first layer) drives the extractor's units
+  into saturation and ``||h1 - h2||`` ranks changed pixels barely better than chance (OSCD bercy:
+  AUC 0.52 against cva's 0.77; ``bench_drlnet.py --quality``). ``input_scale="unit"`` (default)
+  maps each band to [0, 1] by the minimum and maximum of the pooled training patches of both dates
+  (``input_percentile`` > 0 uses those percentiles instead; values outside are not clipped), the
+  same map for both dates and at prediction; ``input_scale="none"`` feeds the standardised values.
 * The sparsity weight ``beta`` is not given (the toolbox's default is 0, "off"; its default target
   is the paper's 0.05): ``sparsity_weight`` = 0.001. Larger weights (0.01, 0.1) squeeze the
   extractor's units toward 0.05 and visibly weakened the change intensity on synthetic scenes.
