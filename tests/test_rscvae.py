@@ -244,3 +244,21 @@ def test_detect_with_a_trained_checkpoint_maps_the_planted_scene(planted_same_gr
         prob = ds.read(1, masked=True)
     truth = s.truth_array
     assert prob[truth == 1].mean() > prob[truth == 0].mean() + 0.1
+
+
+def test_detect_without_a_checkpoint_learns_from_the_pair_itself(planted_same_grid, tmp_path):
+    """--model rscvae with no checkpoint: one-class training on noisy negatives of the scene itself."""
+    import rasterio
+
+    from geochange.detect import DetectOptions, detect
+
+    s = planted_same_grid
+    params = dict(size=SIZE, widths=(16, 32), latent=8, batch_size=16, lr=0.003, cosine_t_max=0,
+                  patch=32, cell=8, scene_patches=200, scene_epochs=10)
+    summary = detect(str(s.before), str(s.after), tmp_path / "out",
+                     DetectOptions(model="rscvae", model_params=params, tile=128, overlap=32, device="cpu",
+                                   sample_windows=16, sample_size=96))
+    assert summary["model"]["score_statistics"]["n_normal"] == 200
+    with rasterio.open(tmp_path / "out" / "change_probability.tif") as ds:
+        prob = ds.read(1, masked=True)
+    assert prob[s.truth_array == 1].mean() > prob[s.truth_array == 0].mean() + 0.05

@@ -299,3 +299,23 @@ def test_wrong_patch_size_is_a_user_error():
     model.config = dataclasses.replace(model.config, stage="finetune")
     with pytest.raises(GeochangeError):
         model.select(0, __import__("pandas").DataFrame({"label": [0, 0]}), np.random.default_rng(0))
+
+
+def test_detect_without_a_checkpoint_learns_from_the_pair_itself(planted_same_grid, tmp_path):
+    """--model vae with no checkpoint: representation trained on noisy negatives of the scene, anomaly mode."""
+    import json
+
+    import rasterio
+
+    from geochange.detect import DetectOptions, detect
+
+    s = planted_same_grid
+    params = dict(scene_patches=200, scene_epochs=3, batch_size=50)
+    summary = detect(str(s.before), str(s.after), tmp_path / "out",
+                     DetectOptions(model="vae", model_params=params, tile=128, overlap=32, device="cpu",
+                                   sample_windows=16, sample_size=96))
+    assert summary["model"]["anomaly"]["n"] > 0
+    with rasterio.open(tmp_path / "out" / "change_probability.tif") as ds:
+        prob = ds.read(1, masked=True)
+    assert prob[s.truth_array == 1].mean() > prob[s.truth_array == 0].mean() + 0.05
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["model"]["name"] == "vae"

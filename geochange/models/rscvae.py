@@ -66,9 +66,8 @@ Choices the paper leaves open, and where this implementation departs from it:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -104,6 +103,8 @@ class RSCVAEConfig:
     threshold_quantile: float = 0.99  # geochange: threshold = this quantile of normal training scores
     patch: int = 112                 # detect: side of the patch pairs scored (set it to the training patch size)
     cell: int = 14                   # detect: each cell x cell block takes its centred patch's score (PCD protocol)
+    scene_patches: int = 2000        # detect without a checkpoint: noisy negatives cut from the pair (ours)
+    scene_epochs: int = 20           # detect without a checkpoint: epochs on them (ours; Sec. 4.1: 500)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -405,6 +406,17 @@ class RSCVAE(TrainableModel):
 
         return patch_heatmap(self.score, before, after, self.config.patch, self.config.cell)
 
+    def fit(self, samples: Sequence, seed: int = 0) -> None:
+        """``detect`` without a checkpoint: train one-class on ``scene_patches`` noisy negatives of the
+        scene itself (change is rare, so they are nearly all normal), ``scene_epochs`` epochs; the
+        trainer's ``finish`` then fits the score statistics on them. A loaded model has nothing to fit."""
+        if self.net is not None:
+            return
+        from geochange.train.trainer import train_on_scene
+
+        train_on_scene(self, samples, patch=self.config.patch, patches=self.config.scene_patches,
+                       epochs=self.config.scene_epochs, seed=seed)
+
     def fit_score_statistics(self, data, standardize: bool = True) -> dict:
         """Fit Eq. 15's expectations and Eq. 16's min and max on the normal training samples.
 
@@ -412,8 +424,6 @@ class RSCVAE(TrainableModel):
         :class:`~geochange.train.data.TrainData` or the same items or dataset folder that were
         trained on. Every sample not labelled changed counts as normal. Also sets ``threshold``.
         """
-        import torch
-
         from geochange.device import torch_threads
         from geochange.train.data import TrainData, open_training_data
 

@@ -120,6 +120,8 @@ class VAEConfig:
     classifier: tuple[int, ...] | None = None  # hidden FC sizes of the event classifier (Sec. 4.2)
     encoder_lr_factor: float = 0.1            # fine-tuning: encoder lr x0.1 (Sec. 4.2); 1.0 = from-scratch baseline
     undersample: bool = True                  # fine-tuning: negatives undersampled to #positives (Sec. 3.4)
+    scene_patches: int = 2000                 # detect without a checkpoint: noisy negatives cut from the pair (ours)
+    scene_epochs: int = 10                    # detect without a checkpoint: epochs on them (ours; App. B: 30)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -568,9 +570,17 @@ class DisentangledVAE(TrainableModel):
         return self.fit_anomaly(np.concatenate(before), np.concatenate(after), seed)
 
     def fit(self, samples: Sequence[Sample], seed: int = 0) -> None:
-        """Fit the anomaly mode on a scene: the pairs of patches tiling each sampled window (fully valid
-        ones). Fine-tuned models have nothing to fit."""
+        """``detect`` without a checkpoint: train the representation on ``scene_patches`` noisy negatives
+        of the scene itself (``scene_epochs``), then the anomaly mode (the trainer's ``finish``).
+        With a representation already trained: fit the anomaly mode on the pairs of patches tiling
+        each sampled window (fully valid ones). Fine-tuned models have nothing to fit."""
         if self.config.stage == "finetune":
+            return
+        if self.net is None:
+            from geochange.train.trainer import train_on_scene
+
+            train_on_scene(self, samples, patch=self.config.patch, patches=self.config.scene_patches,
+                           epochs=self.config.scene_epochs, seed=seed)
             return
         p = self.config.patch
         before, after = [], []

@@ -252,3 +252,17 @@ def ckpt_class(ckpt: dict) -> type:
     from geochange.models import model_class
 
     return model_class(ckpt["model"]).config_class
+
+
+def train_on_scene(model: TrainableModel, samples, *, patch: int, patches: int, epochs: int, seed: int = 0) -> dict:
+    """Self-training in ``detect`` (no checkpoint): learn from ``patches`` noisy negatives of ``patch`` px
+    cropped at random from the scene sample (``ChangeModel.fit``'s windows, already standardised);
+    the trainer's ``finish`` hook then fits the model's scoring on them."""
+    from geochange.train.data import scene_patches
+
+    items = scene_patches(samples, patch, patches, seed)
+    if len(items) < 2:
+        raise GeochangeError(f"{model.name}: the scene sample holds fewer than two fully valid {patch}x{patch} "
+                             "patches to learn from (a larger or less empty scene, or a smaller -p patch)")
+    say(f"{model.name}: learning from {len(items)} patches of the scene itself ({epochs} epochs)")
+    return train(model, items, TrainOptions(epochs=epochs, device=model.device, seed=seed, standardize=False))
