@@ -85,7 +85,7 @@ def detect(
     before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
     after: str = typer.Argument(..., help="Later image; warped onto BEFORE's grid on the fly if needed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder \\[default: <before stem>_change/ beside BEFORE]."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold; the default) or drlnet (Zhang et al. 2017: learns from the pair, also maps change types); trained models come with --checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold; the default), drlnet (Zhang et al. 2017: learns from the pair, also maps change types), vae or rscvae (learn from the pair itself without --checkpoint; anomaly mode); trained models come with --checkpoint."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A model trained with `geochange train` (its last.pt); --model is then read from it."),
     types: Optional[int] = typer.Option(None, "--types", help="drlnet: number of change types K_T \\[default: 5]."),
     param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable), e.g. -p variant=DRLnet1."),
