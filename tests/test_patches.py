@@ -258,3 +258,19 @@ def test_open_dataset_picks_patch_dataset(tmp_path):
     write_dataset(tmp_path / "ds", 3, 16, 1, "uint8", shard_size=8)
     ds = open_dataset(tmp_path / "ds", split="train")
     assert isinstance(ds, PatchDataset) and len(ds) == 1
+
+
+def test_levir_images_are_read_as_whole_tile_windows(tmp_path):
+    arrays = write_levir(tmp_path / "big", ["chip"], size=600)
+    ds = LevirDataset(tmp_path / "big", tile=256)
+    assert len(ds) == 9  # rows and columns at 0, 256 and 344 (the last shifted inwards to stay whole)
+    a, b, lab = arrays["chip"]
+    for i in range(len(ds)):
+        item = ds[i]
+        r, c = item["meta"]["row_off"], item["meta"]["col_off"]
+        assert item["before"].shape == (3, 256, 256) and item["meta"]["id"] == "chip"
+        np.testing.assert_array_equal(item["before"], a[r:r + 256, c:c + 256].transpose(2, 0, 1))
+        np.testing.assert_array_equal(item["after"], b[r:r + 256, c:c + 256].transpose(2, 0, 1))
+        np.testing.assert_array_equal(item["label"], (lab[r:r + 256, c:c + 256] == 255).astype(np.uint8))
+        np.testing.assert_array_equal(ds.read_label(i), item["label"])
+    assert sorted({ds[i]["meta"]["row_off"] for i in range(9)}) == [0, 256, 344]

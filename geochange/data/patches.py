@@ -473,12 +473,20 @@ class LevirDataset:
     ``path/train``, ``path/val`` and ``path/test``; ``split`` chooses among the latter. Labels
     are read as changed where > 0 (LEVIR's 0/255 become 0/1); without ``label/`` every pixel is
     255 (unknown). Items are those of :class:`PatchDataset`, images ``(C, H, W)`` in the files' dtype.
+
+    Each image is cut into ``tile`` x ``tile`` windows (read as windows, so memory per item is bounded
+    whatever the image size; the last row and column of windows are shifted inwards to stay whole);
+    an image smaller than ``tile`` is one item. ``meta`` holds the image's ``id`` (its windows share
+    it: they are one pair of dates) and the window's ``row_off``, ``col_off``.
     """
 
     EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
-    def __init__(self, path: str | Path, split: str | Iterable[str] | None = None) -> None:
+    def __init__(self, path: str | Path, split: str | Iterable[str] | None = None, tile: int = 256) -> None:
+        if tile < 1:
+            raise GeochangeError(f"tile must be a positive number of pixels (got {tile})")
         self.path = Path(path)
+        self.tile = int(tile)
         if not self.path.is_dir():
             raise GeochangeError(f"{path}: no such folder")
         if (self.path / "A").is_dir():
@@ -509,9 +517,13 @@ class LevirDataset:
                 stem = sorted(set(a) - set(labels))[0]
                 raise GeochangeError(f"{a[stem]}: no matching label in {root / 'label'}")
             for stem in sorted(a):
-                self.items.append({"id": f"{name}/{stem}" if name else stem, "name": stem, "split": name,
-                                   "a": str(a[stem]), "b": str(b[stem]),
-                                   "label": str(labels[stem]) if stem in labels else ""})
+                chip = {"id": f"{name}/{stem}" if name else stem, "name": stem, "split": name,
+                        "a": str(a[stem]), "b": str(b[stem]), "label": str(labels[stem]) if stem in labels else ""}
+                height, width = _image_size(chip["a"])
+                for row in _offsets(height, self.tile):
+                    for col in _offsets(width, self.tile):
+                        self.items.append({**chip, "row_off": row, "col_off": col,
+                                           "height": min(self.tile, height), "width": min(self.tile, width)})
 
     @classmethod
     def _images(cls, folder: Path) -> dict[str, Path]:
@@ -524,33 +536,47 @@ class LevirDataset:
 
     def __getitem__(self, i: int) -> dict:
         meta = self.items[i]
-        before, after = _read_image(meta["a"]), _read_image(meta["b"])
-        if meta["label"]:
-            label = (_read_image(meta["label"])[0] > 0).astype(np.uint8)
-        else:
-            label = np.full(before.shape[1:], UNKNOWN, np.uint8)
+        before, after = _read_window(meta["a"], meta), _read_window(meta["b"], meta)
+        label = self.read_label(i)
         if before.shape[1:] != after.shape[1:] or before.shape[1:] != label.shape:
             raise GeochangeError(f"{meta['id']}: A, B and label differ in size "
                                  f"({before.shape[1:]}, {after.shape[1:]}, {label.shape})")
         return {"before": before, "after": after, "label": label, "meta": dict(meta)}
 
+    def read_label(self, i: int) -> np.ndarray:
+        """The label window of item ``i`` alone (0/1, or 255 everywhere without ``label/``)."""
+        meta = self.items[i]
+        if not meta["label"]:
+            return np.full((meta["height"], meta["width"]), UNKNOWN, np.uint8)
+        return (_read_window(meta["label"], meta)[0] > 0).astype(np.uint8)
+
     def __repr__(self) -> str:
         return f"LevirDataset({str(self.path)!r}, split={self.split!r}: {len(self)} pairs)"
 
 
-#: a LEVIR-CD item is one small chip read whole; anything larger belongs in ``geochange tile``
-MAX_CHIP_PIXELS = 4096 * 4096
+def _offsets(length: int, tile: int) -> list[int]:
+    """Window starts covering ``length`` with whole windows of ``tile`` (the last one shifted inwards)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile + 1, tile))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
 
 
-def _read_image(path: str) -> np.ndarray:
-    """One chip of a LEVIR-CD style folder (a whole small image: the sample itself)."""
+def _image_size(path: str) -> tuple[int, int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path) as ds:
-            if ds.width * ds.height > MAX_CHIP_PIXELS:
-                raise GeochangeError(f"{path}: {ds.width}x{ds.height} px is not a chip; cut large rasters "
-                                     "into a dataset with `geochange tile`")
-            return ds.read()
+            return ds.height, ds.width
+
+
+def _read_window(path: str, meta: dict) -> np.ndarray:
+    """One item's window of an image of a LEVIR-CD style folder."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            return ds.read(window=Window(meta["col_off"], meta["row_off"], meta["width"], meta["height"]))
 
 
 def open_dataset(path: str | Path, split: str | Iterable[str] | None = None):

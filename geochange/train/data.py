@@ -115,7 +115,7 @@ def sample_index(items) -> "pd.DataFrame":
                              "split": index["split"].astype(str).to_numpy()})
     rows = []
     for i in range(len(items)):
-        item = items[i]
+        item = {"label": items.read_label(i), "meta": items.items[i]} if isinstance(items, LevirDataset) else items[i]
         label = np.asarray(item["label"])
         changed = int(np.count_nonzero(label == 1))
         known = changed + int(np.count_nonzero(label == 0))
