@@ -44,14 +44,16 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
-    if not text:
-        return None
+def _int_list(text: str, option: str, what: str = "integers", example: str = "0,1,2") -> list[int]:
+    """``"1, 2,3"`` -> ``[1, 2, 3]``; a one-line error naming ``option`` otherwise."""
     try:
-        bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise GeochangeError(f"--bands {text}: give band numbers separated by commas, e.g. 1,2,3") from None
-    return bands or None
+        raise GeochangeError(f"{option} {text}: give {what} separated by commas, e.g. {example}") from None
+
+
+def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
+    return (_int_list(text, "--bands", "band numbers", "1,2,3") or None) if text else None
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -316,7 +318,10 @@ def train(
     _set_quiet(quiet)
     check_device_name(device)
     if report_ia:
-        _report_ia(model, data, out, _int_list(ia_seeds, "--ia-seeds"), _int_list(ia_k, "--ia-k"), device, split)
+        seeds, ks = _int_list(ia_seeds, "--ia-seeds"), _int_list(ia_k, "--ia-k", example="2,5,10")
+        if not seeds or not ks:
+            raise GeochangeError("--report-ia needs at least one seed (--ia-seeds) and one k (--ia-k)")
+        _report_ia(model, data, out, seeds, ks, device, split)
         return
     name = model or (None if init else "")
     folder = out or Path("runs") / (model or (init.parent.name + "_ft" if init else "model"))
@@ -381,16 +386,6 @@ def build_wdc(
                      highlight=False, soft_wrap=True)
         for note in summary["notes"]:
             stdout.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
-
-
-def _int_list(text: str, option: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise GeochangeError(f"{option} {text}: give integers separated by commas, e.g. 0,1,2") from None
-    if not values:
-        raise GeochangeError(f"{option}: give at least one value")
-    return values
 
 
 def _report_ia(model: Optional[str], data: Path, out: Optional[Path], seeds: list[int], ks: list[int],

@@ -32,6 +32,7 @@ from geochange.io.rasters import RasterWriter
 from geochange.io.vectors import VectorWriter
 from geochange.models import create_model, model_class
 from geochange.progress import say, task
+from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 #: change_probability.tif holds multiples of 1/1024: finer than any model's calibration, exact in
 #: float32, and it lets the raster compress (near-zero noise becomes exact zeros)
@@ -83,7 +84,8 @@ def detect(before: str, after: str, out: str | Path | None = None,
         raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
     if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1:
         raise GeochangeError("--tile must be >= 16, --overlap >= 0 and --batch-size >= 1")
-    opts = _with_model_name(opts)
+    ckpt = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
+    opts = _with_model_name(opts, ckpt)
     # models that do not use torch run on the CPU, and do not pay for importing it
     device = resolve_device(opts.device) if model_class(opts.model).uses_torch else "cpu"
     if check_device_name(opts.device).startswith("cuda") and device == "cpu":
@@ -92,7 +94,7 @@ def detect(before: str, after: str, out: str | Path | None = None,
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite)
         try:
-            summary = _run(pair, out_dir, opts, device, timings)
+            summary = _run(pair, out_dir, opts, device, timings, ckpt)
         except BaseException:
             if created:
                 _remove_if_empty(out_dir)
@@ -103,7 +105,8 @@ def detect(before: str, after: str, out: str | Path | None = None,
     return summary
 
 
-def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict) -> dict:
+def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
+         ckpt: dict | None = None) -> dict:
     grid = pair.grid
     t = time.perf_counter()
     with task("fitting on the scene", None):
@@ -111,8 +114,8 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
                                          seed=opts.seed)
         if not samples:
             raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
-        if opts.checkpoint:
-            model = _trained_model(opts, device, pair.count)
+        if ckpt is not None:
+            model = _trained_model(ckpt, opts, device, pair.count)
         else:
             model = create_model(opts.model, device=device, **opts.model_params)
             model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
@@ -180,30 +183,18 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
     }
 
 
-def _with_model_name(opts: DetectOptions) -> DetectOptions:
+def _with_model_name(opts: DetectOptions, ckpt: dict | None) -> DetectOptions:
     """Fill in the model's name: the checkpoint's when one is given (and check they agree), else cva."""
-    if not opts.checkpoint:
+    if ckpt is None:
         return dataclasses.replace(opts, model=opts.model or "cva")
-    from geochange.train.checkpoint import load_checkpoint
-
-    stored = load_checkpoint(opts.checkpoint)["model"]
-    if opts.model and opts.model != stored:
-        raise GeochangeError(f"{opts.checkpoint}: a {stored} checkpoint, not {opts.model}")
-    return dataclasses.replace(opts, model=stored)
+    if opts.model and opts.model != ckpt["model"]:
+        raise GeochangeError(f"{opts.checkpoint}: a {ckpt['model']} checkpoint, not {opts.model}")
+    return dataclasses.replace(opts, model=ckpt["model"])
 
 
-def _trained_model(opts: DetectOptions, device: str, bands: int):
-    """The model of ``opts.checkpoint`` on ``device``, its config overridden by ``--param``."""
-    from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
-
-    ckpt = load_checkpoint(opts.checkpoint)
-    known = {f.name for f in dataclasses.fields(model_class(ckpt["model"]).config_class)}
-    unknown = sorted(set(opts.model_params) - known)
-    if unknown:
-        raise GeochangeError(f"bad option for model {ckpt['model']}: no setting {unknown[0]!r}")
-    if opts.model_params:
-        ckpt["config"] = {**ckpt["config"], **opts.model_params}
-    model = model_from_checkpoint(ckpt, device)
+def _trained_model(ckpt: dict, opts: DetectOptions, device: str, bands: int):
+    """The checkpoint's model on ``device``, its config overridden by ``--param``."""
+    model = model_from_checkpoint(ckpt, device, opts.model_params)
     if model.in_bands != bands:
         raise GeochangeError(f"{opts.checkpoint}: trained on {model.in_bands} bands per date, the pair has {bands} "
                              "(choose them with --bands)")

@@ -225,33 +225,20 @@ def train_model(name: str | None, data, options: TrainOptions | None = None, par
     ``geochange train vae --init run/last.pt -p stage=finetune``); its model is used when ``name`` is None.
     """
     from geochange.models import create_model
-    from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from geochange.train.checkpoint import model_from_checkpoint
 
-    params = dict(params or {})
     if init is not None:
         ckpt = load_checkpoint(init)
         if name and name != ckpt["model"]:
             raise GeochangeError(f"{init}: a {ckpt['model']} checkpoint, not {name}")
-        names = {f.name for f in dataclasses.fields(ckpt_class(ckpt))}
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise GeochangeError(f"bad option for model {ckpt['model']}: no setting {unknown[0]!r}")
-        ckpt["config"] = {**ckpt["config"], **params}
-        model = model_from_checkpoint(ckpt, "cpu")
+        model = model_from_checkpoint(ckpt, "cpu", params)
     else:
         if not name:
             raise GeochangeError("name the model to train (or give --init)")
-        model = create_model(name, **params)
+        model = create_model(name, **(params or {}))
     if not isinstance(model, TrainableModel):
         raise GeochangeError(f"model {model.name} is not trained (it fits itself on each scene in `detect`)")
     return train(model, data, options)
-
-
-def ckpt_class(ckpt: dict) -> type:
-    """The config dataclass of a checkpoint's model."""
-    from geochange.models import model_class
-
-    return model_class(ckpt["model"]).config_class
 
 
 def train_on_scene(model: TrainableModel, samples, *, patch: int, patches: int, epochs: int, seed: int = 0) -> dict:
