@@ -81,7 +81,9 @@ def _set_quiet(quiet: bool) -> None:
              "  geochange detect before.tif after.tif --out run1/ --min-area 50 --tile 1024\n\n"
              "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite\n\n"
              "  geochange detect before.tif after.tif --model drlnet --types 5 --seed 1\n\n"
-             "  geochange detect before.tif after.tif --checkpoint runs/cdcluster/last.pt")
+             "  geochange detect before.tif after.tif --checkpoint runs/cdcluster/last.pt\n\n"
+             "  geochange detect city_2015.tif city_2020.tif --workers 4\n\n"
+             "  geochange detect city_2015.tif city_2020.tif --scheduler tcp://10.0.0.5:8786 --resume")
 @user_errors
 def detect(
     before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
@@ -101,6 +103,10 @@ def detect(
     min_area: float = typer.Option(0.0, "--min-area", help="Drop change polygons smaller than this (m²)."),
     seed: int = typer.Option(0, help="Seed of the scene sampling (and of models that draw at random)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Run the raster in blocks on a local Dask cluster of N processes (same result as one process)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the blocks on the Dask cluster at this address, e.g. tcp://host:8786 (input and --out paths must be reachable from the workers)."),
+    resume: bool = typer.Option(False, "--resume", help="Go on with an interrupted --workers/--scheduler run in --out, skipping its finished blocks."),
+    block_size: int = typer.Option(2048, "--block-size", help="Rows of the raster per block with --workers/--scheduler (rounded to whole window rows)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
 ) -> None:
     """Detect change from BEFORE to AFTER: change rasters (COG), polygons (GPKG, SHP), quicklook, summary."""
@@ -113,7 +119,8 @@ def detect(
         params["types"] = types
     opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
                          bands=_parse_bands(bands), normalize=normalize, resampling=resampling,
-                         min_area=min_area, seed=seed, overwrite=overwrite)
+                         min_area=min_area, seed=seed, overwrite=overwrite, workers=workers, scheduler=scheduler,
+                         resume=resume, block_size=block_size)
     summary = run_detect(before, after, out, opts)
     folder = out or default_out_dir(before)
     if not quiet:

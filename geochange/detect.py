@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +22,15 @@ from rasterio.enums import Resampling
 
 import geochange
 from geochange.device import check_device_name, resolve_device
-from geochange.engine.plan import plan_windows
-from geochange.engine.sinks import MASK_NODATA, PROB_NODATA, PolygonSink, RasterSink, StatsSink
+from geochange.engine.outputs import DetectOutputs
+from geochange.engine.plan import plan_blocks, plan_windows
 from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
 from geochange.io.atomic import write_text
+from geochange.io.journal import BlockJournal, file_identity, state_digest
 from geochange.io.pair import RasterPair
-from geochange.io.quicklook import QuicklookCanvas
-from geochange.io.rasters import RasterWriter
-from geochange.io.vectors import VectorWriter
 from geochange.models import create_model, model_class
-from geochange.progress import say, task
+from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 #: change_probability.tif holds multiples of 1/1024: finer than any model's calibration, exact in
@@ -62,6 +61,15 @@ class DetectOptions:
     sample_size: int = 256
     overwrite: bool = False
     gdal_cache_mb: int | None = None  # GDAL's block cache; None: enough for two rows of output tiles
+    workers: int | None = None    # run blocks of the plan on a local Dask cluster of this many processes
+    scheduler: str | None = None  # ... or on the Dask cluster at this address
+    resume: bool = False          # go on with an interrupted blocked run in the same output folder
+    block_size: int = 2048        # rows of the grid per block (rounded to whole window rows)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the plan runs in blocks on a Dask cluster (``engine.blocks``)."""
+        return self.workers is not None or bool(self.scheduler)
 
 
 def default_out_dir(before: str) -> Path:
@@ -82,8 +90,12 @@ def detect(before: str, after: str, out: str | Path | None = None,
         resampling = Resampling[opts.resampling]
     except KeyError:
         raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
-    if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1:
-        raise GeochangeError("--tile must be >= 16, --overlap >= 0 and --batch-size >= 1")
+    if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1 or opts.block_size < 1:
+        raise GeochangeError("--tile must be >= 16, --overlap >= 0, --batch-size and --block-size >= 1")
+    if opts.resume and not opts.distributed:
+        raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
+    if opts.workers is not None and opts.workers < 1:
+        raise GeochangeError("--workers must be >= 1")
     ckpt = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
     opts = _with_model_name(opts, ckpt)
     # models that do not use torch run on the CPU, and do not pay for importing it
@@ -92,7 +104,7 @@ def detect(before: str, after: str, out: str | Path | None = None,
         say(f"the {opts.model} model runs on the CPU")
     with rasterio.Env(GDAL_CACHEMAX=_cache_bytes(before, opts.gdal_cache_mb)), \
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
-        out_dir, created = _prepare_out_dir(out, before, opts.overwrite)
+        out_dir, created = _prepare_out_dir(out, before, opts.overwrite, opts.resume)
         try:
             summary = _run(pair, out_dir, opts, device, timings, ckpt)
         except BaseException:
@@ -125,44 +137,13 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
     plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
     if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows")
-    writers = [RasterWriter(out_dir / "change_probability.tif", grid, "float32", PROB_NODATA, "average",
-                            "change probability"),
-               RasterWriter(out_dir / "change_mask.tif", grid, "uint8", MASK_NODATA, "nearest",
-                            "change mask (1 changed, 0 unchanged)")]
     n_types = getattr(model, "n_types", 0)
-    if n_types:
-        writers.append(RasterWriter(out_dir / "change_type.tif", grid, "uint8", MASK_NODATA, "nearest",
-                                    f"change type (1..{n_types}; 0 unchanged)"))
-    vectors = VectorWriter(out_dir, grid.crs, _polygon_schema(typed=n_types > 0))
-    stats = StatsSink(grid, model.threshold)
-    polygons = PolygonSink(vectors, grid, model.threshold, opts.min_area, n_types)
-    quicklook = QuicklookCanvas(grid.height, grid.width, pair.count, model.threshold)
-    try:
-        t = time.perf_counter()
-        with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
-            engine = run_sliding(pair, model, plan,
-                                 [RasterSink(writers[0], writers[1], model.threshold,
-                                             writers[2] if n_types else None), polygons, stats, quicklook],
-                                 batch_size=opts.batch_size, prob_steps=PROB_STEPS,
-                                 window_hooks=[quicklook.add_window], advance=advance)
-        timings["inference"] = round(time.perf_counter() - t, 3)
-        timings["model"] = round(engine.predict_s, 3)
-        t = time.perf_counter()
-        n_polygons = polygons.close()
-        with task("writing outputs", None):
-            for w in writers:
-                w.close()
-            vectors.close()
-        if not n_types:  # an earlier (overwritten) run's type map would not match this run
-            (out_dir / "change_type.tif").unlink(missing_ok=True)
-        timings["publish"] = round(time.perf_counter() - t, 3)
-    except BaseException:
-        for w in writers:
-            w.abort()
-        vectors.abort()
-        raise
+    run = _run_blocks if opts.distributed else _run_whole
+    result = run(pair, model, plan, out_dir, opts, device, timings)
+    if not n_types:  # an earlier (overwritten) run's type map would not match this run
+        (out_dir / "change_type.tif").unlink(missing_ok=True)
     t = time.perf_counter()
-    quicklook.save(out_dir / "quicklook.png")
+    result["quicklook"].save(out_dir / "quicklook.png")
     timings["quicklook"] = round(time.perf_counter() - t, 3)
     return {
         "geochange_version": geochange.__version__,
@@ -174,13 +155,86 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
         "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
         "threshold": model.threshold,
         "engine": {"tile": plan.tile_w, "overlap": plan.overlap, "batch_size": opts.batch_size,
-                   "device": device, "windows": engine.windows, "seed": opts.seed,
-                   "normalize": opts.normalize, "resampling": opts.resampling},
-        **stats.as_dict(),
-        "polygons": n_polygons,
+                   "device": device, "windows": result["windows"], "seed": opts.seed,
+                   "normalize": opts.normalize, "resampling": opts.resampling, **result.get("engine", {})},
+        **result["stats"].as_dict(),
+        "polygons": result["polygons"],
         "min_area_m2": opts.min_area,
         "outputs": [name for name in OUTPUTS if name != "change_type.tif" or n_types],
     }
+
+
+def _run_whole(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions, device: str,
+               timings: dict) -> dict:
+    """The plan in this process: the engine streams every output as it goes."""
+    outputs = DetectOutputs(out_dir, pair.grid, model.threshold, getattr(model, "n_types", 0), pair.count,
+                            opts.min_area)
+    try:
+        t = time.perf_counter()
+        with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
+            engine = run_sliding(pair, model, plan, outputs.sinks, batch_size=opts.batch_size,
+                                 prob_steps=PROB_STEPS, window_hooks=[outputs.quicklook.add_window],
+                                 advance=advance)
+        timings["inference"] = round(time.perf_counter() - t, 3)
+        timings["model"] = round(engine.predict_s, 3)
+        t = time.perf_counter()
+        n_polygons = outputs.polygons.close()
+        with task("writing outputs", None):
+            outputs.close()
+        timings["publish"] = round(time.perf_counter() - t, 3)
+    except BaseException:
+        outputs.abort()
+        raise
+    BlockJournal(out_dir, {}, 0).remove()  # a stale unfinished blocked run (--overwrite)
+    return {"windows": engine.windows, "stats": outputs.stats, "polygons": n_polygons,
+            "quicklook": outputs.quicklook}
+
+
+def _run_blocks(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions, device: str,
+                timings: dict) -> dict:
+    """The plan in blocks on a Dask cluster (engine.blocks), resumable, then assembled here."""
+    from geochange.engine.blocks import BlockJob, assemble, run_blocks
+    from geochange.scheduler import dask_client
+
+    blocks = plan_blocks(plan, opts.block_size)
+    journal = BlockJournal(out_dir, _fingerprint(pair, model, opts, device, len(blocks)), len(blocks))
+    threads = max(1, (os.cpu_count() or 1) // opts.workers) if opts.workers and not opts.scheduler else None
+    job = BlockJob(pair.before_path, pair.after_path, pair.bands_before, opts.resampling, pair.normalizer, model,
+                   plan, pair.grid, str(journal.root), opts.batch_size, PROB_STEPS, opts.min_area,
+                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads)
+    t = time.perf_counter()
+    try:
+        with dask_client(opts.scheduler, opts.workers) as client, \
+                task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan)) as advance:
+            n_workers = len(client.nthreads())
+            records, resumed = run_blocks(job, blocks, journal, client, advance, opts.resume)
+    except BaseException:
+        if journal.done:
+            warn(f"{len(journal.done)} of {len(blocks)} blocks are finished and kept in {journal.root}: "
+                 "run the same command with --resume to go on from there")
+        raise
+    timings["inference"] = round(time.perf_counter() - t, 3)
+    timings["model"] = round(sum(r["predict_s"] for r in records), 3)
+    t = time.perf_counter()
+    with task("writing outputs", None):
+        assembled = assemble(job, blocks, journal, out_dir, pair.count)
+    journal.remove()
+    timings["publish"] = round(time.perf_counter() - t, 3)
+    return {"windows": sum(r["windows"] for r in records), "stats": assembled.stats, "polygons": assembled.polygons,
+            "quicklook": assembled.quicklook,
+            "engine": {"blocks": len(blocks), "blocks_resumed": resumed, "block_size": opts.block_size,
+                       "dask_workers": n_workers, "scheduler": opts.scheduler or "local"}}
+
+
+def _fingerprint(pair: RasterPair, model, opts: DetectOptions, device: str, n_blocks: int) -> dict:
+    """What a resumed run must share with the interrupted one: inputs, settings, device and the scene fit."""
+    runtime = ("overwrite", "workers", "scheduler", "resume", "gdal_cache_mb", "checkpoint")
+    settings = {k: v for k, v in dataclasses.asdict(opts).items() if k not in runtime}
+    fp = {"geochange": geochange.__version__, "before": file_identity(pair.before_path),
+          "after": file_identity(pair.after_path), "checkpoint": file_identity(opts.checkpoint),
+          "settings": settings, "device": device, "blocks": n_blocks,
+          "fit": state_digest((pair.normalizer, model))}
+    return json.loads(json.dumps(fp, default=str))
 
 
 def _with_model_name(opts: DetectOptions, ckpt: dict | None) -> DetectOptions:
@@ -217,23 +271,22 @@ def _cache_bytes(before: str, cache_mb: int | None) -> int:
     return max(64 * 2**20, 2 * 2 * 256 * 5 * width)
 
 
-def _polygon_schema(typed: bool = False):
-    import geopandas as gpd
+def _prepare_out_dir(out: str | Path | None, before: str, overwrite: bool,
+                     resume: bool = False) -> tuple[Path, bool]:
+    """Create (or check) the output folder; refuse to overwrite earlier outputs unless asked to.
 
-    cols = {"id": np.array([], np.int64), "area_m2": np.array([], float), "perim_m": np.array([], float),
-            "mean_prob": np.array([], float), "max_prob": np.array([], float)}
-    if typed:
-        cols["type"] = np.array([], np.int32)
-    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([]))
-
-
-def _prepare_out_dir(out: str | Path | None, before: str, overwrite: bool) -> tuple[Path, bool]:
-    """Create (or check) the output folder; refuse to overwrite earlier outputs unless asked to."""
+    An unfinished blocked run there is refused too, unless ``resume`` (go on with it, replacing
+    whatever it had published) or ``overwrite`` (start again).
+    """
     out_dir = Path(out) if out else default_out_dir(before)
     if out_dir.exists() and not out_dir.is_dir():
         raise GeochangeError(f"{out_dir}: exists and is not a folder")
+    unfinished = BlockJournal.exists(out_dir)
+    if unfinished and not (resume or overwrite):
+        raise GeochangeError(f"{out_dir}: holds an unfinished run; pass --resume (with --workers or --scheduler) "
+                             "to go on with it, or --overwrite to start again")
     existing = [n for n in OUTPUTS if (out_dir / n).exists()]
-    if existing and not overwrite:
+    if existing and not overwrite and not (resume and unfinished):
         raise GeochangeError(f"{out_dir}: holds outputs of an earlier run ({existing[0]}, ...); "
                              f"pass --overwrite to replace them or choose another --out")
     created = not out_dir.exists()

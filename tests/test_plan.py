@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geochange.engine.plan import blend_weights, plan_windows
+from geochange.engine.plan import blend_weights, plan_blocks, plan_windows
 
 
 def coverage(plan) -> np.ndarray:
@@ -126,3 +126,31 @@ def test_blend_weights_one_inside_falling_toward_edges():
 
 def test_blend_weights_without_overlap_are_flat():
     np.testing.assert_array_equal(blend_weights(12, 7, 0), np.ones((12, 7), np.float32))
+
+
+@pytest.mark.parametrize("height,tile,overlap,block", [(600, 64, 16, 96), (1000, 100, 50, 150), (997, 64, 0, 200),
+                                                       (130, 64, 16, 48), (50, 64, 16, 96), (2000, 512, 64, 2048)])
+def test_blocks_partition_the_rows_and_share_seams_with_their_neighbour_only(height, tile, overlap, block):
+    plan = plan_windows(height, 80, tile, overlap)
+    blocks = plan_blocks(plan, block)
+    n = len(plan.row_offsets)
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert blocks[0].first == 0 and blocks[-1].stop == n and blocks[0].y0 == 0 and blocks[-1].y1 == height
+    for a, b in zip(blocks, blocks[1:]):
+        assert a.stop == b.first and a.y1 == b.y0           # consecutive bands, no gap, no overlap
+    for b in blocks:
+        assert b.stop - b.first >= min(2, n)
+        assert b.y0 == plan.row_offsets[b.first]
+        # only the previous block's last window row reaches into this block, and only its seam rows
+        reach = [plan.row_offsets[r] + plan.tile_h for r in range(b.first)]
+        assert all(end <= b.y0 for end in reach[:-1])
+        assert b.seam == (max(0, reach[-1] - b.y0) if reach else 0)
+        assert b.body[0] <= b.body[1]
+    if height >= 4 * block:
+        assert len(blocks) >= 3
+
+
+def test_blocks_keep_the_pushed_back_last_row_with_the_band_before():
+    plan = plan_windows(150, 80, 64, 16)   # rows at 0, 48 and 86 (pushed back)
+    assert plan.row_offsets == (0, 48, 86)
+    assert [(b.first, b.stop) for b in plan_blocks(plan, 48)] == [(0, 3)]

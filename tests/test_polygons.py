@@ -378,3 +378,34 @@ def test_pixel_areas_geographic():
     # southern hemisphere mirrors the north
     south = pixel_areas_m2(Affine(1.0, 0.0, 10.0, 0.0, -1.0, 0.0), WGS84, 0, 90)
     np.testing.assert_allclose(south, areas[::-1], rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blocks_exported_and_attached_with_seams_between_match_the_whole_mask(seed):
+    """Bands polygonised on their own (hold_top) and joined through seam strips, as a distributed run does."""
+    from geochange.engine.polygons import BorderPieces
+
+    mask = random_mask(seed, (120, 70)) if seed else shapes_mask()
+    prob = prob_for(mask, seed)
+    ref = whole_regions(mask, prob)
+    h = mask.shape[0]
+    # rows: body 0..17, seam 17..20, body 20..41, seam 41..44, body 44..h (a body of one row too)
+    cuts = [("body", 0, 17), ("seam", 17, 20), ("body", 20, 41), ("seam", 41, 44), ("body", 44, 45),
+            ("seam", 45, 47), ("body", 47, h)]
+    stitcher, got, interior = StripPolygonizer(), [], 0
+    for kind, y0, y1 in cuts:
+        if kind == "seam":
+            got += stitcher.add(y0, mask[y0:y1], prob[y0:y1])
+            continue
+        band = StripPolygonizer(hold_top=True)
+        for r in range(y0, y1, 5):
+            done = band.add(r, mask[r:min(r + 5, y1)], prob[r:min(r + 5, y1)])
+            assert all(g.geometry.bounds[1] > y0 and g.geometry.bounds[3] < y1 for g in done)
+            got += done
+            interior += len(done)
+        border = BorderPieces.from_arrays(band.export().arrays())  # through the block's file format
+        assert len(border.top) == len(border.bottom) == mask.shape[1]
+        got += stitcher.attach(border)
+    got += stitcher.close()
+    assert interior > 0
+    assert_same_regions(got, ref)

@@ -73,3 +73,54 @@ def blend_weights(tile_h: int, tile_w: int, overlap: int) -> np.ndarray:
         return np.clip(edge / overlap, 1.0 / (2 * overlap), 1.0).astype(np.float32)
 
     return np.outer(ramp(tile_h), ramp(tile_w))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A band of whole window rows ``[first, stop)`` of a plan: the unit of distributed and resumable work.
+
+    The block owns the grid rows ``[y0, y1)``. Its first ``seam`` rows (``[y0, y0 + seam)``) are also
+    reached by the previous block's last window row, so their blend is finished when both blocks
+    are done (``sliding.replay_seam``); the block itself finishes the *body* ``[y0 + seam, y1)``.
+    """
+
+    index: int
+    first: int
+    stop: int
+    y0: int
+    y1: int
+    seam: int
+
+    @property
+    def body(self) -> tuple[int, int]:
+        """Grid rows ``[start, stop)`` this block finishes on its own."""
+        return self.y0 + self.seam, self.y1
+
+
+def plan_blocks(plan: WindowPlan, block_size: int = 2048) -> list[Block]:
+    """Cut ``plan`` into bands of about ``block_size`` grid rows (at least two window rows each).
+
+    A band may only start at window row ``r`` when the windows of row ``r - 2`` end above row
+    ``r``'s first pixel row, so that a seam is shared by two neighbouring blocks only (this keeps
+    the plan's pushed-back last row with the band before it).
+    """
+    n = len(plan.row_offsets)
+    stride = max(1, plan.tile_h - plan.overlap)
+    per_block = max(2, round(block_size / stride))
+    offs = plan.row_offsets
+    starts = [0]
+    r = per_block
+    while r < n:
+        if offs[r - 2] + plan.tile_h <= offs[r] and n - r >= 2:
+            starts.append(r)
+            r += per_block
+        else:
+            r += 1
+    stops = starts[1:] + [n]
+    blocks = []
+    for i, (first, stop) in enumerate(zip(starts, stops)):
+        y0 = offs[first]
+        y1 = offs[stop] if stop < n else plan.height
+        seam = max(0, offs[first - 1] + plan.tile_h - y0) if first > 0 else 0
+        blocks.append(Block(i, first, stop, y0, y1, seam))
+    return blocks

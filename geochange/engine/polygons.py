@@ -5,6 +5,11 @@ also 4-connected) in whole-grid pixel coordinates, so shared edges have identica
 Components that meet across a strip border (same column, vertically adjacent pixels) are joined by
 union-find; a region is finished, dissolved (shapely.union_all) and handed on as soon as no part of
 it touches the newest strip's bottom row. Memory is bounded by the regions still open at the front.
+
+A block of a distributed run polygonises its own rows with ``hold_top=True`` and hands the regions
+touching its first or last row to the assembly as :class:`BorderPieces`; the assembly feeds those
+(:meth:`StripPolygonizer.attach`) and the seam strips between blocks through one polygonizer, which
+joins them exactly as a single pass would.
 """
 
 from __future__ import annotations
@@ -48,9 +53,52 @@ class _Piece:
 
 
 @dataclass
-class StripPolygonizer:
-    """Feed full-width strips top to bottom with :meth:`add`; collect finished :class:`Region` s."""
+class BorderPieces:
+    """A block's regions that touch its first or last row, for the assembly to join across the borders.
 
+    ``top`` and ``bottom``: per column of the block's first and last row, 1 + the index of the piece
+    there (0: none). Geometries are in grid pixel coordinates.
+    """
+
+    top: np.ndarray
+    bottom: np.ndarray
+    pieces: list[Region]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (geometries as WKB), for ``np.savez``."""
+        wkb = [shapely.to_wkb(p.geometry) for p in self.pieces]
+        out = {"top": self.top, "bottom": self.bottom,
+               "wkb": np.frombuffer(b"".join(wkb), np.uint8),
+               "wkb_ends": np.cumsum([len(b) for b in wkb], dtype=np.int64),
+               "n": np.array([p.n_pixels for p in self.pieces], np.int64),
+               "sum": np.array([p.sum_prob for p in self.pieces], np.float64),
+               "max": np.array([p.max_prob for p in self.pieces], np.float64)}
+        if self.pieces and self.pieces[0].type_counts is not None:
+            out["types"] = np.stack([p.type_counts for p in self.pieces])
+        return out
+
+    @classmethod
+    def from_arrays(cls, a) -> "BorderPieces":
+        ends = a["wkb_ends"].tolist()
+        raw = a["wkb"].tobytes()
+        geoms = [shapely.from_wkb(raw[s:e]) for s, e in zip([0] + ends[:-1], ends)]
+        types = a["types"] if "types" in a else None
+        pieces = [Region(g, int(n), float(s), float(m), None if types is None else types[i])
+                  for i, (g, n, s, m) in enumerate(zip(geoms, a["n"], a["sum"], a["max"]))]
+        return cls(a["top"], a["bottom"], pieces)
+
+
+@dataclass
+class StripPolygonizer:
+    """Feed full-width strips top to bottom with :meth:`add`; collect finished :class:`Region` s.
+
+    ``hold_top``: keep the regions touching the first strip's top row open until :meth:`export`
+    (a block's regions that may continue into the seam above it).
+    """
+
+    hold_top: bool = False
+    _held: set[int] = field(default_factory=set)
+    _top: np.ndarray | None = None  # global piece ids along the first strip's top row (hold_top only)
     _parent: dict[int, int] = field(default_factory=dict)
     _pieces: dict[int, _Piece] = field(default_factory=dict)
     _bottom: np.ndarray | None = None  # global piece ids along the last strip's bottom row (0 = none)
@@ -63,6 +111,7 @@ class StripPolygonizer:
         With ``types`` (uint8, 1..n_types), each region also counts its pixels per change type.
         """
         labels, n = ndimage.label(mask)
+        pieces: list[_Piece] = []
         if n:
             inside = labels > 0
             lab, p = labels[inside], prob[inside]
@@ -81,25 +130,51 @@ class StripPolygonizer:
                                               transform=Affine.translation(0, row_off))
             for geom, value in shapes:
                 geoms.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-            base = self._next_id - 1
-            for lab, parts in geoms.items():
-                gid = base + lab
+            for k in range(1, n + 1):
+                parts = geoms[k]
                 geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-                self._pieces[gid] = _Piece(geom, int(counts[lab - 1]), float(sums[lab - 1]), float(maxs[lab - 1]),
-                                           None if tcounts is None else tcounts[lab - 1])
-                self._parent[gid] = gid
-            top = np.where(labels[0] > 0, labels[0] + base, 0)
-            if self._bottom is not None:
-                both = (self._bottom > 0) & (top > 0)
-                for a, b in set(zip(self._bottom[both].tolist(), top[both].tolist())):
-                    self._union(a, b)
-            bottom = np.where(labels[-1] > 0, labels[-1] + base, 0)
-            self._next_id += n
-        else:
-            bottom = np.zeros(mask.shape[1], dtype=np.int64)
+                pieces.append(_Piece(geom, int(counts[k - 1]), float(sums[k - 1]), float(maxs[k - 1]),
+                                     None if tcounts is None else tcounts[k - 1]))
+        return self._attach(pieces, labels[0], labels[-1])
+
+    def attach(self, border: BorderPieces) -> list[Region]:
+        """Add a block's border pieces, as if its rows were one strip; return the regions this finishes."""
+        pieces = [_Piece(r.geometry, r.n_pixels, r.sum_prob, r.max_prob, r.type_counts) for r in border.pieces]
+        return self._attach(pieces, border.top, border.bottom)
+
+    def _attach(self, pieces: list[_Piece], top: np.ndarray, bottom: np.ndarray) -> list[Region]:
+        """Register pieces numbered 1..n by the ``top``/``bottom`` row labels, join them to the open ones."""
+        base = self._next_id - 1
+        for k, piece in enumerate(pieces, start=1):
+            self._pieces[base + k] = piece
+            self._parent[base + k] = base + k
+        top = np.where(top > 0, top + base, 0)
+        if self._bottom is not None:
+            both = (self._bottom > 0) & (top > 0)
+            for a, b in set(zip(self._bottom[both].tolist(), top[both].tolist())):
+                self._union(a, b)
+        elif self.hold_top and self._top is None:
+            self._top = top
+            self._held = {int(g) for g in np.unique(top[top > 0])}
+        bottom = np.where(bottom > 0, bottom + base, 0)
+        self._next_id += len(pieces)
         self._bottom = bottom
         open_roots = {self._find(int(g)) for g in np.unique(bottom[bottom > 0])}
+        open_roots |= {self._find(g) for g in self._held}
         return self._finish(lambda root: root not in open_roots)
+
+    def export(self) -> BorderPieces:
+        """The regions still open (touching the first or the last row), with the two rows' labels."""
+        root_of = {gid: self._find(gid) for gid in self._pieces}
+        roots, regions = self._finish_roots(lambda root: True)
+        index = {root: i + 1 for i, root in enumerate(roots)}
+
+        def row_labels(ids: np.ndarray | None) -> np.ndarray:
+            if ids is None:
+                return np.zeros(0 if self._bottom is None else len(self._bottom), np.int64)
+            return np.array([index[root_of[g]] if g > 0 else 0 for g in ids.tolist()], np.int64)
+
+        return BorderPieces(row_labels(self._top), row_labels(self._bottom), regions)
 
     def close(self) -> list[Region]:
         """Finish every region still open (after the last strip)."""
@@ -107,6 +182,10 @@ class StripPolygonizer:
         return self._finish(lambda root: True)
 
     def _finish(self, done) -> list[Region]:
+        return self._finish_roots(done)[1]
+
+    def _finish_roots(self, done) -> tuple[list[int], list[Region]]:
+        """Dissolve and remove the regions whose root ``done`` accepts; their roots and regions, in order."""
         groups: dict[int, list[int]] = {}
         for gid in self._pieces:
             root = self._find(gid)
@@ -121,7 +200,7 @@ class StripPolygonizer:
             tc = None if pieces[0].t is None else np.sum([p.t for p in pieces], axis=0)
             regions.append(Region(geom, sum(p.n for p in pieces), sum(p.s for p in pieces),
                                   max(p.m for p in pieces), tc))
-        return regions
+        return list(groups), regions
 
     def _find(self, a: int) -> int:
         parent = self._parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geochange.engine.polygons import StripPolygonizer, regions_to_frame
+from geochange.engine.polygons import BorderPieces, StripPolygonizer, regions_to_frame
 from geochange.engine.sliding import Strip
 from geochange.geometry import pixel_areas_m2
 from geochange.io.align import Grid
@@ -48,10 +48,10 @@ class PolygonSink:
     """Polygonises changed pixels strip by strip and streams finished regions to a VectorWriter."""
 
     def __init__(self, writer: VectorWriter, grid: Grid, threshold: float, min_area_m2: float = 0.0,
-                 n_types: int = 0) -> None:
+                 n_types: int = 0, hold_top: bool = False) -> None:
         self.writer, self.grid, self.threshold, self.min_area = writer, grid, threshold, min_area_m2
         self.n_types = n_types
-        self.polygonizer = StripPolygonizer()
+        self.polygonizer = StripPolygonizer(hold_top=hold_top)
 
     def write(self, strip: Strip) -> None:
         mask = strip.valid & (strip.prob >= self.threshold)
@@ -62,6 +62,22 @@ class PolygonSink:
         """Finish the regions still open; returns the number of polygons written."""
         self._publish(self.polygonizer.close())
         return self.writer.count
+
+    def export(self) -> BorderPieces:
+        """A block's end: its regions touching its first or last row, left for the assembly to join."""
+        return self.polygonizer.export()
+
+    def attach(self, border: BorderPieces) -> None:
+        """Assembly: join a block's border pieces to the regions open above them."""
+        if len(border.top):
+            self._publish(self.polygonizer.attach(border))
+
+    def append(self, frame) -> None:
+        """Assembly: polygons a block finished on its own (their ``id`` is given anew, in output order)."""
+        if len(frame):
+            frame = frame.drop(columns="id")
+            frame.insert(0, "id", np.arange(self.writer.count + 1, self.writer.count + 1 + len(frame)))
+            self.writer.write(frame)
 
     def _publish(self, regions) -> None:
         frame = regions_to_frame(regions, self.grid.transform, self.grid.crs, self.min_area)
@@ -86,6 +102,17 @@ class StatsSink:
         self.changed_pixels += int(per_row.sum())
         areas = pixel_areas_m2(self.grid.transform, self.grid.crs, strip.row_off, strip.prob.shape[0])
         self.changed_area_m2 += float((per_row * areas).sum())
+
+    def counts(self) -> dict:
+        """The unrounded counts, for a block to hand to the assembly (:meth:`merge`)."""
+        return {"valid_pixels": self.valid_pixels, "changed_pixels": self.changed_pixels,
+                "changed_area_m2": self.changed_area_m2}
+
+    def merge(self, counts: dict) -> None:
+        """Add a block's :meth:`counts`."""
+        self.valid_pixels += counts["valid_pixels"]
+        self.changed_pixels += counts["changed_pixels"]
+        self.changed_area_m2 += counts["changed_area_m2"]
 
     def as_dict(self) -> dict:
         return {"valid_pixels": self.valid_pixels, "changed_pixels": self.changed_pixels,

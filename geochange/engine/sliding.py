@@ -6,6 +6,12 @@ the sinks (raster writers, polygoniser, statistics). Overlapping predictions are
 weights that fall off toward window edges (plan.blend_weights). Only one strip of windows is held
 (``tile`` rows by the grid's width), so peak memory does not grow with the raster's height, and
 with a fixed tile it grows with the width only through that one strip.
+
+The same engine runs one :class:`~geochange.engine.plan.Block` of the plan on a Dask worker
+(``block=``): it predicts the same batches as a whole run would (so a model that is not batch-
+invariant still gives the same numbers), finishes the block's body, and hands over its *edges*:
+its first window row's raw predictions on the seam rows and its blend sums below its last row.
+:func:`replay_seam` adds them in the whole run's order, so a blocked run equals it bit for bit.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 from rasterio.windows import Window
 
-from geochange.engine.plan import WindowPlan, blend_weights
+from geochange.engine.plan import Block, WindowPlan, blend_weights
 from geochange.io.pair import RasterPair
 from geochange.models.base import ChangeModel
 
@@ -51,26 +57,61 @@ class EngineStats:
     write_wait_s: float = 0.0
     total_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    edges: "BlockEdges | None" = None  # block runs only
+
+
+@dataclass
+class BlockEdges:
+    """What a block leaves for its seams (``replay_seam``).
+
+    ``head``: the block's first window row on its seam rows, in plan order: window column offsets
+    ``(k,)``, probabilities and blend weights ``(k, seam, tile_w)`` float32, types uint8 or None.
+    ``tail``: the blend buffers (sum, weight; best, types for typed models) of the rows just
+    below the block that its last window row reaches: the next block's seam, as far as this
+    block's windows go.
+    """
+
+    head_cols: np.ndarray
+    head_prob: np.ndarray
+    head_weight: np.ndarray
+    head_types: np.ndarray | None
+    tail: dict[str, np.ndarray]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays, for ``np.savez``."""
+        out = {"head_cols": self.head_cols, "head_prob": self.head_prob, "head_weight": self.head_weight,
+               **{f"tail_{k}": v for k, v in self.tail.items()}}
+        if self.head_types is not None:
+            out["head_types"] = self.head_types
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "BlockEdges":
+        return cls(arrays["head_cols"], arrays["head_prob"], arrays["head_weight"],
+                   arrays["head_types"] if "head_types" in arrays else None,
+                   {k[5:]: arrays[k] for k in arrays if k.startswith("tail_")})
 
 
 def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: Sequence[StripSink], *,
                 batch_size: int = 8, prefetch: int = 2, prob_steps: int | None = None,
                 window_hooks: Sequence[Callable[[Window, np.ndarray, np.ndarray, np.ndarray], None]] = (),
-                advance: Callable[[int], None] = lambda n: None) -> EngineStats:
-    """Run ``model`` over every window of ``plan`` and stream blended strips to ``sinks``.
+                advance: Callable[[int], None] = lambda n: None, block: Block | None = None) -> EngineStats:
+    """Run ``model`` over every window of ``plan`` (or of one ``block``) and stream blended strips to ``sinks``.
 
     ``window_hooks`` see each window's input ``(window, before, after, valid)`` once, so that by-
     products of the imagery (the quicklook) need no second read of the rasters.
     ``prob_steps``: round the blended probabilities to multiples of ``1 / prob_steps`` before
     they reach the sinks (so the mask, polygons and probability raster agree exactly).
+    With ``block``, only that block's rows reach the sinks and ``stats.edges`` holds its seams' parts.
     """
     stats = EngineStats()
     t_start = time.perf_counter()
     weights = blend_weights(plan.tile_h, plan.tile_w, plan.overlap)
     typed = getattr(model, "n_types", 0) > 0
-    acc = _StripAccumulator(plan, prob_steps, with_types=typed)
+    block = block or whole_plan(plan)
+    acc = _StripAccumulator(plan, prob_steps, with_types=typed, block=block)
     with ThreadPoolExecutor(1, "geochange-read") as reader, ThreadPoolExecutor(1, "geochange-write") as writer:
-        batches = _prefetch(reader, pair, plan, batch_size, prefetch)
+        batches = _prefetch(reader, pair, plan_batches(plan, batch_size, block), prefetch)
         pending_writes: deque[Future] = deque()
 
         def emit(strip: Strip) -> None:
@@ -93,17 +134,22 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
             else:
                 probs, types = model.predict(before, after, valid), None
             stats.predict_s += time.perf_counter() - t
-            probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0)
+            probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0).astype(np.float32, copy=False)
+            n_inside = 0
             for k, (r, win) in enumerate(zip(rows, windows)):
+                if not block.first <= r < block.stop:  # a neighbour's window, predicted only to batch alike
+                    continue
+                n_inside += 1
                 for hook in window_hooks:
                     hook(win, before[k], after[k], valid[k])
                 for strip in acc.add(r, win, probs[k], weights * valid[k], None if types is None else types[k]):
                     emit(strip)
-            stats.windows += len(windows)
+            stats.windows += n_inside
             stats.batches += 1
-            advance(len(windows))
+            advance(n_inside)
         for strip in acc.finish():
             emit(strip)
+        stats.edges = acc.edges() if block.first > 0 or block.stop < len(plan.row_offsets) else None
         t = time.perf_counter()
         while pending_writes:
             pending_writes.popleft().result()
@@ -117,7 +163,22 @@ def _write_all(sinks: Sequence[StripSink], strip: Strip) -> None:
         sink.write(strip)
 
 
-def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, plan: WindowPlan, batch_size: int,
+def whole_plan(plan: WindowPlan) -> Block:
+    """The whole plan as one block (no seams)."""
+    return Block(0, 0, len(plan.row_offsets), 0, plan.height, 0)
+
+
+def plan_batches(plan: WindowPlan, batch_size: int, block: Block) -> list[list[tuple[int, Window]]]:
+    """The batches of a whole run (the plan's windows in order, ``batch_size`` at a time) that
+    hold windows of ``block``: a block predicts exactly the batches a whole run predicts."""
+    ncols = len(plan.col_offsets)
+    items = list(plan.windows())
+    lo, hi = block.first * ncols, block.stop * ncols
+    first, last = lo // batch_size, (hi - 1) // batch_size
+    return [items[b * batch_size:(b + 1) * batch_size] for b in range(first, last + 1)]
+
+
+def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, batches: list[list[tuple[int, Window]]],
               depth: int) -> Iterator[tuple[list[int], list[Window], np.ndarray, np.ndarray, np.ndarray]]:
     """Batches (window rows, windows, before, after, valid), read and stacked ``depth`` batches ahead."""
     def read_batch(items):
@@ -125,19 +186,8 @@ def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, plan: WindowPlan, batc
         return ([r for r, _ in items], [w.window for w in wps], np.stack([w.before for w in wps]),
                 np.stack([w.after for w in wps]), np.stack([w.valid for w in wps]))
 
-    def chunks():
-        batch = []
-        for item in plan.windows():
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
     queue: deque[Future] = deque()
-    source = chunks()
-    for items in source:
+    for items in batches:
         queue.append(pool.submit(read_batch, items))
         if len(queue) > depth:
             yield queue.popleft().result()
@@ -150,26 +200,34 @@ class _StripAccumulator:
 
     Change types (categorical) are not averaged: each pixel takes the type of the window that
     weighs most there (the one whose centre is nearest), which shows no seam either.
+    For a block, the seam rows are kept out of the strips (their raw parts are recorded instead)
+    and the sums below the block's last row are kept for :meth:`edges`.
     """
 
-    def __init__(self, plan: WindowPlan, steps: int | None = None, with_types: bool = False) -> None:
+    def __init__(self, plan: WindowPlan, steps: int | None = None, with_types: bool = False,
+                 block: Block | None = None) -> None:
         self.plan, self.steps = plan, steps
+        self.block = block or whole_plan(plan)
         shape = (plan.tile_h, plan.width)
         self.sum = np.zeros(shape, np.float32)
         self.weight = np.zeros(shape, np.float32)
         self.best = np.zeros(shape, np.float32) if with_types else None
         self.types = np.zeros(shape, np.uint8) if with_types else None
-        self.row = 0   # window row being accumulated
-        self.base = 0  # grid row of self.sum[0]
+        self.row = self.block.first  # window row being accumulated
+        self.base = self.block.y0    # grid row of self.sum[0]
+        self.head: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
 
     def add(self, r: int, window: Window, prob: np.ndarray, weight: np.ndarray,
             types: np.ndarray | None = None) -> list[Strip]:
         out = []
         while r > self.row:
-            out.append(self._flush())
+            out.extend(self._flush())
         y0 = int(window.row_off) - self.base
         x0 = int(window.col_off)
         h, w = prob.shape
+        if r == self.block.first and self.block.seam:
+            s = self.block.seam
+            self.head.append((x0, prob[:s].copy(), weight[:s].copy(), None if types is None else types[:s].copy()))
         region = (slice(y0, y0 + h), slice(x0, x0 + w))
         self.sum[region] += prob * weight
         self.weight[region] += weight
@@ -180,24 +238,70 @@ class _StripAccumulator:
         return out
 
     def finish(self) -> list[Strip]:
-        return [self._flush()]
+        out = []
+        while self.row < self.block.stop:
+            out.extend(self._flush())
+        return out
 
-    def _flush(self) -> Strip:
+    def edges(self) -> BlockEdges:
+        """The block's head (raw seam parts) and tail (sums below it), once :meth:`finish` is done."""
+        n = len(self.head)
+        s, tw = self.block.seam, self.plan.tile_w
+        head_prob = np.stack([p for _, p, _, _ in self.head]) if n else np.zeros((0, s, tw), np.float32)
+        head_weight = np.stack([w for _, _, w, _ in self.head]) if n else np.zeros((0, s, tw), np.float32)
+        head_types = np.stack([t for *_, t in self.head]) if n and self.types is not None else None
+        stop, offs = self.block.stop, self.plan.row_offsets
+        tail_h = offs[stop - 1] + self.plan.tile_h - self.block.y1 if stop < len(offs) else 0
+        tail = {k: getattr(self, k)[:max(tail_h, 0)].copy() for k in ("sum", "weight", "best", "types")
+                if getattr(self, k) is not None}
+        return BlockEdges(np.array([c for c, *_ in self.head], np.int64), head_prob, head_weight, head_types, tail)
+
+    def load_tail(self, tail: dict[str, np.ndarray]) -> None:
+        """Start from the previous block's tail (its blend of the rows at the top of this block)."""
+        for key, value in tail.items():
+            getattr(self, key)[:len(value)] = value
+
+    def _flush(self) -> list[Strip]:
         start, stop = self.plan.strip_rows(self.row)
-        n = stop - start
-        wsum = self.weight[:n]
+        cut = self.block.seam if self.row == self.block.first else 0  # seam rows: finished by replay_seam
+        strip = self.finalize(stop - start, cut)
+        self._shift(stop - start)
+        self.base = stop
+        self.row += 1
+        return [strip] if strip is not None else []
+
+    def finalize(self, n: int, cut: int = 0) -> Strip | None:
+        """Blend the first ``n`` buffered rows into a strip, leaving out its first ``cut`` rows."""
+        if cut >= n:
+            return None
+        wsum = self.weight[cut:n]
         valid = wsum > 0
-        prob = np.divide(self.sum[:n], wsum, out=np.zeros_like(wsum), where=valid)
+        prob = np.divide(self.sum[cut:n], wsum, out=np.zeros_like(wsum), where=valid)
         if self.steps:
             prob = np.round(prob * self.steps) / self.steps
-        types = self.types[:n].copy() if self.types is not None else None
-        strip = Strip(start, prob, valid, types)
+        types = self.types[cut:n].copy() if self.types is not None else None
+        return Strip(self.base + cut, prob, valid, types)
+
+    def _shift(self, n: int) -> None:
         keep = self.plan.tile_h - n
-        buffers = [b for b in (self.sum, self.weight, self.best, self.types) if b is not None]
-        for buf in buffers:
+        for buf in (self.sum, self.weight, self.best, self.types):
+            if buf is None:
+                continue
             if keep > 0:
                 buf[:keep] = buf[n:].copy()
             buf[keep:] = 0
-        self.base = stop
-        self.row += 1
-        return strip
+
+
+def replay_seam(plan: WindowPlan, block: Block, prev_tail: dict[str, np.ndarray], edges: BlockEdges,
+                steps: int | None = None) -> Strip | None:
+    """Finish ``block``'s seam rows: the previous block's tail, then the block's head windows in plan
+    order, blended by the same operations as a whole run, so the rows come out bit for bit the same."""
+    if not block.seam:
+        return None
+    acc = _StripAccumulator(plan, steps, with_types=edges.head_types is not None, block=block)
+    acc.load_tail(prev_tail)
+    for k, col in enumerate(edges.head_cols.tolist()):
+        win = Window(col, block.y0, plan.tile_w, block.seam)
+        acc.add(block.first, win, edges.head_prob[k], edges.head_weight[k],
+                None if edges.head_types is None else edges.head_types[k])
+    return acc.finalize(block.seam)

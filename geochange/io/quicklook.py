@@ -55,6 +55,19 @@ class QuicklookCanvas:
         sub = strip.valid[r::self.k, c::self.k] & (strip.prob[r::self.k, c::self.k] >= self.threshold)
         self.changed[i:i + sub.shape[0], j:j + sub.shape[1]] = sub
 
+    def part(self, y0: int, y1: int) -> dict[str, np.ndarray]:
+        """The canvas rows of grid rows ``[y0, y1)`` (a block's share), for :meth:`paste`."""
+        i0, i1 = -(-y0 // self.k), -(-y1 // self.k)
+        return {"rows": np.array([i0, i1]), "before": self.before[:, i0:i1], "after": self.after[:, i0:i1],
+                "valid": self.valid[i0:i1], "changed": self.changed[i0:i1]}
+
+    def paste(self, part) -> None:
+        """Copy in a block's :meth:`part`."""
+        i0, i1 = (int(v) for v in part["rows"])
+        self.before[:, i0:i1], self.after[:, i0:i1] = part["before"], part["after"]
+        self.valid[i0:i1] = part["valid"]
+        self.changed[i0:i1] |= part["changed"]
+
     def save(self, path: str | Path) -> Path:
         """Write the three panels side by side, atomically."""
         lo, hi = _stretch(self.before, self.valid)

@@ -31,8 +31,9 @@ class VectorWriter:
     """
 
     def __init__(self, out_dir: str | Path, crs, schema: gpd.GeoDataFrame, name: str = "changes",
-                 flush_every: int = 20_000) -> None:
+                 flush_every: int = 20_000, shapefile: bool = True) -> None:
         self.out_dir, self.name, self.crs = Path(out_dir), name, crs
+        self.shapefile = shapefile
         self.flush_every = flush_every
         self._buffer: list[gpd.GeoDataFrame] = []
         self._buffered = 0
@@ -69,7 +70,8 @@ class VectorWriter:
                                     dataset_options={"VERSION": "1.2"} if not append else None, **kw)
         finally:
             pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": previous})
-        pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.shp", encoding="UTF-8", **kw)
+        if self.shapefile:
+            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.shp", encoding="UTF-8", **kw)
 
     def close(self) -> list[Path]:
         """Write what is buffered, add the styles and move every file onto its final name."""
@@ -82,7 +84,8 @@ class VectorWriter:
                 if src.exists():
                     commit(src, self.out_dir / src.name)
                     published.append(self.out_dir / src.name)
-            write_text(self.out_dir / f"{self.name}.qml", STYLE_QML)
+            if self.shapefile:
+                write_text(self.out_dir / f"{self.name}.qml", STYLE_QML)
             return published
         finally:
             discard(self._tmp_dir)

@@ -1,0 +1,87 @@
+"""The outputs of ``detect`` for a grid, or for one block's rows of it: the sinks the engine feeds.
+
+A whole run writes the change rasters as COGs and the polygons as GeoPackage + Shapefile into the
+output folder. A block (distributed run) writes the same rasters for its own rows as plain GeoTIFFs
+and its finished polygons as a GeoPackage into its work folder, and keeps the regions that touch
+its first or last row for the assembly (``engine.blocks``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from geochange.engine.sinks import MASK_NODATA, PROB_NODATA, PolygonSink, RasterSink, StatsSink
+from geochange.io.align import Grid
+from geochange.io.quicklook import QuicklookCanvas
+from geochange.io.rasters import RasterWriter
+from geochange.io.vectors import VectorWriter
+
+
+@dataclass(frozen=True)
+class RasterSpec:
+    name: str
+    dtype: str
+    nodata: float | int
+    overview_resampling: str
+    description: str
+
+
+def raster_specs(n_types: int) -> list[RasterSpec]:
+    """The change rasters of a run: probability and mask, and the type map for typed models."""
+    specs = [RasterSpec("change_probability.tif", "float32", PROB_NODATA, "average", "change probability"),
+             RasterSpec("change_mask.tif", "uint8", MASK_NODATA, "nearest", "change mask (1 changed, 0 unchanged)")]
+    if n_types:
+        specs.append(RasterSpec("change_type.tif", "uint8", MASK_NODATA, "nearest",
+                                f"change type (1..{n_types}; 0 unchanged)"))
+    return specs
+
+
+def rows_writers(folder: Path, grid: Grid, specs: list[RasterSpec], rows: tuple[int, int] | None = None,
+                 cog: bool = True) -> list[RasterWriter]:
+    """One writer per raster, for the whole grid or (``rows``) a band of its rows."""
+    y0, y1 = rows or (0, grid.height)
+    band = grid if rows is None else grid.window_grid(Window(0, y0, grid.width, y1 - y0))
+    return [RasterWriter(folder / s.name, band, s.dtype, s.nodata, s.overview_resampling, s.description,
+                         cog=cog, first_row=y0) for s in specs]
+
+
+def polygon_schema(typed: bool = False):
+    """The columns of the change polygons (an empty GeoDataFrame)."""
+    import geopandas as gpd
+
+    cols = {"id": np.array([], np.int64), "area_m2": np.array([], float), "perim_m": np.array([], float),
+            "mean_prob": np.array([], float), "max_prob": np.array([], float)}
+    if typed:
+        cols["type"] = np.array([], np.int32)
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([]))
+
+
+class DetectOutputs:
+    """Writers and sinks of one run (``rows=None``) or of one block's body rows (``rows=(y0, y1)``)."""
+
+    def __init__(self, folder: Path, grid: Grid, threshold: float, n_types: int, bands: int,
+                 min_area_m2: float = 0.0, rows: tuple[int, int] | None = None) -> None:
+        block = rows is not None
+        self.writers = rows_writers(folder, grid, raster_specs(n_types), rows, cog=not block)
+        self.vectors = VectorWriter(folder, grid.crs, polygon_schema(n_types > 0),
+                                    name="regions" if block else "changes", shapefile=not block)
+        self.polygons = PolygonSink(self.vectors, grid, threshold, min_area_m2, n_types, hold_top=block)
+        self.stats = StatsSink(grid, threshold)
+        self.quicklook = QuicklookCanvas(grid.height, grid.width, bands, threshold)
+        raster = RasterSink(self.writers[0], self.writers[1], threshold, self.writers[2] if n_types else None)
+        self.sinks = [raster, self.polygons, self.stats, self.quicklook]
+
+    def close(self) -> None:
+        """Publish the rasters and polygons (a whole run: after closing its polygons, ``polygons.close()``)."""
+        for w in self.writers:
+            w.close()
+        self.vectors.close()
+
+    def abort(self) -> None:
+        for w in self.writers:
+            w.abort()
+        self.vectors.abort()

@@ -1,0 +1,188 @@
+"""``detect`` in blocks on a local Dask cluster of 2 workers: the same outputs as one process, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+
+from geochange.detect import DetectOptions, detect
+from geochange.engine.plan import plan_blocks, plan_windows
+from geochange.errors import GeochangeError
+from geochange.io.journal import WORK_DIR
+from geochange.models.cva import CVA, CVAConfig
+from tests.conftest import make_planted_scene
+from tests.test_detect import register_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RASTERS = ("change_probability.tif", "change_mask.tif", "change_type.tif")
+BASE = dict(model="slow_typed_cva", tile=64, overlap=16, batch_size=5)  # batches straddle window rows
+
+
+@dataclass
+class SlowConfig(CVAConfig):
+    sleep: float = 0.0  # seconds per batch, so that a run can be killed half-way
+    die_once: str = ""  # marker file: the first worker to predict creates it and dies (a lost worker)
+
+
+class SlowTypedCVA(CVA):
+    """cva with two change types (brighter / darker after), optionally slow or losing its worker once."""
+
+    name = "slow_typed_cva"
+    config_class = SlowConfig
+    n_types = 2
+
+    def predict(self, before, after, valid):
+        time.sleep(self.config.sleep)
+        if self.config.die_once and _on_a_worker() and not os.path.exists(self.config.die_once):
+            Path(self.config.die_once).touch()
+            os._exit(1)
+        return super().predict(before, after, valid)
+
+    def predict_with_types(self, before, after, valid):
+        kinds = np.where((after - before).mean(axis=1) > 0, 1, 2).astype(np.uint8)
+        return self.predict(before, after, valid), kinds
+
+
+def _on_a_worker() -> bool:
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture
+def scene(tmp_path, monkeypatch):
+    register_model(monkeypatch, "slow_typed_cva", SlowTypedCVA)
+    return make_planted_scene(tmp_path / "scene", height=600)  # tall enough for overviews
+
+
+@pytest.fixture
+def single(scene, tmp_path):
+    """The reference: the same run in one process."""
+    out = tmp_path / "single"
+    detect(str(scene.before), str(scene.after), out, DetectOptions(**BASE))
+    return out
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    """Rasters equal bit for bit (full resolution and overviews, same profile); polygons equal after
+    normalisation (ids aside); the same statistics."""
+    for name in RASTERS:
+        with rasterio.open(a / name) as da, rasterio.open(b / name) as db:
+            assert da.profile == db.profile and da.descriptions == db.descriptions, name
+            assert np.array_equal(da.read(1), db.read(1)), name
+            assert da.overviews(1) == db.overviews(1) and da.overviews(1), name
+            shape = (da.height // 2, da.width // 2)
+            assert np.array_equal(da.read(1, out_shape=shape), db.read(1, out_shape=shape)), name
+    frames = [normalised(gpd.read_file(d / "changes.gpkg", layer="changes")) for d in (a, b)]
+    assert len(frames[0]) > 10
+    assert list(frames[0].columns) == list(frames[1].columns)
+    assert frames[0].drop(columns="geometry").equals(frames[1].drop(columns="geometry"))
+    assert (frames[0].geometry.to_wkt() == frames[1].geometry.to_wkt()).all()
+    shp = [gpd.read_file(d / "changes.shp") for d in (a, b)]
+    assert len(shp[0]) == len(shp[1]) == len(frames[0])
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for key in ("valid_pixels", "changed_pixels", "polygons", "threshold"):
+        assert sa[key] == sb[key], key
+    assert sa["changed_area_m2"] == pytest.approx(sb["changed_area_m2"], abs=0.02)
+    assert (b / "quicklook.png").is_file() and not (b / WORK_DIR).exists()
+
+
+def normalised(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    frame = frame.drop(columns="id")
+    frame["geometry"] = shapely.normalize(frame.geometry.values)
+    return frame.iloc[np.argsort(frame.geometry.to_wkt().to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def block_borders(height: int, width: int) -> list[int]:
+    blocks = plan_blocks(plan_windows(height, width, BASE["tile"], BASE["overlap"]), 96)
+    return [b.y0 for b in blocks[1:]]
+
+
+def test_blocked_run_on_two_workers_equals_the_single_process_run(scene, single, tmp_path):
+    out = tmp_path / "blocked"
+    summary = detect(str(scene.before), str(scene.after), out, DetectOptions(**BASE, workers=2, block_size=96))
+    borders = block_borders(*scene.shape)
+    assert summary["engine"]["blocks"] == len(borders) + 1 == 6 and summary["engine"]["dask_workers"] == 2
+    assert_same_outputs(single, out)
+    # the test means something: polygons cross the borders between blocks, and were joined there
+    bounds = gpd.read_file(out / "changes.gpkg", layer="changes").geometry.bounds
+    t = scene.transform
+    top, bottom = (t.f - bounds.maxy) / abs(t.e), (t.f - bounds.miny) / abs(t.e)
+    crossing = sum(int(((top < y) & (bottom > y)).sum()) for y in borders)
+    assert crossing >= 2
+
+
+def test_run_killed_half_way_resumes_to_the_same_outputs(scene, single, tmp_path):
+    out = tmp_path / "killed"
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from geochange import models
+        from geochange.detect import DetectOptions, detect
+        models.MODELS["slow_typed_cva"] = "tests.test_blocks:SlowTypedCVA"
+        if __name__ == "__main__":
+            detect({str(scene.before)!r}, {str(scene.after)!r}, {str(out)!r},
+                   DetectOptions(**{BASE!r}, model_params={{"sleep": 0.4}}, workers=2, block_size=96))
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    blocks = out / WORK_DIR / "blocks"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if blocks.is_dir() and any((p / "block.json").is_file() for p in blocks.iterdir()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the client, the cluster and its workers
+    proc.wait()
+    finished = [p for p in blocks.iterdir() if (p / "block.json").is_file()]
+    assert 1 <= len(finished) < 6
+    assert not any((out / name).exists() for name in (*RASTERS, "changes.gpkg", "changes.shp", "summary.json"))
+
+    with pytest.raises(GeochangeError, match="unfinished run"):  # not without --resume
+        detect(str(scene.before), str(scene.after), out, DetectOptions(**BASE, workers=2, block_size=96))
+    with pytest.raises(GeochangeError, match="differs"):  # not with other settings
+        detect(str(scene.before), str(scene.after), out,
+               DetectOptions(**BASE, model_params={"sleep": 0.4}, workers=2, block_size=96, min_area=5, resume=True))
+    summary = detect(str(scene.before), str(scene.after), out,
+                     DetectOptions(**BASE, model_params={"sleep": 0.4}, workers=2, block_size=96, resume=True))
+    assert summary["engine"]["blocks_resumed"] == len(finished)
+    assert_same_outputs(single, out)
+
+
+def test_a_lost_worker_is_replaced_and_the_result_is_unchanged(scene, single, tmp_path):
+    marker = tmp_path / "died"
+    out = tmp_path / "lost"
+    detect(str(scene.before), str(scene.after), out,
+           DetectOptions(**BASE, model_params={"die_once": str(marker)}, workers=2, block_size=96))
+    assert marker.exists()  # a worker did die mid-block
+    assert_same_outputs(single, out)
+
+
+def test_resume_needs_a_cluster_and_an_unfinished_run_is_not_overwritten_silently(scene, tmp_path):
+    with pytest.raises(GeochangeError, match="--workers or --scheduler"):
+        detect(str(scene.before), str(scene.after), tmp_path / "x", DetectOptions(**BASE, resume=True))
+    (tmp_path / "y" / WORK_DIR).mkdir(parents=True)
+    (tmp_path / "y" / WORK_DIR / "journal.json").write_text("{}")
+    with pytest.raises(GeochangeError, match="unfinished run"):
+        detect(str(scene.before), str(scene.after), tmp_path / "y", DetectOptions(**BASE))
+    detect(str(scene.before), str(scene.after), tmp_path / "y", DetectOptions(**BASE, overwrite=True))
+    assert not (tmp_path / "y" / WORK_DIR).exists()
