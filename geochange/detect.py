@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
@@ -119,6 +118,18 @@ def detect(before: str, after: str, out: str | Path | None = None,
 
 def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
          ckpt: dict | None = None) -> dict:
+    if not opts.distributed:
+        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, None)
+    from geochange.scheduler import BackgroundClient
+
+    # the cluster starts, and its workers import what a block needs, while the scene is fitted here
+    warm = ["geochange.engine.blocks", model_class(opts.model).__module__]
+    with BackgroundClient(opts.scheduler, opts.workers, warm) as cluster:
+        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, cluster)
+
+
+def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
+                 ckpt: dict | None, cluster) -> dict:
     grid = pair.grid
     t = time.perf_counter()
     with task("fitting on the scene", None):
@@ -138,8 +149,10 @@ def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timi
     if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows")
     n_types = getattr(model, "n_types", 0)
-    run = _run_blocks if opts.distributed else _run_whole
-    result = run(pair, model, plan, out_dir, opts, device, timings)
+    if cluster is None:
+        result = _run_whole(pair, model, plan, out_dir, opts, device, timings)
+    else:
+        result = _run_blocks(pair, model, plan, out_dir, opts, device, timings, cluster)
     if not n_types:  # an earlier (overwritten) run's type map would not match this run
         (out_dir / "change_type.tif").unlink(missing_ok=True)
     t = time.perf_counter()
@@ -191,10 +204,9 @@ def _run_whole(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions
 
 
 def _run_blocks(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions, device: str,
-                timings: dict) -> dict:
+                timings: dict, cluster) -> dict:
     """The plan in blocks on a Dask cluster (engine.blocks), resumable, then assembled here."""
     from geochange.engine.blocks import BlockJob, assemble, run_blocks
-    from geochange.scheduler import dask_client
 
     blocks = plan_blocks(plan, opts.block_size)
     journal = BlockJournal(out_dir, _fingerprint(pair, model, opts, device, len(blocks)), len(blocks))
@@ -204,8 +216,8 @@ def _run_blocks(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOption
                    _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads)
     t = time.perf_counter()
     try:
-        with dask_client(opts.scheduler, opts.workers) as client, \
-                task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan)) as advance:
+        client = cluster.client()
+        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan)) as advance:
             n_workers = len(client.nthreads())
             records, resumed = run_blocks(job, blocks, journal, client, advance, opts.resume)
     except BaseException:
@@ -213,6 +225,7 @@ def _run_blocks(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOption
             warn(f"{len(journal.done)} of {len(blocks)} blocks are finished and kept in {journal.root}: "
                  "run the same command with --resume to go on from there")
         raise
+    cluster.release()  # the workers shut down while the outputs are assembled here
     timings["inference"] = round(time.perf_counter() - t, 3)
     timings["model"] = round(sum(r["predict_s"] for r in records), 3)
     t = time.perf_counter()
@@ -223,6 +236,7 @@ def _run_blocks(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOption
     return {"windows": sum(r["windows"] for r in records), "stats": assembled.stats, "polygons": assembled.polygons,
             "quicklook": assembled.quicklook,
             "engine": {"blocks": len(blocks), "blocks_resumed": resumed, "block_size": opts.block_size,
+                       "block_seconds": round(sum(r["seconds"] for r in records), 3),
                        "dask_workers": n_workers, "scheduler": opts.scheduler or "local"}}
 
 

@@ -8,9 +8,11 @@ the Dask operator; users point ``--scheduler`` at the scheduler those start.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
-from typing import TYPE_CHECKING, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from geochange.errors import GeochangeError
 
@@ -23,6 +25,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
                 threads_per_worker: int = 1) -> Iterator["distributed.Client"]:
     """A client of the cluster at ``scheduler``, or of a local cluster of ``workers`` processes
     (default: one per CPU core, at most 4), closed on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     from geochange.progress import say
@@ -32,13 +35,77 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
             raise GeochangeError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc})") from None
-        with client:
+        try:  # closed by hand, not ``with client``: that may only end in the thread that began it
             say(f"Dask scheduler {scheduler}: {len(client.nthreads())} worker(s)")
             yield client
+        finally:
+            client.close()
         return
     n = workers if workers is not None else min(4, os.cpu_count() or 1)
     if n < 1:
         raise GeochangeError("--workers must be >= 1")
-    with LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        yield client
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}), \
+            LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def _worker_environ() -> dict:
+    """Dask's environment for worker processes, less ``MALLOC_TRIM_THRESHOLD_``.
+
+    Dask sets it to 64 KiB to hand memory back to the OS sooner; that also turns off glibc's
+    adaptive mmap threshold, so every large array (a strip of windows, a batch) is a fresh mmap
+    and page faults: blocks of ``detect`` ran 40 % slower with it (``benchmarks/bench_scale.py``).
+    """
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return environ
+
+
+class BackgroundClient:
+    """:func:`dask_client`, started in a background thread now, so the cluster comes up (and its
+    workers import the ``warm`` modules) while the caller works, e.g. while ``detect`` fits the scene.
+
+    :meth:`client` waits for it; :meth:`release` starts closing it in the background once no more
+    tasks will come (``detect`` assembles meanwhile); leaving the ``with`` block waits for that.
+    """
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, warm: Sequence[str] = ()) -> None:
+        self._stack = contextlib.ExitStack()
+        self._pool = ThreadPoolExecutor(1, "geochange-dask")  # one thread: closing queues after starting
+        self._started = self._pool.submit(self._start, scheduler, workers, list(warm))
+        self._closing: Future | None = None
+
+    def _start(self, scheduler: str | None, workers: int | None, warm: list[str]) -> "distributed.Client":
+        client = self._stack.enter_context(dask_client(scheduler, workers))
+        if warm:
+            client.run(_import_all, warm)
+        return client
+
+    def client(self) -> "distributed.Client":
+        return self._started.result()
+
+    def release(self) -> None:
+        if self._closing is None:
+            self._closing = self._pool.submit(self._stack.close)
+
+    def __enter__(self) -> "BackgroundClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        try:
+            self._closing.result()
+        finally:
+            self._pool.shutdown()
+
+
+def _import_all(modules: list[str]) -> None:
+    for name in modules:
+        importlib.import_module(name)

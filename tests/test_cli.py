@@ -59,7 +59,8 @@ def test_bad_input_is_one_line_without_traceback(planted_same_grid, tmp_path):
 def test_bad_option_values(planted_same_grid, tmp_path):
     s = planted_same_grid
     for args, text in ((["--bands", "1,x"], "--bands"), (["--device", "tpu"], "unknown device"),
-                       (["--normalize", "magic"], "normalisation"), (["--model", "nope"], "unknown model")):
+                       (["--normalize", "magic"], "normalisation"), (["--model", "nope"], "unknown model"),
+                       (["--resume"], "--workers or --scheduler"), (["--workers", "0"], "--workers must be")):
         res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), *args])
         assert res.exit_code == 2, (args, res.output)
         assert text in res.output
@@ -166,3 +167,14 @@ def test_train_cdcluster_report_ia_prints_and_saves_the_table(planted_same_grid,
     assert not (tmp_path / "ia" / "last.pt").exists()  # reported, not trained
     res = runner.invoke(app, ["train", "tiny", "--data", str(ds), "--report-ia"])
     assert res.exit_code == 2 and "train cdcluster --report-ia" in res.output
+
+
+def test_detect_on_a_local_dask_cluster_from_the_command_line(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "--tile", "64", "--overlap",
+                              "16", "--workers", "2", "--block-size", "64", "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["engine"]["blocks"] >= 2 and summary["engine"]["dask_workers"] == 2
+    assert (out / "change_mask.tif").is_file() and (out / "changes.gpkg").is_file()

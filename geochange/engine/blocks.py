@@ -121,7 +121,7 @@ def run_blocks(job: BlockJob, blocks: list[Block], journal: BlockJournal, client
                resume: bool = False) -> tuple[list[dict], int]:
     """Run the blocks not yet done on the cluster of ``client``; returns every block's record and
     how many were resumed. A failed block stops the run, keeping the finished ones for ``--resume``."""
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     done = journal.start(resume)
     records: dict[int, dict] = {}
@@ -140,6 +140,10 @@ def run_blocks(job: BlockJob, blocks: list[Block], journal: BlockJournal, client
                     records[block.index] = future.result()
                 except GeochangeError as exc:
                     raise GeochangeError(f"block {block.index + 1} of {len(blocks)}: {exc}") from None
+                except KilledWorker:
+                    raise GeochangeError(f"block {block.index + 1} of {len(blocks)}: the workers running it died "
+                                         "again and again (out of memory? try a smaller --tile or fewer --workers "
+                                         "per machine)") from None
                 journal.mark_done(block.index)
                 advance(records[block.index]["windows"])
         except BaseException:

@@ -8,9 +8,10 @@ weights that fall off toward window edges (plan.blend_weights). Only one strip o
 with a fixed tile it grows with the width only through that one strip.
 
 The same engine runs one :class:`~geochange.engine.plan.Block` of the plan on a Dask worker
-(``block=``): it predicts the same batches as a whole run would (so a model that is not batch-
-invariant still gives the same numbers), finishes the block's body, and hands over its *edges*:
-its first window row's raw predictions on the seam rows and its blend sums below its last row.
+(``block=``). Batches never span window rows, so a block predicts the same batches as a whole run
+(a model that is not batch-invariant still gives the same numbers). The block finishes its body
+and hands over its *edges*: its first window row's raw predictions on the seam rows and its blend
+sums below its last row.
 :func:`replay_seam` adds them in the whole run's order, so a blocked run equals it bit for bit.
 """
 
@@ -135,18 +136,14 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
                 probs, types = model.predict(before, after, valid), None
             stats.predict_s += time.perf_counter() - t
             probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0).astype(np.float32, copy=False)
-            n_inside = 0
             for k, (r, win) in enumerate(zip(rows, windows)):
-                if not block.first <= r < block.stop:  # a neighbour's window, predicted only to batch alike
-                    continue
-                n_inside += 1
                 for hook in window_hooks:
                     hook(win, before[k], after[k], valid[k])
                 for strip in acc.add(r, win, probs[k], weights * valid[k], None if types is None else types[k]):
                     emit(strip)
-            stats.windows += n_inside
+            stats.windows += len(windows)
             stats.batches += 1
-            advance(n_inside)
+            advance(len(windows))
         for strip in acc.finish():
             emit(strip)
         stats.edges = acc.edges() if block.first > 0 or block.stop < len(plan.row_offsets) else None
@@ -169,13 +166,23 @@ def whole_plan(plan: WindowPlan) -> Block:
 
 
 def plan_batches(plan: WindowPlan, batch_size: int, block: Block) -> list[list[tuple[int, Window]]]:
-    """The batches of a whole run (the plan's windows in order, ``batch_size`` at a time) that
-    hold windows of ``block``: a block predicts exactly the batches a whole run predicts."""
-    ncols = len(plan.col_offsets)
-    items = list(plan.windows())
-    lo, hi = block.first * ncols, block.stop * ncols
-    first, last = lo // batch_size, (hi - 1) // batch_size
-    return [items[b * batch_size:(b + 1) * batch_size] for b in range(first, last + 1)]
+    """The windows of ``block``, ``batch_size`` at a time within each window row.
+
+    A batch never spans two window rows, so every window is predicted in the same batch whether
+    the plan runs whole or in blocks (a model need not be batch-invariant for the two to agree).
+    """
+    batches, row, current = [], None, []
+    for r, win in plan.windows():
+        if not block.first <= r < block.stop:
+            continue
+        if r != row or len(current) == batch_size:
+            if current:
+                batches.append(current)
+            row, current = r, []
+        current.append((r, win))
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, batches: list[list[tuple[int, Window]]],

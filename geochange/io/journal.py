@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def state_digest(obj) -> str:
 
 
 def _digest(obj, h, seen: set[int]) -> None:
-    import torch
+    torch = sys.modules.get("torch")  # a model holding tensors has imported it; do not import it for one that has not
 
     if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
         h.update(repr(obj).encode())
@@ -121,11 +122,11 @@ def _digest(obj, h, seen: set[int]) -> None:
         h.update(np.ascontiguousarray(obj).tobytes())
     elif isinstance(obj, np.generic):
         h.update(repr(obj.item()).encode())
-    elif isinstance(obj, torch.Tensor):
+    elif torch is not None and isinstance(obj, torch.Tensor):
         _digest(obj.detach().cpu().numpy(), h, seen)
     elif id(obj) in seen:
         return
-    elif isinstance(obj, torch.nn.Module):
+    elif torch is not None and isinstance(obj, torch.nn.Module):
         seen.add(id(obj))
         for key, value in obj.state_dict().items():
             h.update(key.encode())
