@@ -186,3 +186,15 @@ def test_resume_needs_a_cluster_and_an_unfinished_run_is_not_overwritten_silentl
         detect(str(scene.before), str(scene.after), tmp_path / "y", DetectOptions(**BASE))
     detect(str(scene.before), str(scene.after), tmp_path / "y", DetectOptions(**BASE, overwrite=True))
     assert not (tmp_path / "y" / WORK_DIR).exists()
+
+
+def test_blocks_on_a_running_scheduler_given_by_address(scene, single, tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        out = tmp_path / "remote"
+        summary = detect(str(scene.before), str(scene.after), out,
+                         DetectOptions(**BASE, scheduler=cluster.scheduler_address, block_size=96))
+        assert len(cluster.scheduler_info["workers"]) == 2  # the cluster outlives the run: not ours to close
+    assert summary["engine"]["scheduler"] == cluster.scheduler_address and summary["engine"]["dask_workers"] == 2
+    assert_same_outputs(single, out)
