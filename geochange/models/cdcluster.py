@@ -56,6 +56,15 @@ Choices the paper leaves open, or where this implementation departs from it:
   of the warm-up pairs in its batches vote for the arg-max class they fall in.
 * Pseudo-labels (uint8 per pixel) are not stored in checkpoints: a resumed run re-clusters at its
   first unsupervised epoch, so it does not end with exactly the uninterrupted run's weights.
+* Under ``train --ddp`` (``geochange.train.distributed``) a clustering is split over the ranks: each
+  extracts the features of its whole batches of the sample (the batches a single process forms, as BN
+  uses batch statistics here), rank 0 gathers them, runs the k-means, the refill and the classifier
+  refit, and broadcasts centroids, loss weights and the refitted layer; each rank then assigns its
+  batches' pixels and the pseudo-labels and cluster votes are exchanged, so every rank trains on the
+  same ones. The pixels sampled from a pair are drawn from a generator seeded by (clustering seed,
+  pair), not from one stream, so the clustering does not depend on the number of ranks (>= 2); a single
+  process keeps the one stream. The cluster -> change votes of an epoch are summed over the ranks
+  before the next clustering and at the end.
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ from geochange.cluster import kmeans, refill_small_clusters
 from geochange.errors import GeochangeError
 from geochange.models.base import TrainableModel
 from geochange.progress import warn
+from geochange.train import distributed
 
 UNKNOWN = 255
 
@@ -251,7 +261,11 @@ class CDCluster(TrainableModel):
         self.class_weights: np.ndarray | None = None  # (k,) loss weights of the pseudo-labels
         self._votes = np.zeros((self.config.k, 2), np.int64)  # this epoch's warm-up pixels per arg-max class
         self._calls_at_start: list[int] = [1]
+        self._voting = False                          # an unsupervised epoch's votes are not yet summed over ranks
         self._warm = torch.zeros(0, dtype=torch.int64)
+        #: what the last clustering did: ``pairs`` clustered, ``rows_here`` (pixel features this process
+        #: extracted), ``rows`` (pixel features the k-means ran on: every rank's, gathered on rank 0)
+        self.clustering: dict = {}
 
     # -- network -------------------------------------------------------------------------------------
     def build(self, in_bands: int) -> None:
@@ -282,6 +296,7 @@ class CDCluster(TrainableModel):
         return self.warmup_positions
 
     def start_epoch(self, epoch: int, data) -> dict:
+        self._settle_votes(distributed.context(data))
         if self._warmup(epoch):
             return {"warmup": 1}
         logged = {"warmup": 0}
@@ -291,8 +306,13 @@ class CDCluster(TrainableModel):
             logged.update(self.recluster(data))
         self._calls_at_start = list(self.change_clusters)
         self._votes = np.zeros((self.config.k, 2), np.int64)
+        self._voting = True
         self._warm = torch.as_tensor(self.warmup_positions, dtype=torch.int64, device=data.device)
         return logged
+
+    def finish(self, data) -> dict:
+        self._settle_votes(distributed.context(data))
+        return {}
 
     def training_step(self, batch: dict, epoch: int) -> dict:
         _, logits = self.forward(batch["before"], batch["after"])
@@ -325,10 +345,22 @@ class CDCluster(TrainableModel):
             return
         idx = logits.argmax(dim=1)[sel] * 2 + label[sel]
         self._votes += torch.bincount(idx, minlength=2 * k).reshape(k, 2).cpu().numpy()
-        before = np.zeros((k, 2), np.int64)
+        self.change_clusters = cluster_change_table(self._votes, self._start_table())
+
+    def _start_table(self) -> np.ndarray:
+        """The epoch's starting calls as a (k, 2) vote table (one vote each) for clusters without votes."""
+        before = np.zeros((self.config.k, 2), np.int64)
         before[:, 0] = 1
         before[self._calls_at_start] = (0, 1)
-        self.change_clusters = cluster_change_table(self._votes, before)
+        return before
+
+    def _settle_votes(self, ctx: distributed.Dist) -> None:
+        """Under DDP each rank votes on its own batches: after an unsupervised epoch every rank takes
+        the table of the votes of all ranks (a single process already has it)."""
+        if self._voting and ctx.world > 1:
+            votes = sum(distributed.gather_all(self._votes, ctx))
+            self.change_clusters = cluster_change_table(votes, self._start_table())
+        self._voting = False
 
     # -- clustering ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -352,17 +384,70 @@ class CDCluster(TrainableModel):
 
     def _recluster(self, data, positions: np.ndarray, rng: np.random.Generator, seed: int) -> dict:
         cfg = self.config
+        ctx = distributed.context(data)
+        mine = ctx.batches(positions, cfg.batch_size)  # all of them in a single process
         per_sample = max(1, math.ceil(cfg.cluster_points / len(positions)))
-        feats, hidden = [], []
-        for batch in data.batches(positions, cfg.batch_size):
+        feats, hidden, owner = self._sample_features(data, mine, per_sample, _pixel_draws(rng, seed, ctx, 0))
+        self.clustering = {"pairs": len(positions), "pairs_here": len(mine), "rows_here": len(feats)}
+        x, hidden, owner = (distributed.gather(a, ctx) for a in (feats, hidden, owner))
+        fitted = None
+        if ctx.main:
+            order = np.argsort(owner, kind="stable")  # rows in pair order, as one process extracts them
+            try:
+                fitted = self._fit_clusters(x[order], hidden[order], rng, seed, data.device)
+            except GeochangeError as exc:  # raised on every rank below, none left waiting
+                fitted = {"error": str(exc)}
+        fitted = distributed.broadcast(fitted, ctx)
+        if "error" in fitted:
+            raise GeochangeError(fitted["error"])
+        self.centroids, self.class_weights = fitted["centroids"], fitted["class_weights"]
+        layer = self.net.mlp[2]
+        layer.weight.copy_(torch.as_tensor(fitted["weight"], device=layer.weight.device)[:, :, None, None])
+        layer.bias.copy_(torch.as_tensor(fitted["bias"], device=layer.bias.device))
+        self.clustering["rows"] = fitted["rows"]
+
+        pseudo, votes, mapped, truth, label = self._assign(data, mine, per_sample, _pixel_draws(rng, seed, ctx, 1))
+        parts = distributed.gather_all((pseudo, votes, mapped), ctx)
+        self.pseudo = pseudo if ctx.world == 1 else {p: lab for part in parts for p, lab in part[0].items()}
+        votes, mapped = sum(part[1] for part in parts), sum(part[2] for part in parts)
+        truth, label = distributed.gather(truth, ctx), distributed.gather(label, ctx)
+        self.change_clusters = cluster_change_table(votes, mapped)
+        logged = None
+        if ctx.main:
+            if not votes.any() and self.warmup_positions is not None and len(self.warmup_positions):
+                warn("cdcluster: no labelled warm-up pixel among the clustered pairs; clusters follow the current map")
+            logged = {"clustered": len(positions), "cluster_rows": fitted["rows"], "kmeans_s": fitted["seconds"],
+                      "splits": fitted["splits"], "change_clusters": len(self.change_clusters)}
+            if len(truth):
+                from sklearn.metrics import adjusted_mutual_info_score
+
+                logged["ami_truth"] = float(adjusted_mutual_info_score(truth, label))
+        return distributed.broadcast(logged, ctx)
+
+    def _sample_features(self, data, positions: np.ndarray, per_sample: int, draw
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Up to ``per_sample`` random pixels of each pair at ``positions`` (``draw(position)``: the
+        generator to draw them with): their features (n, features), MLP hidden activations (n, hidden)
+        and pair position (n,)."""
+        feats, hidden, owner = [], [], []
+        for batch in data.batches(positions, self.config.batch_size):
             f, _ = self.forward(batch["before"], batch["after"])
             h = self.net.mlp[1](self.net.mlp[0](f))
-            for fi, hi in zip(f, h):
-                pick = torch.as_tensor(rng.choice(fi[0].numel(), min(per_sample, fi[0].numel()), replace=False),
+            for pos, fi, hi in zip(batch["position"].tolist(), f, h):
+                pick = torch.as_tensor(draw(pos).choice(fi[0].numel(), min(per_sample, fi[0].numel()), replace=False),
                                        device=fi.device)
                 feats.append(fi.flatten(1)[:, pick].t().float().cpu().numpy())
-                hidden.append(hi.flatten(1)[:, pick].t().float())
-        x = np.concatenate(feats)
+                hidden.append(hi.flatten(1)[:, pick].t().float().cpu().numpy())
+                owner.append(np.full(len(pick), pos, np.int64))
+        if not feats:  # a rank without a batch (fewer batches than ranks)
+            return (np.zeros((0, self.config.features), np.float32), np.zeros((0, self.config.mlp_hidden), np.float32),
+                    np.zeros(0, np.int64))
+        return np.concatenate(feats), np.concatenate(hidden), np.concatenate(owner)
+
+    def _fit_clusters(self, x: np.ndarray, hidden: np.ndarray, rng: np.random.Generator, seed: int,
+                      device: str) -> dict:
+        """FAISS k-means of the sampled features, refill, loss weights, classifier refit (rank 0 only)."""
+        cfg = self.config
         if x.shape[0] < cfg.k:
             raise GeochangeError(f"cdcluster: {x.shape[0]} pixels cannot make {cfg.k} clusters")
         t0 = time.perf_counter()
@@ -370,19 +455,26 @@ class CDCluster(TrainableModel):
         seconds = time.perf_counter() - t0
         min_size = math.ceil(cfg.min_cluster_share * x.shape[0] / cfg.k)
         refilled, labels, splits = refill_small_clusters(x, labels, cfg.k, min_size, rng)
-        self.centroids = refilled if splits else centroids
         sizes = np.bincount(labels, minlength=cfg.k).astype(np.float64)
-        self.class_weights = (sizes.sum() / (cfg.k * np.maximum(sizes, 1.0))).astype(np.float32) if cfg.balance else None
-        self._refit_classifier(torch.cat(hidden), torch.as_tensor(labels, device=hidden[0].device))
+        weights = (sizes.sum() / (cfg.k * np.maximum(sizes, 1.0))).astype(np.float32) if cfg.balance else None
+        w, b = self._refit_classifier(torch.as_tensor(hidden, device=device), torch.as_tensor(labels, device=device),
+                                      weights)
+        return {"centroids": refilled if splits else centroids, "class_weights": weights, "weight": w, "bias": b,
+                "rows": int(x.shape[0]), "seconds": seconds, "splits": splits}
 
+    def _assign(self, data, positions: np.ndarray, per_sample: int, draw) -> tuple:
+        """Every pixel of the pairs at ``positions`` to its nearest centroid: pseudo-labels (position ->
+        (H, W) uint8), the votes of the labelled warm-up pixels and the current map's calls per cluster
+        (both (k, 2)), and a sample of (truth, cluster) of labelled pixels for the logged AMI."""
+        cfg = self.config
         cent = torch.as_tensor(self.centroids, device=data.device)
         is_change = torch.zeros(cfg.k, dtype=torch.int64, device=data.device)
         is_change[[c for c in self.change_clusters if c < cfg.k]] = 1
         votes = np.zeros((cfg.k, 2), np.int64)      # labelled warm-up pixels per cluster: unchanged, changed
         mapped = np.zeros((cfg.k, 2), np.int64)     # pixels per cluster the current map calls unchanged, changed
         warm = set(self.warmup_positions.tolist()) if self.warmup_positions is not None else set()
-        truth_sample, label_sample = [], []
-        self.pseudo = {}
+        truth_sample, label_sample = [np.zeros(0, np.int64)], [np.zeros(0, np.uint8)]
+        pseudo = {}
         for batch in data.batches(positions, cfg.batch_size):
             f, logits = self.forward(batch["before"], batch["after"])
             assigned = nearest_centroid(f, cent)
@@ -390,46 +482,35 @@ class CDCluster(TrainableModel):
                                      minlength=2 * cfg.k).reshape(cfg.k, 2).cpu().numpy()
             for pos, lab, truth in zip(batch["position"].tolist(), assigned.cpu().numpy().astype(np.uint8),
                                        batch["label"].cpu().numpy()):
-                self.pseudo[int(pos)] = lab
+                pseudo[int(pos)] = lab
                 known = truth != UNKNOWN
                 if pos in warm:
                     votes += np.stack([np.bincount(lab[known & (truth == v)], minlength=cfg.k) for v in (0, 1)], 1)
                 if known.any():  # a diagnostic only (logged): how well clusters and truth agree
-                    idx = rng.choice(np.flatnonzero(known.ravel()), min(per_sample, int(known.sum())), replace=False)
+                    idx = draw(pos).choice(np.flatnonzero(known.ravel()), min(per_sample, int(known.sum())),
+                                           replace=False)
                     truth_sample.append(truth.ravel()[idx])
                     label_sample.append(lab.ravel()[idx])
-        if not votes.any() and warm:
-            warn("cdcluster: no labelled warm-up pixel among the clustered pairs; clusters follow the current map")
-        self.change_clusters = cluster_change_table(votes, mapped)
-        logged = {"clustered": len(positions), "kmeans_s": seconds, "splits": splits,
-                  "change_clusters": len(self.change_clusters)}
-        if truth_sample:
-            from sklearn.metrics import adjusted_mutual_info_score
-
-            logged["ami_truth"] = float(adjusted_mutual_info_score(np.concatenate(truth_sample),
-                                                                   np.concatenate(label_sample)))
-        return logged
+        return pseudo, votes, mapped, np.concatenate(truth_sample), np.concatenate(label_sample)
 
     @torch.enable_grad()
-    def _refit_classifier(self, hidden: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> None:
-        """Re-initialise the MLP's output layer on the new pseudo-labels: DeepCluster re-initialises it
-        at random after each clustering, as cluster ids are arbitrary; here it is fitted (softmax
-        regression on the sampled pixels' hidden activations, Adam, full batch) so that the first
-        batches do not push a random layer's gradients into the backbone."""
+    def _refit_classifier(self, hidden: torch.Tensor, labels: torch.Tensor, class_weights: np.ndarray | None,
+                          steps: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """A new MLP output layer (weight (k, hidden), bias (k,)) for the new pseudo-labels: DeepCluster
+        re-initialises it at random after each clustering, as cluster ids are arbitrary; here it is
+        fitted (softmax regression on the sampled pixels' hidden activations, Adam, full batch) so that
+        the first batches do not push a random layer's gradients into the backbone."""
         layer = self.net.mlp[2]
         w = torch.zeros_like(layer.weight[:, :, 0, 0], requires_grad=True)
         b = torch.zeros_like(layer.bias, requires_grad=True)
-        weight = (torch.as_tensor(self.class_weights, device=hidden.device) if self.class_weights is not None
-                  else None)
+        weight = torch.as_tensor(class_weights, device=hidden.device) if class_weights is not None else None
         opt = torch.optim.Adam([w, b], lr=0.1)
         hidden = hidden.detach()
         for _ in range(steps):
             opt.zero_grad()
             F.cross_entropy(hidden @ w.t() + b, labels, weight=weight).backward()
             opt.step()
-        with torch.no_grad():
-            layer.weight.copy_(w.detach()[:, :, None, None])
-            layer.bias.copy_(b.detach())
+        return w.detach().cpu().numpy(), b.detach().cpu().numpy()
 
     @torch.no_grad()
     def refresh_batchnorm(self, data, positions: np.ndarray) -> None:
@@ -475,6 +556,14 @@ class CDCluster(TrainableModel):
                 _, logits = self.forward(b, a)
                 out[i:i + step] = change_probability(logits, self.change_clusters).cpu().numpy()
         return out
+
+
+def _pixel_draws(rng: np.random.Generator, seed: int, ctx: distributed.Dist, stream: int):
+    """``position -> generator`` for a clustering's pixel draws: the one stream ``rng`` in a single process
+    (pairs come in order); under DDP one generator per (seed, stream, pair), whichever rank holds it."""
+    if ctx.world == 1:
+        return lambda position: rng
+    return lambda position: np.random.default_rng([seed, stream, int(position)])
 
 
 def warmup_sample(index, fraction: float, min_changed: float, rng: np.random.Generator) -> np.ndarray:

@@ -4,8 +4,13 @@
 trains on its share of every epoch's shuffled samples, DDP averages the gradients (gloo on the CPU,
 NCCL on GPUs), rank 0 writes checkpoints and metrics. As in PyTorch Lightning, DDP wraps a module
 whose forward *is* the model's ``training_step``, so a model may call any part of its network.
-Work done between epochs (``start_epoch``: re-clustering) runs on every rank on the same data and
-seeds, so its results agree; models that want to split it use :func:`gather` and :func:`broadcast`.
+After each epoch rank 0's buffers (BN running statistics) are copied to every rank (:func:`sync_buffers`).
+Work done between epochs (``start_epoch``) runs on every rank on the same data and seeds, so its
+results agree, unless a model splits it: the trainer sets ``data.dist`` (:func:`context`), a model
+hands each rank whole batches of the work (:meth:`Dist.batches`), collects the results on rank 0
+(:func:`gather`) or on every rank (:func:`gather_all`) and sends what rank 0 fitted to all
+(:func:`broadcast`). CDCluster's re-clustering does so: features are extracted by every rank for its
+share of the sample, rank 0 runs the k-means, the centroids and the refitted classifier are broadcast.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    joined: bool = False  # this run joined the process group (and leaves it); False when the caller had
 
     @property
     def main(self) -> bool:
@@ -38,6 +44,24 @@ class Dist:
         n = -(-len(positions) // self.world) * self.world
         padded = np.resize(positions, n)
         return padded[self.rank::self.world]
+
+    def batches(self, positions: np.ndarray, batch_size: int) -> np.ndarray:
+        """This rank's whole batches of ``positions``: batch ``i`` (of ``batch_size`` in order) goes to
+        rank ``i % world``, nothing is repeated. Each batch is the one a single process forms, so
+        results that depend on the batch (BN on batch statistics) are the same on any number of ranks."""
+        positions = np.asarray(positions, np.int64)
+        if self.world == 1:
+            return positions
+        chunks = [positions[i:i + batch_size] for i in range(0, len(positions), batch_size)]
+        mine = chunks[self.rank::self.world]
+        return np.concatenate(mine) if mine else np.zeros(0, np.int64)
+
+
+def context(data) -> Dist:
+    """The :class:`Dist` of a training run, from the trainer's ``TrainData`` (which sets ``data.dist``);
+    a single process for anything else (e.g. a model trained by hand)."""
+    ctx = getattr(data, "dist", None)
+    return ctx if isinstance(ctx, Dist) else Dist()
 
 
 def setup(ddp: bool, device: str) -> tuple[Dist, str]:
@@ -55,18 +79,21 @@ def setup(ddp: bool, device: str) -> tuple[Dist, str]:
     if cuda:
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    if not _initialised():
+    joined = not _initialised()
+    if joined:
         dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), local), device
+    return Dist(dist.get_rank(), dist.get_world_size(), local, joined), device
 
 
 def teardown(ctx: Dist) -> None:
-    """Leave the process group (after the last checkpoint is written)."""
+    """Leave the process group (after the last checkpoint is written) if :func:`setup` joined it; a
+    group the caller set up (several trainings in one launch) stays for the next."""
     if ctx.world > 1 and _initialised():
         import torch.distributed as dist
 
         dist.barrier()
-        dist.destroy_process_group()
+        if ctx.joined:
+            dist.destroy_process_group()
 
 
 def wrap(model, ctx: Dist, device: str):
@@ -88,6 +115,18 @@ def wrap(model, ctx: Dist, device: str):
     return DistributedDataParallel(StepModule(), device_ids=ids, find_unused_parameters=True)
 
 
+def sync_buffers(module, ctx: Dist) -> None:
+    """Rank 0's buffers (BN running statistics) on every rank. DDP hands them round at the start of each
+    forward, so after an epoch's last step every rank holds its own last update; this makes them agree
+    before work between epochs (which may evaluate the network) and at the end."""
+    if ctx.world == 1:
+        return
+    import torch.distributed as dist
+
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
 def mean_over_ranks(values: dict[str, float], ctx: Dist) -> dict[str, float]:
     """Average logged scalars over the ranks."""
     if ctx.world == 1 or not values:
@@ -107,9 +146,20 @@ def gather(array: np.ndarray, ctx: Dist) -> np.ndarray | None:
         return array
     import torch.distributed as dist
 
-    parts: list = [None] * ctx.world
-    dist.all_gather_object(parts, array)
+    parts: list | None = [None] * ctx.world if ctx.main else None
+    dist.gather_object(array, parts, dst=0)
     return np.concatenate(parts) if ctx.main else None
+
+
+def gather_all(obj, ctx: Dist) -> list:
+    """Every rank's ``obj`` (any picklable value), in rank order, on every rank."""
+    if ctx.world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    parts: list = [None] * ctx.world
+    dist.all_gather_object(parts, obj)
+    return parts
 
 
 def broadcast(obj, ctx: Dist):

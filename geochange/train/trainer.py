@@ -116,6 +116,7 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
             model.net.train()
             sums = _run_epoch(model, step_fn, tdata, mine, batch_size, epoch, epochs, optimizer, scheduler, scaler,
                               use_amp, ctx)
+            distributed.sync_buffers(model.net, ctx)  # each rank's BN statistics moved on its own last batch
             row = {"epoch": epoch + 1, **sums, **logged, "lr": optimizer.param_groups[0]["lr"],
                    "samples": len(positions), "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
