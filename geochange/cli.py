@@ -335,7 +335,7 @@ def train(
     opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out=folder,
                         resume=resume, workers=workers, split=split, ddp=ddp)
     summary = train_model(name, str(data), opts, _parse_params(param), init=str(init) if init else None)
-    if not quiet:
+    if not quiet and summary.get("rank", 0) == 0:  # under torchrun, one line for the run, not one per rank
         last = summary["history"][-1] if summary["history"] else {}
         loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
         stdout.print(f"[green]done[/green]: {summary['model']} trained {summary['epochs']} epochs on "
