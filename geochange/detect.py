@@ -25,8 +25,8 @@ from geochange.engine.outputs import DetectOutputs
 from geochange.engine.plan import plan_blocks, plan_windows
 from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
-from geochange.io.atomic import write_text
-from geochange.io.journal import BlockJournal, file_identity, state_digest
+from geochange.io.atomic import discard, write_text
+from geochange.io.journal import WORK_DIR, BlockJournal, file_identity, state_digest
 from geochange.io.pair import RasterPair
 from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
@@ -198,7 +198,7 @@ def _run_whole(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions
     except BaseException:
         outputs.abort()
         raise
-    BlockJournal(out_dir, {}, 0).remove()  # a stale unfinished blocked run (--overwrite)
+    discard(out_dir / WORK_DIR)  # an unfinished blocked run this one overwrote
     return {"windows": engine.windows, "stats": outputs.stats, "polygons": n_polygons,
             "quicklook": outputs.quicklook}
 

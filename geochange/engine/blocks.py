@@ -16,6 +16,7 @@ journal records it, so an interrupted run resumes with the blocks still to do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import pyogrio
 import rasterio
 from rasterio.enums import Resampling
 
-from geochange.engine.outputs import DetectOutputs, raster_specs, rows_writers
+from geochange.engine.outputs import DetectOutputs, polygon_schema, raster_specs, rows_writers
 from geochange.engine.plan import Block, WindowPlan
 from geochange.engine.polygons import BorderPieces
 from geochange.engine.sinks import PolygonSink, RasterSink, StatsSink
@@ -94,9 +95,7 @@ def run_block(job: BlockJob, block: Block) -> dict:
                 outputs.abort()
                 raise
         np.savez(folder / "border.npz", **border.arrays())
-        edges = engine.edges or BlockEdges(np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32),
-                                           np.zeros((0, 0, 0), np.float32), None, {})
-        np.savez(folder / "edges.npz", **edges.arrays())
+        np.savez(folder / "edges.npz", **engine.edges.arrays())
         np.savez(folder / "quicklook.npz", **outputs.quicklook.part(block.y0, block.y1))
         record.update({"block": block.index, "windows": engine.windows, "predict_s": round(engine.predict_s, 3),
                        "seconds": round(time.perf_counter() - t0, 3), "polygons": outputs.vectors.count,
@@ -108,8 +107,7 @@ def run_block(job: BlockJob, block: Block) -> dict:
 
 
 def _threads(job: BlockJob):
-    import contextlib
-
+    """Torch's CPU threads on this worker (a local cluster shares the cores among its workers)."""
     if job.torch_threads and getattr(job.model, "uses_torch", False):
         from geochange.device import torch_threads
 
@@ -161,8 +159,6 @@ class Assembled:
 
 def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir: Path, bands: int) -> Assembled:
     """Finish the seams, publish the COGs, the polygons (GeoPackage + Shapefile) of all blocks."""
-    from geochange.engine.outputs import polygon_schema
-
     grid, threshold, specs = job.grid, job.model.threshold, raster_specs(job.n_types)
     seams_dir = journal.root / "seams"
     seams_dir.mkdir(exist_ok=True)

@@ -76,7 +76,7 @@ class DetectOutputs:
         self.sinks = [raster, self.polygons, self.stats, self.quicklook]
 
     def close(self) -> None:
-        """Publish the rasters and polygons (a whole run: after closing its polygons, ``polygons.close()``)."""
+        """Publish the rasters and polygons (a whole run closes ``polygons`` first, to finish its last regions)."""
         for w in self.writers:
             w.close()
         self.vectors.close()

@@ -109,6 +109,7 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
     t_start = time.perf_counter()
     weights = blend_weights(plan.tile_h, plan.tile_w, plan.overlap)
     typed = getattr(model, "n_types", 0) > 0
+    blocked = block is not None
     block = block or whole_plan(plan)
     acc = _StripAccumulator(plan, prob_steps, with_types=typed, block=block)
     with ThreadPoolExecutor(1, "geochange-read") as reader, ThreadPoolExecutor(1, "geochange-write") as writer:
@@ -146,7 +147,7 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
             advance(len(windows))
         for strip in acc.finish():
             emit(strip)
-        stats.edges = acc.edges() if block.first > 0 or block.stop < len(plan.row_offsets) else None
+        stats.edges = acc.edges() if blocked else None
         t = time.perf_counter()
         while pending_writes:
             pending_writes.popleft().result()
