@@ -60,24 +60,29 @@ class Decision:
 def decide(regions: list[Region], rule: RegionRule, scale: GroundScale) -> Decision:
     """Apply ``rule`` to finished regions (grid pixel coordinates, ``area`` in m²)."""
     out = Decision()
-    for region in regions:
-        if region.max_prob < rule.high or region.area < rule.min_area_m2:
-            out.dropped.append(region.geometry)
-            continue
-        geom, holes, hole_area = _fill_small_holes(region.geometry, rule.min_area_m2, scale)
-        if holes:
-            region = replace(region, geometry=geom, area=region.area + hole_area)
-            out.filled += holes
-            out.filled_types += [max(region.majority_type, 1)] * len(holes)
-        out.kept.append(region)
+    if not regions:
+        return out
+    geoms = np.array([r.geometry for r in regions], dtype=object)
+    keep = (np.array([r.max_prob for r in regions]) >= rule.high) & \
+        (np.array([r.area for r in regions]) >= rule.min_area_m2)
+    holed = keep & (rule.min_area_m2 > 0) & ((shapely.get_num_interior_rings(geoms) > 0)
+                                              | (shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON))
+    out.dropped = list(geoms[~keep])
+    for region, k, h in zip(regions, keep, holed):
+        if h:
+            geom, holes, hole_area = _fill_small_holes(region.geometry, rule.min_area_m2, scale)
+            if holes:
+                region = replace(region, geometry=geom, area=region.area + hole_area)
+                out.filled += holes
+                out.filled_types += [max(region.majority_type, 1)] * len(holes)
+        if k:
+            out.kept.append(region)
     return out
 
 
 def _fill_small_holes(geom: shapely.Geometry, min_area_m2: float,
                       scale: GroundScale) -> tuple[shapely.Geometry, list[shapely.Geometry], float]:
     """``geom`` without its holes under ``min_area_m2``; those holes (as polygons) and their area."""
-    if min_area_m2 <= 0 or not (shapely.get_num_interior_rings(shapely.get_parts(geom)) > 0).any():
-        return geom, [], 0.0
     parts, filled, area = [], [], 0.0
     for part in shapely.get_parts(geom):
         holes = np.array([shapely.Polygon(r) for r in part.interiors], dtype=object)
