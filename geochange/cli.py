@@ -100,7 +100,8 @@ def detect(
     bands: Optional[str] = typer.Option(None, help="Bands to compare, e.g. 1,2,3 \\[default: the common first N]."),
     normalize: str = typer.Option("meanstd", help="Radiometric normalisation of AFTER to BEFORE: meanstd, histogram or none."),
     resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
-    min_area: float = typer.Option(0.0, "--min-area", help="Drop change polygons smaller than this (m²)."),
+    min_area: Optional[float] = typer.Option(None, "--min-area", help="Minimum mapping unit (m²): changed regions smaller than this are dropped from mask and polygons, holes smaller than it filled; 0: none \\[default: 4 pixels]."),
+    hysteresis: Optional[float] = typer.Option(None, "--hysteresis", help="Low threshold (a probability <= the model's): regions of pixels above it are change if they reach the threshold somewhere \\[default: off]."),
     seed: int = typer.Option(0, help="Seed of the scene sampling (and of models that draw at random)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Run the raster in blocks on a local Dask cluster of N processes (same result as one process)."),
@@ -119,7 +120,7 @@ def detect(
         params["types"] = types
     opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
                          bands=_parse_bands(bands), normalize=normalize, resampling=resampling,
-                         min_area=min_area, seed=seed, overwrite=overwrite, workers=workers, scheduler=scheduler,
+                         min_area=min_area, hysteresis_low=hysteresis, seed=seed, overwrite=overwrite, workers=workers, scheduler=scheduler,
                          resume=resume, block_size=block_size)
     summary = run_detect(before, after, out, opts)
     folder = out or default_out_dir(before)
@@ -146,7 +147,7 @@ def detect_many(
     tile: int = typer.Option(512, help="Window size in pixels."),
     overlap: int = typer.Option(64, help="Overlap between windows in pixels."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (on the workers)."),
-    min_area: float = typer.Option(0.0, "--min-area", help="Drop change polygons smaller than this (m²)."),
+    min_area: Optional[float] = typer.Option(None, "--min-area", help="Minimum mapping unit (m²); 0: none \\[default: 4 pixels]."),
     seed: int = typer.Option(0, help="Seed of the scene sampling."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of earlier runs."),
     report: Optional[Path] = typer.Option(None, "--report", help="Where to write the report CSV \\[default: detect_many.csv beside PAIRS]."),

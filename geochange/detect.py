@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from rasterio.enums import Resampling
 
 import geochange
 from geochange.device import check_device_name, resolve_device
-from geochange.engine.outputs import DetectOutputs
+from geochange.engine.outputs import DetectOutputs, ground_scale
 from geochange.engine.plan import plan_blocks, plan_windows
+from geochange.engine.regions import RegionRule, default_min_area_m2
 from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
 from geochange.io.atomic import discard, write_text
@@ -54,7 +56,8 @@ class DetectOptions:
     bands: list[int] | None = None
     normalize: str = "meanstd"
     resampling: str = "bilinear"
-    min_area: float = 0.0
+    min_area: float | None = None          # the MMU (m²): smaller regions are not change; None: automatic
+    hysteresis_low: float | None = None    # candidates from this probability; None: the model's threshold
     seed: int = 0
     sample_windows: int = 64
     sample_size: int = 256
@@ -95,6 +98,10 @@ def detect(before: str, after: str, out: str | Path | None = None,
         raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
     if opts.workers is not None and opts.workers < 1:
         raise GeochangeError("--workers must be >= 1")
+    if opts.min_area is not None and not (math.isfinite(opts.min_area) and opts.min_area >= 0):
+        raise GeochangeError(f"--min-area must be a finite area >= 0 (m²), not {opts.min_area}")
+    if opts.hysteresis_low is not None and not 0 <= opts.hysteresis_low <= 1:
+        raise GeochangeError(f"--hysteresis must be a probability in [0, 1], not {opts.hysteresis_low}")
     ckpt = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
     opts = _with_model_name(opts, ckpt)
     # models that do not use torch run on the CPU, and do not pay for importing it
@@ -145,14 +152,15 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         del samples
     timings["fit"] = round(time.perf_counter() - t, 3)
 
+    rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
     plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
     if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows")
     n_types = getattr(model, "n_types", 0)
     if cluster is None:
-        result = _run_whole(pair, model, plan, out_dir, opts, device, timings)
+        result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings)
     else:
-        result = _run_blocks(pair, model, plan, out_dir, opts, device, timings, cluster)
+        result = _run_blocks(pair, model, rule, plan, out_dir, opts, device, timings, cluster)
     if not n_types:  # an earlier (overwritten) run's type map would not match this run
         (out_dir / "change_type.tif").unlink(missing_ok=True)
     t = time.perf_counter()
@@ -172,16 +180,26 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
                    "normalize": opts.normalize, "resampling": opts.resampling, **result.get("engine", {})},
         **result["stats"].as_dict(),
         "polygons": result["polygons"],
-        "min_area_m2": opts.min_area,
+        **rule.as_dict(),
         "outputs": [name for name in OUTPUTS if name != "change_type.tif" or n_types],
     }
 
 
-def _run_whole(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions, device: str,
+def region_rule(opts: DetectOptions, threshold: float, pixel_area_m2: float) -> RegionRule:
+    """The region decision of a run: ``--hysteresis`` (at most the threshold) and ``--min-area``
+    (automatic: :func:`~geochange.engine.regions.default_min_area_m2` of the grid's pixel area)."""
+    low = threshold if opts.hysteresis_low is None else opts.hysteresis_low
+    if low > threshold:
+        warn(f"--hysteresis {low} is above the model's threshold {threshold:.4f}: no hysteresis")
+        low = threshold
+    mmu = default_min_area_m2(pixel_area_m2) if opts.min_area is None else float(opts.min_area)
+    return RegionRule(low, threshold, mmu)
+
+
+def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
                timings: dict) -> dict:
     """The plan in this process: the engine streams every output as it goes."""
-    outputs = DetectOutputs(out_dir, pair.grid, model.threshold, getattr(model, "n_types", 0), pair.count,
-                            opts.min_area)
+    outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count)
     try:
         t = time.perf_counter()
         with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
@@ -203,7 +221,7 @@ def _run_whole(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions
             "quicklook": outputs.quicklook}
 
 
-def _run_blocks(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOptions, device: str,
+def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
                 timings: dict, cluster) -> dict:
     """The plan in blocks on a Dask cluster (engine.blocks), resumable, then assembled here."""
     from geochange.engine.blocks import BlockJob, assemble, run_blocks
@@ -212,7 +230,7 @@ def _run_blocks(pair: RasterPair, model, plan, out_dir: Path, opts: DetectOption
     journal = BlockJournal(out_dir, _fingerprint(pair, model, opts, device, len(blocks)), len(blocks))
     threads = max(1, (os.cpu_count() or 1) // opts.workers) if opts.workers and not opts.scheduler else None
     job = BlockJob(pair.before_path, pair.after_path, pair.bands_before, opts.resampling, pair.normalizer, model,
-                   plan, pair.grid, str(journal.root), opts.batch_size, PROB_STEPS, opts.min_area,
+                   plan, pair.grid, str(journal.root), opts.batch_size, PROB_STEPS, rule,
                    _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads)
     t = time.perf_counter()
     try:

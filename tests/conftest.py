@@ -57,7 +57,8 @@ class PlantedScene:
 
 
 def make_planted_scene(folder: Path, seed: int = 0, height: int = 240, width: int = 300,
-                       after_crs: CRS | None = CRS.from_epsg(4326)) -> PlantedScene:
+                       after_crs: CRS | None = CRS.from_epsg(4326), holes: bool = False) -> PlantedScene:
+    """A planted pair; ``holes``: each planted change has a small unchanged hole (3 x 4 px) inside."""
     rng = np.random.default_rng(seed)
     transform = Affine(1.0, 0, 500_000.0, 0, -1.0, 4_100_000.0)
     base = texture(rng, (height, width))
@@ -78,6 +79,10 @@ def make_planted_scene(folder: Path, seed: int = 0, height: int = 240, width: in
         else:
             before[:, r:r + h, c:c + w] = roof
         change[r:r + h, c:c + w] = True
+        if holes:
+            hole = (slice(None), slice(r + h // 2 - 1, r + h // 2 + 2), slice(c + w // 2 - 2, c + w // 2 + 2))
+            after[hole] = before[hole]
+            change[hole[1:]] = False
     before += rng.normal(0, 2.0, before.shape)
     after += rng.normal(0, 2.0, after.shape)
     after = after * 0.7 + 30  # a global illumination change: not a change

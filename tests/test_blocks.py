@@ -69,7 +69,7 @@ def _on_a_worker() -> bool:
 @pytest.fixture
 def scene(tmp_path, monkeypatch):
     register_model(monkeypatch, "slow_typed_cva", SlowTypedCVA)
-    return make_planted_scene(tmp_path / "scene", height=600)  # tall enough for overviews
+    return make_planted_scene(tmp_path / "scene", height=600, holes=True)  # tall enough for overviews
 
 
 @pytest.fixture
@@ -98,7 +98,8 @@ def assert_same_outputs(a: Path, b: Path) -> None:
     shp = [gpd.read_file(d / "changes.shp") for d in (a, b)]
     assert len(shp[0]) == len(shp[1]) == len(frames[0])
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
-    for key in ("valid_pixels", "changed_pixels", "polygons", "threshold"):
+    for key in ("valid_pixels", "changed_pixels", "polygons", "threshold", "min_area_m2", "hysteresis_low",
+                "regions_dropped", "holes_filled"):
         assert sa[key] == sb[key], key
     assert sa["changed_area_m2"] == pytest.approx(sb["changed_area_m2"], abs=0.02)
     assert (b / "quicklook.png").is_file() and not (b / WORK_DIR).exists()
@@ -120,6 +121,7 @@ def test_blocked_run_on_two_workers_equals_the_single_process_run(scene, single,
     summary = detect(str(scene.before), str(scene.after), out, DetectOptions(**BASE, workers=2, block_size=96))
     borders = block_borders(*scene.shape)
     assert summary["engine"]["blocks"] == len(borders) + 1 == 6 and summary["engine"]["dask_workers"] == 2
+    assert summary["regions_dropped"] > 0  # the default MMU at work
     assert_same_outputs(single, out)
     # the test means something: polygons cross the borders between blocks, and were joined there
     bounds = gpd.read_file(out / "changes.gpkg", layer="changes").geometry.bounds
@@ -127,6 +129,18 @@ def test_blocked_run_on_two_workers_equals_the_single_process_run(scene, single,
     top, bottom = (t.f - bounds.maxy) / abs(t.e), (t.f - bounds.miny) / abs(t.e)
     crossing = sum(int(((top < y) & (bottom > y)).sum()) for y in borders)
     assert crossing >= 2
+
+
+def test_blocked_run_with_mmu_and_hysteresis_equals_the_single_process_run(scene, tmp_path):
+    """The region decisions: a block's own regions decided in the block, border regions at assembly."""
+    opts = dict(BASE, min_area=40.0, hysteresis_low=0.3)
+    single = tmp_path / "single"
+    s = detect(str(scene.before), str(scene.after), single, DetectOptions(**opts))
+    b = detect(str(scene.before), str(scene.after), tmp_path / "blocked", DetectOptions(**opts, workers=2, block_size=96))
+    assert s["regions_dropped"] > 0 and s["holes_filled"] > 0 and s["hysteresis_low"] == 0.3
+    assert_same_outputs(single, tmp_path / "blocked")
+    with rasterio.open(single / "change_mask.tif") as ds:
+        assert b["changed_pixels"] == int((ds.read(1) == 1).sum())
 
 
 def test_run_killed_half_way_resumes_to_the_same_outputs(scene, single, tmp_path):

@@ -60,10 +60,22 @@ def test_bad_option_values(planted_same_grid, tmp_path):
     s = planted_same_grid
     for args, text in ((["--bands", "1,x"], "--bands"), (["--device", "tpu"], "unknown device"),
                        (["--normalize", "magic"], "normalisation"), (["--model", "nope"], "unknown model"),
-                       (["--resume"], "--workers or --scheduler"), (["--workers", "0"], "--workers must be")):
+                       (["--resume"], "--workers or --scheduler"), (["--workers", "0"], "--workers must be"),
+                       (["--min-area", "-1"], "--min-area must"), (["--min-area", "nan"], "--min-area must"),
+                       (["--hysteresis", "1.5"], "--hysteresis must")):
         res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), *args])
         assert res.exit_code == 2, (args, res.output)
         assert text in res.output
+
+
+def test_detect_region_options(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "--tile", "128", "-q",
+                              "--min-area", "0", "--hysteresis", "0.3"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["min_area_m2"] == 0.0 and summary["hysteresis_low"] == 0.3
 
 
 def test_version():

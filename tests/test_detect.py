@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.features
+import pyproj
+from affine import Affine
 from PIL import Image
+from rasterio.crs import CRS
+from scipy import ndimage
 
 from geochange.detect import DetectOptions, detect
 from geochange.errors import GeochangeError
 from geochange.metrics import ConfusionMatrix
-from tests.conftest import write_tif
+from tests.conftest import texture, write_tif
 
 OUTPUTS = ["change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json"]
@@ -116,9 +120,16 @@ def test_polygons_open_with_crs_and_fields(result):
 def test_polygon_area_matches_mask_area(result):
     scene, out, summary = result
     gdf = gpd.read_file(out / "changes.gpkg", layer="changes")
-    # 1 m pixels: polygon area (simplified to pixel size) stays close to the count of changed pixels
-    assert gdf["area_m2"].sum() == pytest.approx(summary["changed_area_m2"], rel=0.1)
+    with rasterio.open(out / "change_mask.tif") as ds:
+        mask = ds.read(1)
+    # 1 m pixels: the polygons are exactly the changed pixels of the mask, the statistics count them
+    assert summary["changed_pixels"] == int((mask == 1).sum())
     assert summary["changed_area_m2"] == summary["changed_pixels"] * 1.0
+    assert gdf["area_m2"].sum() == pytest.approx(summary["changed_area_m2"], abs=0.01)
+    np.testing.assert_allclose(gdf.geometry.area, gdf["area_m2"])
+    # the default MMU (4 pixels) and no hysteresis, as summary.json says
+    assert summary["min_area_m2"] == 4.0 and summary["hysteresis_low"] == summary["threshold"]
+    assert (gdf["area_m2"] >= 4.0).all() and summary["regions_dropped"] > 0
 
 
 def test_summary_and_quicklook(result):
@@ -140,6 +151,46 @@ def test_min_area_drops_specks(planted, tmp_path):
     gdf = gpd.read_file(tmp_path / "b" / "changes.gpkg", layer="changes")
     assert b["polygons"] < a["polygons"]
     assert (gdf["area_m2"] >= 100).all()
+    # ... and from the mask and the statistics: a region is change or not, everywhere
+    with rasterio.open(tmp_path / "b" / "change_mask.tif") as ds:
+        mask = ds.read(1)
+    assert b["changed_pixels"] == int((mask == 1).sum()) and b["regions_dropped"] > a["regions_dropped"]
+    assert gdf["area_m2"].sum() == pytest.approx(b["changed_area_m2"], abs=0.01)
+    labels, n = ndimage.label(mask == 1)
+    assert n == b["polygons"] and (np.bincount(labels.ravel())[1:] >= 100).all()
+    # --min-area 0: every candidate region is change, specks of one pixel too
+    c = detect(str(planted.before), str(planted.after), tmp_path / "c", DetectOptions(tile=128, min_area=0))
+    assert c["polygons"] > a["polygons"] and c["regions_dropped"] == 0
+
+
+def test_web_mercator_at_60n_measures_ground_areas(tmp_path):
+    """EPSG:3857 far from the equator: polygon and mask areas are the geodesic ones (~1/4 of planar)."""
+    rng = np.random.default_rng(1)
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(10.0, 60.0)
+    transform = Affine(5.0, 0.0, x, 0.0, -5.0, y)
+    before = texture(rng, (80, 90))
+    after = before + rng.normal(0, 1.0, before.shape).astype(np.float32)
+    after[:, 20:34, 30:47] += 80.0       # a planted change
+    after[:, 60:62, 10:13] += 80.0
+    crs = CRS.from_epsg(3857)
+    write_tif(tmp_path / "b.tif", before, crs, transform)
+    write_tif(tmp_path / "a.tif", after, crs, transform)
+    summary = detect(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), tmp_path / "o", DetectOptions(tile=64))
+    with rasterio.open(tmp_path / "o" / "change_mask.tif") as ds:
+        mask, t = ds.read(1), ds.transform
+    rows, cols = np.nonzero(mask == 1)
+    assert len(rows) >= 14 * 17
+    # the truth: each changed pixel's corners to lon/lat, geodesic area on WGS84
+    to_lonlat = pyproj.Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+    geod = pyproj.Geod(ellps="WGS84")
+    truth = 0.0
+    for r, c in zip(rows, cols):
+        xs, ys = zip(*(t @ p for p in ((c, r), (c + 1, r), (c + 1, r + 1), (c, r + 1))))
+        truth += abs(geod.polygon_area_perimeter(*to_lonlat.transform(xs, ys))[0])
+    gdf = gpd.read_file(tmp_path / "o" / "changes.gpkg", layer="changes")
+    assert summary["changed_area_m2"] == pytest.approx(truth, rel=0.01)
+    assert gdf["area_m2"].sum() == pytest.approx(truth, rel=0.01)
+    assert summary["min_area_m2"] == pytest.approx(4 * 25.0 / 4, rel=0.01)  # 4 ground pixels
 
 
 def test_tile_size_does_not_change_result(planted_same_grid, tmp_path):

@@ -12,7 +12,7 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from geochange.engine.polygons import Region, StripPolygonizer, regions_to_frame
-from geochange.geometry import pixel_areas_m2
+from geochange.geometry import GroundScale, pixel_areas_m2
 
 UTM33 = CRS.from_epsg(32633)
 WGS84 = CRS.from_epsg(4326)
@@ -101,13 +101,15 @@ def strip_heights(spec, height: int) -> list[int]:
     return out
 
 
-def by_strips(mask: np.ndarray, prob: np.ndarray, spec) -> tuple[list[Region], list[int]]:
-    """Polygonise strip by strip; also return, per region, the index of the add() call that released it."""
+def by_strips(mask: np.ndarray, prob: np.ndarray, spec, scale: GroundScale | None = None) -> tuple[list[Region], list[int]]:
+    """Polygonise strip by strip; also return, per region, the index of the add() call that released it.
+    With ``scale``, regions sum the ground areas of their pixels."""
     poly = StripPolygonizer()
     regions, released = [], []
     row = 0
     for k, h in enumerate(strip_heights(spec, mask.shape[0])):
-        got = poly.add(row, mask[row:row + h], prob[row:row + h])
+        areas = None if scale is None else scale.row_areas(row, h)
+        got = poly.add(row, mask[row:row + h], prob[row:row + h], row_areas=areas)
         regions += got
         released += [k] * len(got)
         row += h
@@ -123,7 +125,7 @@ def assert_same_regions(got: list[Region], ref: list[Region]) -> None:
     unmatched = list(range(len(ref)))
     for g in got:
         assert g.geometry.is_valid
-        assert g.geometry.area == g.n_pixels          # one unit square per pixel
+        assert g.geometry.area == g.n_pixels == g.area  # one unit square per pixel
         matches = [i for i in unmatched if g.geometry.equals(ref[i].geometry)]
         assert len(matches) == 1, f"no single whole-mask region equal to {g.geometry.wkt}"
         r = ref[matches[0]]
@@ -227,9 +229,10 @@ def test_regions_are_in_grid_pixel_coordinates():
 TRANSFORM_10M = Affine(10.0, 0.0, 400_000.0, 0.0, -10.0, 5_000_000.0)
 
 
-def frame_of(mask, prob, transform, crs, spec="whole", **kw):
-    regions, _ = by_strips(mask, prob, spec)
-    return regions, regions_to_frame(regions, transform, crs, **kw)
+def frame_of(mask, prob, transform, crs, spec="whole"):
+    scale = GroundScale(transform, crs, mask.shape[1], mask.shape[0])
+    regions, _ = by_strips(mask, prob, spec, scale)
+    return regions, regions_to_frame(regions, transform, crs, scale)
 
 
 def test_frame_areas_bounds_and_probabilities_in_projected_crs():
@@ -239,7 +242,7 @@ def test_frame_areas_bounds_and_probabilities_in_projected_crs():
     mask[24:26, 34:36] = False
     mask[35, 2] = True             # a single pixel
     prob = prob_for(mask, 5)
-    regions, frame = frame_of(mask, prob, TRANSFORM_10M, UTM33, spec=3, simplify_px=0)
+    regions, frame = frame_of(mask, prob, TRANSFORM_10M, UTM33, spec=3)
     assert list(frame.columns) == ["area_m2", "perim_m", "mean_prob", "max_prob", "geometry"]
     assert frame.crs == UTM33
     assert len(frame) == 3
@@ -263,9 +266,18 @@ def test_frame_areas_bounds_and_probabilities_in_projected_crs():
     assert by_area["mean_prob"][1] == pytest.approx(prob[sel].mean(), abs=5e-5)
 
 
+def test_one_pixel_region_is_exactly_one_pixel():
+    t = Affine(5.0, 0.0, 400_000.0, 0.0, -5.0, 5_000_000.0)
+    mask = np.zeros((6, 6), bool)
+    mask[3, 2] = True
+    _, frame = frame_of(mask, np.ones(mask.shape, np.float32), t, UTM33, spec=2)
+    assert frame["area_m2"].tolist() == [25.0] and frame["perim_m"].tolist() == [20.0]
+    assert frame.geometry[0].equals(shapely.box(400_010, 4_999_980, 400_015, 4_999_985))
+
+
 def test_frame_area_equals_pixel_count_on_random_mask():
     mask = random_mask(7, (60, 60))
-    regions, frame = frame_of(mask, prob_for(mask), TRANSFORM_10M, UTM33, spec=7, simplify_px=0)
+    regions, frame = frame_of(mask, prob_for(mask), TRANSFORM_10M, UTM33, spec=7)
     assert len(frame) == len(regions)
     assert frame.geometry.is_valid.all()
     assert sorted(frame["area_m2"]) == sorted(100.0 * r.n_pixels for r in regions)
@@ -273,20 +285,7 @@ def test_frame_area_equals_pixel_count_on_random_mask():
     assert 400_000 <= x0 and x1 <= 400_600 and 4_999_400 <= y0 and y1 <= 5_000_000
 
 
-def test_min_area_drops_small_regions():
-    mask = np.zeros((20, 20), bool)
-    mask[1, 1] = True              # 100 m²
-    mask[5:7, 5:7] = True          # 400 m²
-    mask[10:15, 10:15] = True      # 2500 m²
-    prob = np.ones(mask.shape, np.float32)
-    for min_area, expected in [(0, [100, 400, 2500]), (100, [100, 400, 2500]), (101, [400, 2500]),
-                               (400, [400, 2500]), (1000, [2500]), (1e9, [])]:
-        _, frame = frame_of(mask, prob, TRANSFORM_10M, UTM33, min_area_m2=min_area, simplify_px=0)
-        assert sorted(frame["area_m2"]) == expected
-        assert list(frame.index) == list(range(len(frame)))
-
-
-def test_simplified_frame_is_valid_and_independent_of_strip_height():
+def test_exact_frame_is_valid_and_independent_of_strip_height():
     mask = random_mask(11, (80, 80))
     prob = prob_for(mask)
     frames = [frame_of(mask, prob, TRANSFORM_10M, UTM33, spec=spec)[1] for spec in (1, 3, 7, "whole")]
@@ -301,10 +300,10 @@ def test_simplified_frame_is_valid_and_independent_of_strip_height():
         assert f.geometry.is_valid.all()
         assert all(a.equals(b) for a, b in zip(f.geometry, ref.geometry))
         np.testing.assert_allclose(f["area_m2"], ref["area_m2"])
-    # simplification to one pixel keeps areas close to the pixel count
+    # outlines are exact: each polygon covers its pixels, and its area is theirs
     regions, _ = by_strips(mask, prob, "whole")
-    total = sum(r.n_pixels for r in regions) * 100.0
-    assert ref["area_m2"].sum() == pytest.approx(total, rel=0.1)
+    assert sorted(ref["area_m2"]) == sorted(r.n_pixels * 100.0 for r in regions)
+    np.testing.assert_allclose(ref.geometry.area, ref["area_m2"])
 
 
 def test_empty_regions_give_empty_frame_with_schema():
@@ -320,7 +319,7 @@ def test_geographic_crs_gives_geodesic_areas():
     mask = np.zeros((100, 100), bool)
     mask[10:60, 20:90] = True
     mask[70:72, 5:8] = True
-    regions, frame = frame_of(mask, np.ones(mask.shape, np.float32), transform, WGS84, spec=7, simplify_px=0)
+    regions, frame = frame_of(mask, np.ones(mask.shape, np.float32), transform, WGS84, spec=7)
     assert frame.crs == WGS84
     assert len(frame) == 2
     assert frame.geometry.is_valid.all()
@@ -340,21 +339,19 @@ def test_geographic_ring_area_excludes_its_hole():
     mask = np.zeros((30, 30), bool)
     mask[5:25, 5:25] = True
     mask[10:20, 10:20] = False
-    for simplify_px in (0, 1):
-        _, frame = frame_of(mask, np.ones(mask.shape, np.float32), transform, WGS84, spec=4,
-                            simplify_px=simplify_px)
-        assert len(frame) == 1
-        assert frame.geometry[0].geom_type == "Polygon"
-        assert len(frame.geometry[0].interiors) == 1
-        expected = (mask.sum(axis=1) * pixel_areas_m2(transform, WGS84, 0, 30)).sum()
-        assert frame["area_m2"][0] == pytest.approx(expected, rel=1e-4)
+    _, frame = frame_of(mask, np.ones(mask.shape, np.float32), transform, WGS84, spec=4)
+    assert len(frame) == 1
+    assert frame.geometry[0].geom_type == "Polygon"
+    assert len(frame.geometry[0].interiors) == 1
+    expected = (mask.sum(axis=1) * pixel_areas_m2(transform, WGS84, 0, 30)).sum()
+    assert frame["area_m2"][0] == pytest.approx(expected, abs=0.005)  # rounded to cm²
 
 
 # ---------------------------------------------------------------- pixel_areas_m2
 
 def test_pixel_areas_projected():
     np.testing.assert_array_equal(pixel_areas_m2(TRANSFORM_10M, UTM33, 0, 5), np.full(5, 100.0))
-    t = Affine(0.5, 0.0, 0.0, 0.0, -0.25, 0.0)
+    t = Affine(0.5, 0.0, 500_000.0, 0.0, -0.25, 5_000_000.0)
     np.testing.assert_allclose(pixel_areas_m2(t, UTM33, 100, 3), np.full(3, 0.125))
     # a CRS in US survey feet: 1 ft pixels are ~0.0929 m²
     ft = pixel_areas_m2(Affine(1.0, 0, 0, 0, -1.0, 0), CRS.from_epsg(2264), 0, 2)

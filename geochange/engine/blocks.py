@@ -7,7 +7,8 @@ fitted once on the client, and writes the block's rows of every output into its 
 borders, and its *edges* (the blend parts of the seam rows it shares with its neighbours).
 The client then publishes (``assemble``): it finishes each seam by replaying both blocks' parts
 in the whole run's order, mosaics the parts into the COGs through a VRT, joins the border regions
-across blocks, and sums the statistics. Rasters come out bit for bit as a single-process run's;
+across blocks (and decides them: a block decides the regions it finishes itself, and burns that into
+its own mask part), burns those decisions into the mosaicked mask, and sums the statistics. Rasters come out bit for bit as a single-process run's;
 polygons the same after normalisation (ids are given in block order).
 
 A block's folder appears only when the block is complete (``journal.publish_block``), and the
@@ -27,9 +28,11 @@ import pyogrio
 import rasterio
 from rasterio.enums import Resampling
 
-from geochange.engine.outputs import DetectOutputs, polygon_schema, raster_specs, rows_writers
+from geochange.engine.fixups import MaskFixups
+from geochange.engine.outputs import DetectOutputs, ground_scale, polygon_schema, raster_specs, rows_writers
 from geochange.engine.plan import Block, WindowPlan
 from geochange.engine.polygons import BorderPieces
+from geochange.engine.regions import RegionRule
 from geochange.engine.sinks import PolygonSink, RasterSink, StatsSink
 from geochange.engine.sliding import BlockEdges, replay_seam, run_sliding
 from geochange.errors import GeochangeError
@@ -37,7 +40,7 @@ from geochange.io.align import Grid
 from geochange.io.journal import DONE, BlockJournal, publish_block
 from geochange.io.normalize import Normalizer
 from geochange.io.quicklook import QuicklookCanvas
-from geochange.io.rasters import publish_cog, write_vrt
+from geochange.io.rasters import flatten, publish_cog, write_vrt
 from geochange.io.vectors import LAYER, VectorWriter
 from geochange.models.base import ChangeModel
 
@@ -57,13 +60,17 @@ class BlockJob:
     work_dir: str
     batch_size: int = 8
     prob_steps: int | None = None
-    min_area_m2: float = 0.0
+    rule: RegionRule | None = None  # None: the model's threshold, no hysteresis, no MMU
     gdal_cache_bytes: int = 64 * 2**20
     torch_threads: int | None = None  # CPU threads for torch on each worker (None: as the worker is set up)
 
     @property
     def n_types(self) -> int:
         return getattr(self.model, "n_types", 0)
+
+    @property
+    def region_rule(self) -> RegionRule:
+        return self.rule or RegionRule.at(self.model.threshold)
 
 
 def run_block(job: BlockJob, block: Block) -> dict:
@@ -83,8 +90,7 @@ def run_block(job: BlockJob, block: Block) -> dict:
                 RasterPair.open(job.before, job.after, bands=job.bands,
                                 resampling=Resampling[job.resampling]) as pair:
             pair.normalizer = job.normalizer
-            outputs = DetectOutputs(folder, job.grid, job.model.threshold, job.n_types, pair.count,
-                                    job.min_area_m2, rows=block.body)
+            outputs = DetectOutputs(folder, job.grid, job.region_rule, job.n_types, pair.count, rows=block.body)
             try:
                 engine = run_sliding(pair, job.model, job.plan, outputs.sinks, batch_size=job.batch_size,
                                      prob_steps=job.prob_steps, window_hooks=[outputs.quicklook.add_window],
@@ -159,13 +165,15 @@ class Assembled:
 
 def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir: Path, bands: int) -> Assembled:
     """Finish the seams, publish the COGs, the polygons (GeoPackage + Shapefile) of all blocks."""
-    grid, threshold, specs = job.grid, job.model.threshold, raster_specs(job.n_types)
+    grid, rule, specs = job.grid, job.region_rule, raster_specs(job.n_types)
     seams_dir = journal.root / "seams"
     seams_dir.mkdir(exist_ok=True)
-    stats = StatsSink(grid, threshold)
-    quicklook = QuicklookCanvas(grid.height, grid.width, bands, threshold)
+    scale = ground_scale(grid)
+    stats = StatsSink(scale, rule.low)
+    quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high)
     vectors = VectorWriter(out_dir, grid.crs, polygon_schema(job.n_types > 0))
-    polygons = PolygonSink(vectors, grid, threshold, job.min_area_m2, job.n_types)
+    fixups = MaskFixups(journal.root / "fixups.bin", scale)
+    polygons = PolygonSink(vectors, grid, rule, fixups, job.n_types)
     parts: list[list[tuple[Path, int]]] = [[] for _ in specs]
     try:
         prev_tail: dict[str, np.ndarray] = {}
@@ -175,7 +183,7 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
                 edges = BlockEdges.from_arrays({k: z[k] for k in z.files})
             strip = replay_seam(job.plan, block, prev_tail, edges, job.prob_steps)
             if strip is not None:
-                seam_parts = _write_seam(seams_dir, block, grid, specs, strip, threshold)
+                seam_parts = _write_seam(seams_dir, block, grid, specs, strip, rule.low)
                 for k, path in enumerate(seam_parts):
                     parts[k].append((path, block.y0))
                 stats.write(strip)
@@ -193,10 +201,13 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
             for k, spec in enumerate(specs):
                 parts[k].append((folder / spec.name, block.body[0]))
         n_polygons = polygons.close()
-        for k, spec in enumerate(specs):
-            vrt = write_vrt(journal.root / f"{spec.name}.vrt", grid, spec.dtype, spec.nodata, parts[k],
-                            spec.description)
-            publish_cog(vrt, out_dir / spec.name, spec.overview_resampling)
+        sources = [write_vrt(journal.root / f"{spec.name}.vrt", grid, spec.dtype, spec.nodata, parts[k],
+                             spec.description) for k, spec in enumerate(specs)]
+        # the mask and types get the border regions' decisions: in one GeoTIFF each, edited in place
+        sources[1:] = [flatten(vrt, vrt.with_suffix(".tif")) for vrt in sources[1:]]
+        stats.correct(fixups.apply(*sources[1:]), fixups)
+        for spec, src in zip(specs, sources):
+            publish_cog(src, out_dir / spec.name, spec.overview_resampling)
         vectors.close()
     except BaseException:
         vectors.abort()

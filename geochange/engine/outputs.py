@@ -4,6 +4,10 @@ A whole run writes the change rasters as COGs and the polygons as GeoPackage + S
 output folder. A block (distributed run) writes the same rasters for its own rows as plain GeoTIFFs
 and its finished polygons as a GeoPackage into its work folder, and keeps the regions that touch
 its first or last row for the assembly (``engine.blocks``).
+
+The mask and type rasters are written as candidates (``prob >= low``) as the strips come; on close the
+region decisions (``engine.regions``) are burned into their temporary GeoTIFFs (``engine.fixups``)
+before they are published, and the statistics are corrected to match.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
+from geochange.engine.fixups import MaskFixups
+from geochange.engine.regions import RegionRule
 from geochange.engine.sinks import MASK_NODATA, PROB_NODATA, PolygonSink, RasterSink, StatsSink
+from geochange.geometry import GroundScale
 from geochange.io.align import Grid
+from geochange.io.atomic import temp_path
 from geochange.io.quicklook import QuicklookCanvas
 from geochange.io.rasters import RasterWriter
 from geochange.io.vectors import VectorWriter
@@ -49,6 +57,11 @@ def rows_writers(folder: Path, grid: Grid, specs: list[RasterSpec], rows: tuple[
                          cog=cog, first_row=y0) for s in specs]
 
 
+def ground_scale(grid: Grid) -> GroundScale:
+    """The ground measures of ``grid`` (the whole grid's, also for a block: decisions must not differ)."""
+    return GroundScale(grid.transform, grid.crs, grid.width, grid.height)
+
+
 def polygon_schema(typed: bool = False):
     """The columns of the change polygons (an empty GeoDataFrame)."""
     import geopandas as gpd
@@ -63,25 +76,36 @@ def polygon_schema(typed: bool = False):
 class DetectOutputs:
     """Writers and sinks of one run (``rows=None``) or of one block's body rows (``rows=(y0, y1)``)."""
 
-    def __init__(self, folder: Path, grid: Grid, threshold: float, n_types: int, bands: int,
-                 min_area_m2: float = 0.0, rows: tuple[int, int] | None = None) -> None:
+    def __init__(self, folder: Path, grid: Grid, rule: RegionRule, n_types: int, bands: int,
+                 rows: tuple[int, int] | None = None) -> None:
         block = rows is not None
+        self.first_row = rows[0] if block else 0
+        scale = ground_scale(grid)
         self.writers = rows_writers(folder, grid, raster_specs(n_types), rows, cog=not block)
         self.vectors = VectorWriter(folder, grid.crs, polygon_schema(n_types > 0),
                                     name="regions" if block else "changes", shapefile=not block)
-        self.polygons = PolygonSink(self.vectors, grid, threshold, min_area_m2, n_types, hold_top=block)
-        self.stats = StatsSink(grid, threshold)
-        self.quicklook = QuicklookCanvas(grid.height, grid.width, bands, threshold)
-        raster = RasterSink(self.writers[0], self.writers[1], threshold, self.writers[2] if n_types else None)
+        self.fixups = MaskFixups(temp_path(folder / "change_mask.tif", ".fixups"), scale)
+        self.polygons = PolygonSink(self.vectors, grid, rule, self.fixups, n_types, hold_top=block)
+        self.stats = StatsSink(scale, rule.low)
+        self.quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high)
+        raster = RasterSink(self.writers[0], self.writers[1], rule.low, self.writers[2] if n_types else None)
         self.sinks = [raster, self.polygons, self.stats, self.quicklook]
 
     def close(self) -> None:
-        """Publish the rasters and polygons (a whole run closes ``polygons`` first, to finish its last regions)."""
+        """Burn the region decisions into the mask, correct the statistics, publish the rasters and
+        polygons (a whole run closes ``polygons`` first, to decide its last regions)."""
+        temps = [w.seal() for w in self.writers]
+        try:
+            correction = self.fixups.apply(temps[1], temps[2] if len(temps) > 2 else None, self.first_row)
+        finally:
+            self.fixups.discard()
+        self.stats.correct(correction, self.fixups)
         for w in self.writers:
             w.close()
         self.vectors.close()
 
     def abort(self) -> None:
+        self.fixups.discard()
         for w in self.writers:
             w.abort()
         self.vectors.abort()

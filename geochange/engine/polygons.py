@@ -22,7 +22,7 @@ import shapely
 from affine import Affine
 from scipy import ndimage
 
-from geochange.geometry import areas_perimeters_m, polygonal_part, repair
+from geochange.geometry import GroundScale, polygonal_part, repair
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Region:
     sum_prob: float
     max_prob: float
     type_counts: np.ndarray | None = None  # pixels per change type (index 0 unused), typed models only
+    area: float = 0.0  # ground area of its pixels (m², or pixels when the polygonizer had no row areas)
 
     @property
     def majority_type(self) -> int:
@@ -50,6 +51,7 @@ class _Piece:
     s: float
     m: float
     t: np.ndarray | None = None
+    a: float = 0.0
 
 
 @dataclass
@@ -72,7 +74,8 @@ class BorderPieces:
                "wkb_ends": np.cumsum([len(b) for b in wkb], dtype=np.int64),
                "n": np.array([p.n_pixels for p in self.pieces], np.int64),
                "sum": np.array([p.sum_prob for p in self.pieces], np.float64),
-               "max": np.array([p.max_prob for p in self.pieces], np.float64)}
+               "max": np.array([p.max_prob for p in self.pieces], np.float64),
+               "area": np.array([p.area for p in self.pieces], np.float64)}
         if self.pieces and self.pieces[0].type_counts is not None:
             out["types"] = np.stack([p.type_counts for p in self.pieces])
         return out
@@ -83,8 +86,8 @@ class BorderPieces:
         raw = a["wkb"].tobytes()
         geoms = [shapely.from_wkb(raw[s:e]) for s, e in zip([0] + ends[:-1], ends)]
         types = a["types"] if "types" in a else None
-        pieces = [Region(g, int(n), float(s), float(m), None if types is None else types[i])
-                  for i, (g, n, s, m) in enumerate(zip(geoms, a["n"], a["sum"], a["max"]))]
+        pieces = [Region(g, int(n), float(s), float(m), None if types is None else types[i], float(area))
+                  for i, (g, n, s, m, area) in enumerate(zip(geoms, a["n"], a["sum"], a["max"], a["area"]))]
         return cls(a["top"], a["bottom"], pieces)
 
 
@@ -105,10 +108,12 @@ class StripPolygonizer:
     _next_id: int = 1
 
     def add(self, row_off: int, mask: np.ndarray, prob: np.ndarray, types: np.ndarray | None = None,
-            n_types: int = 0) -> list[Region]:
+            n_types: int = 0, row_areas: np.ndarray | None = None) -> list[Region]:
         """Add the strip whose first grid row is ``row_off``; return the regions it finished.
 
-        With ``types`` (uint8, 1..n_types), each region also counts its pixels per change type.
+        With ``types`` (uint8, 1..n_types), each region also counts its pixels per change type;
+        with ``row_areas`` (the ground area of a pixel in each of the strip's rows), each region
+        sums the areas of its pixels (else its area is its pixel count).
         """
         labels, n = ndimage.label(mask)
         pieces: list[_Piece] = []
@@ -120,6 +125,11 @@ class StripPolygonizer:
             maxs = np.full(n + 1, -np.inf)
             np.maximum.at(maxs, lab, p)
             maxs = maxs[1:]
+            if row_areas is None:
+                areas = counts.astype(np.float64)
+            else:
+                areas = np.bincount(lab, weights=np.asarray(row_areas, np.float64)[np.nonzero(inside)[0]],
+                                    minlength=n + 1)[1:]
             tcounts = None
             if types is not None:
                 m = n_types + 1
@@ -134,12 +144,13 @@ class StripPolygonizer:
                 parts = geoms[k]
                 geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
                 pieces.append(_Piece(geom, int(counts[k - 1]), float(sums[k - 1]), float(maxs[k - 1]),
-                                     None if tcounts is None else tcounts[k - 1]))
+                                     None if tcounts is None else tcounts[k - 1], float(areas[k - 1])))
         return self._attach(pieces, labels[0], labels[-1])
 
     def attach(self, border: BorderPieces) -> list[Region]:
         """Add a block's border pieces, as if its rows were one strip; return the regions this finishes."""
-        pieces = [_Piece(r.geometry, r.n_pixels, r.sum_prob, r.max_prob, r.type_counts) for r in border.pieces]
+        pieces = [_Piece(r.geometry, r.n_pixels, r.sum_prob, r.max_prob, r.type_counts, r.area)
+                  for r in border.pieces]
         return self._attach(pieces, border.top, border.bottom)
 
     def _attach(self, pieces: list[_Piece], top: np.ndarray, bottom: np.ndarray) -> list[Region]:
@@ -199,7 +210,7 @@ class StripPolygonizer:
             geom = pieces[0].geometry if len(pieces) == 1 else shapely.union_all([p.geometry for p in pieces])
             tc = None if pieces[0].t is None else np.sum([p.t for p in pieces], axis=0)
             regions.append(Region(geom, sum(p.n for p in pieces), sum(p.s for p in pieces),
-                                  max(p.m for p in pieces), tc))
+                                  max(p.m for p in pieces), tc, sum(p.a for p in pieces)))
         return list(groups), regions
 
     def _find(self, a: int) -> int:
@@ -217,42 +228,37 @@ class StripPolygonizer:
             self._parent[max(ra, rb)] = min(ra, rb)
 
 
-def regions_to_frame(regions: list[Region], transform: Affine, crs, min_area_m2: float = 0.0,
-                     simplify_px: float = 1.0):
-    """Finished regions as a GeoDataFrame in ``crs``: simplified to pixel size, valid, measured in metres.
+def regions_to_frame(regions: list[Region], transform: Affine, crs, scale: GroundScale | None = None):
+    """Finished regions as a GeoDataFrame in ``crs``: exact pixel outlines, valid, measured on the ground.
 
-    Columns: ``area_m2``, ``perim_m``, ``mean_prob``, ``max_prob`` (ids are given by the caller,
-    in output order), and ``type`` (the majority change type) when the regions carry types.
-    Regions smaller than ``min_area_m2`` are dropped.
+    Columns: ``area_m2`` (the regions' ``area``: the ground areas of their pixels), ``perim_m``
+    (ground length of every ring, by ``scale``: by default that of the grid's origin), ``mean_prob``,
+    ``max_prob`` (ids are given by the caller, in output order), and ``type`` (the majority change
+    type) when the regions carry types.
     """
     import geopandas as gpd
-
 
     if not regions:
         return gpd.GeoDataFrame({"area_m2": [], "perim_m": [], "mean_prob": [], "max_prob": []},
                                 geometry=gpd.GeoSeries([], crs=crs), crs=crs)
     geoms = np.array([r.geometry for r in regions], dtype=object)
     # drop the collinear vertices strip borders leave, and start every ring at a canonical vertex,
-    # so the simplified outline is the same however the region was cut into strips
+    # so the outline is the same however the region was cut into strips; outlines stay exact
     geoms = shapely.normalize(shapely.simplify(geoms, 0.0))
-    if simplify_px > 0:
-        geoms = shapely.simplify(geoms, simplify_px, preserve_topology=True)
     a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
     geoms = shapely.transform(geoms, lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c,
                                                                 d * xy[:, 0] + e * xy[:, 1] + f]))
     bad = ~shapely.is_valid(geoms)
     if bad.any():
         geoms[bad] = [polygonal_part(g) or shapely.Polygon() for g in repair(geoms[bad])]
-    area, perim = areas_perimeters_m(geoms, crs)
+    scale = scale or GroundScale(transform, crs)
     n = np.array([r.n_pixels for r in regions], dtype=np.float64)
     frame = gpd.GeoDataFrame({
-        "area_m2": area.round(2),
-        "perim_m": perim.round(2),
+        "area_m2": np.array([r.area for r in regions]).round(2),
+        "perim_m": scale.perimeters(geoms).round(2),
         "mean_prob": (np.array([r.sum_prob for r in regions]) / np.maximum(n, 1)).round(4),
         "max_prob": np.array([r.max_prob for r in regions]).round(4),
     }, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
     if regions[0].type_counts is not None:
         frame["type"] = np.array([r.majority_type for r in regions], dtype=np.int32)
-    keep = (frame["area_m2"] >= min_area_m2) & ~frame.geometry.is_empty
-    return frame[keep.to_numpy()].reset_index(drop=True)
-
+    return frame[~frame.geometry.is_empty.to_numpy()].reset_index(drop=True)

@@ -53,6 +53,11 @@ class RasterWriter:
         """Write a full-width strip ``rows`` (h, width) starting at (larger) grid row ``row_off``."""
         self._ds.write(rows, 1, window=Window(0, row_off - self.first_row, self.grid.width, rows.shape[0]))
 
+    def seal(self) -> Path:
+        """Finish writing rows; the temporary GeoTIFF's path, to edit in place before :meth:`close`."""
+        self._ds.close()
+        return self._tmp
+
     def close(self) -> Path:
         """Publish: COG copy with overviews (or the GeoTIFF as it is), then rename onto the final name."""
         try:
@@ -83,15 +88,20 @@ def publish_cog(src: str | Path, final: str | Path, overview_resampling: str = "
     tmp, flat = temp_path(final, ".cog.tif"), temp_path(final, ".flat.tif")
     try:
         if str(src).endswith(".vrt"):
-            rasterio.shutil.copy(str(src), flat, driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
-                                 compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
-            src = flat
+            src = flatten(src, flat)
         rasterio.shutil.copy(str(src), tmp, driver="COG", predictor="NO",
                              overview_resampling=overview_resampling.upper(), **COG_OPTIONS)
         commit(tmp, final)
     finally:
         discard(tmp, flat)
     return final
+
+
+def flatten(src: str | Path, dst: str | Path) -> Path:
+    """Copy any GDAL raster (a VRT mosaic) into one tiled GeoTIFF ``dst`` (that can be edited in place)."""
+    rasterio.shutil.copy(str(src), str(dst), driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
+                         compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
+    return Path(dst)
 
 
 def write_vrt(path: str | Path, grid: Grid, dtype: str, nodata: float | int, parts: list[tuple[str | Path, int]],
