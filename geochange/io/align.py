@@ -45,7 +45,7 @@ class Grid:
     def translated(self, dy: float, dx: float) -> "Grid":
         """This grid moved by ``dy`` rows and ``dx`` columns (fractions allowed): its pixel ``(r, c)``
         lies where this grid's pixel ``(r + dy, c + dx)`` does."""
-        return Grid(self.crs, self.transform * Affine.translation(dx, dy), self.width, self.height)
+        return Grid(self.crs, self.transform @ Affine.translation(dx, dy), self.width, self.height)
 
     def same_as(self, other: "Grid", tol: float = 1e-6) -> bool:
         return (self.crs == other.crs and self.width == other.width and self.height == other.height
