@@ -332,6 +332,7 @@ class ShiftedPair:
     after: Path
     shift: tuple[float, float]   # (dy, dx): AFTER's content lies this many pixels from BEFORE's
     transform: Affine
+    change: np.ndarray           # bool (h, w): where buildings were planted in AFTER
 
 
 def make_shifted_pair(folder: Path, shift: tuple[float, float] = (0.6, -1.3), seed: int = 0, size: int = 320,
@@ -349,10 +350,12 @@ def make_shifted_pair(folder: Path, shift: tuple[float, float] = (0.6, -1.3), se
     crop = (slice(None), slice(margin, margin + size), slice(margin, margin + size))
     before = canvas[crop] + rng.normal(0, noise, (3, size, size))
     after = moved[crop] * 0.8 + 25 + rng.normal(0, noise, (3, size, size))
+    planted = np.zeros((size, size), bool)
     if change:
         for k in range(4):
             r, c = rng.integers(20, size - 40, 2)
             after[:, r:r + 18, c:c + 22] = 235 if k % 2 else 50
+            planted[r:r + 18, c:c + 22] = True
     before_u8 = np.clip(before, 1, 255).astype(np.uint8)
     after_u8 = np.clip(after, 1, 255).astype(np.uint8)
     before_u8[:, -6:, :] = 0
@@ -360,4 +363,4 @@ def make_shifted_pair(folder: Path, shift: tuple[float, float] = (0.6, -1.3), se
     transform = Affine(2.0, 0, 600_000.0, 0, -2.0, 4_200_000.0)
     folder.mkdir(parents=True, exist_ok=True)
     return ShiftedPair(write_tif(folder / "before.tif", before_u8, UTM, transform, nodata=0),
-                       write_tif(folder / "after.tif", after_u8, UTM, transform, nodata=0), shift, transform)
+                       write_tif(folder / "after.tif", after_u8, UTM, transform, nodata=0), shift, transform, planted)
