@@ -33,8 +33,8 @@ SIZE = 256
 MIN_SIZE = 48
 #: a window is used when this share of its pixels is valid in both dates ...
 MIN_VALID = 0.9
-#: ... and the dates correlate there once aligned (phase_cross_correlation's error is 1 - r²;
-#: unrelated texture or plain noise gives ~0.99)
+#: ... and the dates correlate there once aligned (phase_cross_correlation's error is sqrt(1 - r²):
+#: 0.9 is r = 0.44; unrelated texture or plain noise gives ~0.99, shared texture ~0.2)
 MAX_ERROR = 0.9
 #: standardised values are clipped to this many (robust) standard deviations
 CLIP = 2.0
