@@ -100,6 +100,7 @@ def detect(
     bands: Optional[str] = typer.Option(None, help="Bands to compare, e.g. 1,2,3 \\[default: the common first N]."),
     normalize: str = typer.Option("meanstd", help="Radiometric normalisation of AFTER to BEFORE: meanstd, histogram or none."),
     resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
+    coregister: str = typer.Option("auto", "--coregister", help="auto: measure AFTER's residual shift (sub-pixel) and correct it when above 0.2 px; off: leave AFTER as aligned."),
     min_area: Optional[float] = typer.Option(None, "--min-area", help="Minimum mapping unit (m²): changed regions smaller than this are dropped from mask and polygons, holes smaller than it filled; 0: none \\[default: 4 pixels]."),
     hysteresis: Optional[float] = typer.Option(None, "--hysteresis", help="Low threshold (a probability <= the model's): regions of pixels above it are change if they reach the threshold somewhere \\[default: off]."),
     seed: int = typer.Option(0, help="Seed of the scene sampling (and of models that draw at random)."),
@@ -119,7 +120,7 @@ def detect(
     if types is not None:
         params["types"] = types
     opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
-                         bands=_parse_bands(bands), normalize=normalize, resampling=resampling,
+                         bands=_parse_bands(bands), normalize=normalize, resampling=resampling, coregister=coregister,
                          min_area=min_area, hysteresis_low=hysteresis, seed=seed, overwrite=overwrite, workers=workers, scheduler=scheduler,
                          resume=resume, block_size=block_size)
     summary = run_detect(before, after, out, opts)
@@ -147,6 +148,7 @@ def detect_many(
     tile: int = typer.Option(512, help="Window size in pixels."),
     overlap: int = typer.Option(64, help="Overlap between windows in pixels."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (on the workers)."),
+    coregister: str = typer.Option("auto", "--coregister", help="auto: correct AFTER's residual shift when above 0.2 px; off."),
     min_area: Optional[float] = typer.Option(None, "--min-area", help="Minimum mapping unit (m²); 0: none \\[default: 4 pixels]."),
     seed: int = typer.Option(0, help="Seed of the scene sampling."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of earlier runs."),
@@ -159,7 +161,8 @@ def detect_many(
 
     _set_quiet(quiet)
     opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=_parse_params(param),
-                         tile=tile, overlap=overlap, device=device, min_area=min_area, seed=seed, overwrite=overwrite)
+                         tile=tile, overlap=overlap, device=device, coregister=coregister, min_area=min_area, seed=seed,
+                         overwrite=overwrite)
     rows = run_many(pairs, opts, scheduler=scheduler, workers=workers, report=report)
     failed = [r for r in rows if r["status"] != "ok"]
     if not quiet or failed:

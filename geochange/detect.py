@@ -55,6 +55,7 @@ class DetectOptions:
     device: str = "auto"
     bands: list[int] | None = None
     normalize: str = "meanstd"
+    coregister: str = "auto"       # auto: measure AFTER's residual shift, correct it above io.coregister.TOLERANCE_PX; off
     resampling: str = "bilinear"
     min_area: float | None = None          # the MMU (m²): smaller regions are not change; None: automatic
     hysteresis_low: float | None = None    # candidates from this probability; None: the model's threshold
@@ -96,6 +97,8 @@ def detect(before: str, after: str, out: str | Path | None = None,
         raise GeochangeError("--tile must be >= 16, --overlap >= 0, --batch-size and --block-size >= 1")
     if opts.resume and not opts.distributed:
         raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
+    if opts.coregister not in ("auto", "off"):
+        raise GeochangeError(f"--coregister {opts.coregister}: give auto or off")
     if opts.workers is not None and opts.workers < 1:
         raise GeochangeError("--workers must be >= 1")
     if opts.min_area is not None and not (math.isfinite(opts.min_area) and opts.min_area >= 0):
@@ -140,6 +143,9 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     grid = pair.grid
     t = time.perf_counter()
     with task("fitting on the scene", None):
+        coreg = pair.coregister(opts.coregister, seed=opts.seed)  # first: the normalisation sees the corrected pair
+        if coreg.applied:
+            say(f"AFTER is off by {coreg.shift_px[0]:+.2f}, {coreg.shift_px[1]:+.2f} px (rows, columns): corrected")
         samples = pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
                                          seed=opts.seed)
         if not samples:
@@ -173,6 +179,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         "crs": {"wkt": grid.crs.to_wkt(), "epsg": grid.crs.to_epsg()},
         "grid": {"width": grid.width, "height": grid.height, "transform": list(grid.transform)[:6],
                  "res": list(grid.res), "bounds": list(grid.bounds)},
+        "coregistration": coreg.as_dict(),
         "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
         "threshold": model.threshold,
         "engine": {"tile": plan.tile_w, "overlap": plan.overlap, "batch_size": opts.batch_size,
@@ -231,7 +238,7 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     threads = max(1, (os.cpu_count() or 1) // opts.workers) if opts.workers and not opts.scheduler else None
     job = BlockJob(pair.before_path, pair.after_path, pair.bands_before, opts.resampling, pair.normalizer, model,
                    plan, pair.grid, str(journal.root), opts.batch_size, PROB_STEPS, rule,
-                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads)
+                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads, pair.after_shift)
     t = time.perf_counter()
     try:
         client = cluster.client()
@@ -264,7 +271,7 @@ def _fingerprint(pair: RasterPair, model, opts: DetectOptions, device: str, n_bl
     settings = {k: v for k, v in dataclasses.asdict(opts).items() if k not in runtime}
     fp = {"geochange": geochange.__version__, "before": file_identity(pair.before_path),
           "after": file_identity(pair.after_path), "checkpoint": file_identity(opts.checkpoint),
-          "settings": settings, "device": device, "blocks": n_blocks,
+          "settings": settings, "device": device, "blocks": n_blocks, "after_shift": pair.after_shift,
           "fit": state_digest((pair.normalizer, model))}
     return json.loads(json.dumps(fp, default=str))
 

@@ -327,3 +327,45 @@ def make_city(folder: Path, seed: int = 0, years: tuple[int, int] = (2010, 2015)
 def city(tmp_path: Path) -> SyntheticCity:
     """A 320 m synthetic city (EPSG:26985, 0.5 m pixels), years 2010 and 2015, with planted changes."""
     return make_city(tmp_path / "city")
+
+
+# -- co-registration: two dates of one scene, AFTER shifted by a known amount ----------------------
+
+@dataclass
+class ShiftedPair:
+    before: Path
+    after: Path
+    shift: tuple[float, float]   # (dy, dx): AFTER's content lies this many pixels from BEFORE's
+    transform: Affine
+    change: np.ndarray           # bool (h, w): where buildings were planted in AFTER
+
+
+def make_shifted_pair(folder: Path, shift: tuple[float, float] = (0.6, -1.3), seed: int = 0, size: int = 320,
+                      noise: float = 2.0, change: bool = True) -> ShiftedPair:
+    """BEFORE and AFTER (uint8, 3 bands, same UTM grid) cut from one textured canvas, AFTER's cut
+    shifted by ``shift`` (scipy.ndimage.shift, cubic spline), with an illumination change, noise and
+    (``change``) a few planted buildings; nodata strips at the borders."""
+    rng = np.random.default_rng(seed)
+    margin = 16
+    canvas = texture(rng, (size + 2 * margin, size + 2 * margin))
+    for _ in range(12):  # buildings on both dates: sharp edges
+        r, c = rng.integers(margin, size, 2)
+        canvas[:, r:r + 12, c:c + 16] = np.array([200, 190, 180])[:, None, None]
+    moved = np.stack([ndimage.shift(band, shift, order=3, mode="nearest") for band in canvas])
+    crop = (slice(None), slice(margin, margin + size), slice(margin, margin + size))
+    before = canvas[crop] + rng.normal(0, noise, (3, size, size))
+    after = moved[crop] * 0.8 + 25 + rng.normal(0, noise, (3, size, size))
+    planted = np.zeros((size, size), bool)
+    if change:
+        for k in range(4):
+            r, c = rng.integers(20, size - 40, 2)
+            after[:, r:r + 18, c:c + 22] = 235 if k % 2 else 50
+            planted[r:r + 18, c:c + 22] = True
+    before_u8 = np.clip(before, 1, 255).astype(np.uint8)
+    after_u8 = np.clip(after, 1, 255).astype(np.uint8)
+    before_u8[:, -6:, :] = 0
+    after_u8[:, :, :5] = 0
+    transform = Affine(2.0, 0, 600_000.0, 0, -2.0, 4_200_000.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    return ShiftedPair(write_tif(folder / "before.tif", before_u8, UTM, transform, nodata=0),
+                       write_tif(folder / "after.tif", after_u8, UTM, transform, nodata=0), shift, transform, planted)

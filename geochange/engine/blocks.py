@@ -63,6 +63,7 @@ class BlockJob:
     rule: RegionRule | None = None  # None: the model's threshold, no hysteresis, no MMU
     gdal_cache_bytes: int = 64 * 2**20
     torch_threads: int | None = None  # CPU threads for torch on each worker (None: as the worker is set up)
+    after_shift: tuple[float, float] | None = None  # AFTER's co-registration shift (RasterPair.coregister)
 
     @property
     def n_types(self) -> int:
@@ -87,8 +88,8 @@ def run_block(job: BlockJob, block: Block) -> dict:
     def fill(folder: Path) -> None:
         t0 = time.perf_counter()
         with rasterio.Env(GDAL_CACHEMAX=job.gdal_cache_bytes), _threads(job), \
-                RasterPair.open(job.before, job.after, bands=job.bands,
-                                resampling=Resampling[job.resampling]) as pair:
+                RasterPair.open(job.before, job.after, bands=job.bands, resampling=Resampling[job.resampling],
+                                after_shift=job.after_shift) as pair:
             pair.normalizer = job.normalizer
             outputs = DetectOutputs(folder, job.grid, job.region_rule, job.n_types, pair.count, rows=block.body)
             try:

@@ -42,6 +42,11 @@ class Grid:
         return Grid(self.crs, rasterio.windows.transform(window, self.transform),
                     int(window.width), int(window.height))
 
+    def translated(self, dy: float, dx: float) -> "Grid":
+        """This grid moved by ``dy`` rows and ``dx`` columns (fractions allowed): its pixel ``(r, c)``
+        lies where this grid's pixel ``(r + dy, c + dx)`` does."""
+        return Grid(self.crs, self.transform @ Affine.translation(dx, dy), self.width, self.height)
+
     def same_as(self, other: "Grid", tol: float = 1e-6) -> bool:
         return (self.crs == other.crs and self.width == other.width and self.height == other.height
                 and self.transform.almost_equals(other.transform, precision=tol * max(self.res)))

@@ -18,6 +18,7 @@ from rasterio.windows import Window, from_bounds
 
 from geochange.errors import GeochangeError
 from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.coregister import N_WINDOWS, SIZE, TOLERANCE_PX, Coregistration, estimate_shift
 from geochange.io.normalize import Normalizer, fit_normalizer
 from geochange.progress import warn
 
@@ -38,6 +39,7 @@ class RasterPair:
 
     Use :meth:`open` rather than the constructor. ``grid`` is the output grid (BEFORE's CRS and
     pixel size, origin moved to the overlap); windows passed to :meth:`read` are in its pixels.
+    AFTER may be read shifted by a sub-pixel residual (:meth:`coregister`, :meth:`shift_after`).
     """
 
     before_path: str
@@ -50,11 +52,19 @@ class RasterPair:
     _after: rasterio.io.DatasetReader = field(repr=False)
     _after_on_grid: rasterio.io.DatasetReaderBase = field(repr=False)
     normalizer: Normalizer | None = None
+    resampling: Resampling = Resampling.bilinear
+    after_shift: tuple[float, float] | None = None  # (dy, dx) px AFTER is read shifted by (io.coregister)
+    coregistration: Coregistration | None = None    # what :meth:`coregister` found and did
 
     @classmethod
     def open(cls, before: str, after: str, *, bands: list[int] | None = None,
-             resampling: Resampling = Resampling.bilinear) -> "RasterPair":
-        """Open BEFORE and AFTER, check they can be compared, and set up the aligned view of AFTER."""
+             resampling: Resampling = Resampling.bilinear,
+             after_shift: tuple[float, float] | None = None) -> "RasterPair":
+        """Open BEFORE and AFTER, check they can be compared, and set up the aligned view of AFTER.
+
+        ``after_shift`` ``(dy, dx)``: read AFTER shifted back by this residual misregistration (in
+        grid pixels, see :mod:`geochange.io.coregister`), e.g. the shift measured by :meth:`coregister`.
+        """
         ds_b = open_raster(str(before))
         ds_a = open_raster(str(after))
         try:
@@ -64,12 +74,13 @@ class RasterPair:
             offset = overlap_window(ds_b, ds_a)
             full = Grid.of(ds_b)
             grid = full.window_grid(offset)
-            after_on_grid = warp_to_grid(ds_a, grid, resampling)
+            after_on_grid = warp_to_grid(ds_a, grid.translated(*after_shift) if after_shift else grid, resampling)
         except Exception:
             ds_b.close()
             ds_a.close()
             raise
-        return cls(str(before), str(after), grid, offset, bands_b, bands_a, ds_b, ds_a, after_on_grid)
+        return cls(str(before), str(after), grid, offset, bands_b, bands_a, ds_b, ds_a, after_on_grid,
+                   resampling=resampling, after_shift=tuple(map(float, after_shift)) if after_shift else None)
 
     @property
     def count(self) -> int:
@@ -79,6 +90,41 @@ class RasterPair:
     @property
     def shape(self) -> tuple[int, int]:
         return self.grid.height, self.grid.width
+
+    def coregister(self, mode: str = "auto", *, n_windows: int = N_WINDOWS, size: int = SIZE, seed: int = 0,
+                   tolerance_px: float = TOLERANCE_PX) -> Coregistration:
+        """Estimate AFTER's residual shift relative to BEFORE and, with ``mode="auto"``, correct it
+        when it exceeds ``tolerance_px`` and the windows agree on it; ``"off"`` does nothing.
+
+        Call it before :meth:`fit_normalization`, so that the normalisation is fitted on the
+        corrected pair. Every later read of AFTER sees the correction.
+        """
+        if mode not in ("auto", "off"):
+            raise GeochangeError(f"unknown co-registration mode {mode!r} (auto or off)")
+        if mode == "off":
+            self.coregistration = Coregistration("off", None, self.grid.res, note="co-registration is off")
+            return self.coregistration
+        est = estimate_shift(self, n_windows=n_windows, size=size, seed=seed)
+        if est.reliable and est.magnitude_px > tolerance_px:
+            self.shift_after(est.shift_px)
+            est.applied = True
+        elif est.reliable:
+            est.note = f"below the tolerance of {tolerance_px} px: not corrected"
+        self.coregistration = est
+        return est
+
+    def shift_after(self, shift: tuple[float, float] | None) -> None:
+        """Read AFTER shifted back by ``shift`` ``(dy, dx)`` grid pixels from now on (None: unshifted).
+
+        AFTER is warped onto the grid moved by the shift (one lazy WarpedVRT, as for any other grid),
+        so output pixel ``(r, c)`` reads AFTER at ``(r + dy, c + dx)``: no extra pass, no resampling twice.
+        """
+        grid = self.grid.translated(*shift) if shift else self.grid
+        view = warp_to_grid(self._after, grid, self.resampling)
+        if self._after_on_grid is not self._after:
+            self._after_on_grid.close()
+        self._after_on_grid = view
+        self.after_shift = tuple(map(float, shift)) if shift else None
 
     def read_raw(self, window: Window) -> WindowPair:
         """Read one window of both dates as float32, without radiometric normalisation."""
@@ -149,6 +195,7 @@ class RasterPair:
             "before_window": {"col_off": int(self.offset.col_off), "row_off": int(self.offset.row_off),
                               "width": int(self.offset.width), "height": int(self.offset.height)},
             "normalization": self.normalizer.as_dict() if self.normalizer else None,
+            "after_shift_px": list(self.after_shift) if self.after_shift else None,
         }
 
     def close(self) -> None:
