@@ -112,6 +112,8 @@ class DRLnetConfig:
     types: int | None = None                          # K_T (--types): ends the schedule there if given
     variant: str = "DRLnet2"                          # DRLnet2: fine-tune all layers; DRLnet1: after merging only
     alpha: float = 0.1                                # weight of the clustering term (paper: 0.1)
+    separation_weight: float = 20.0                   # weight of the CI separation term (not in the paper; 0: Eq. 4 as printed)
+    separation_margin: float = 1.0                    # pseudo-changed CI kept above this many GGKI thresholds tau
     lr: float = 0.005                                 # SGD learning rate (paper)
     momentum: float = 0.5                             # SGD momentum (paper)
     batch_size: int = 10                              # paper
@@ -165,6 +167,8 @@ class DRLnetConfig:
             raise GeochangeError(f"drlnet input_percentile must be in [0, 50), got {self.input_percentile}")
         if not 0.0 < self.sparsity < 1.0:
             raise GeochangeError(f"drlnet sparsity target must be in (0, 1), got {self.sparsity}")
+        if self.separation_weight < 0 or self.separation_margin < 0:
+            raise GeochangeError("drlnet separation_weight and separation_margin must be >= 0")
 
     @property
     def k0(self) -> int:
@@ -329,6 +333,17 @@ def _kl_sparsity(acts: list, rho: float):
     return total
 
 
+def _separation(h1, h2, lam, margin: float):
+    """Separation of the change intensity (not in the paper): pseudo-unchanged samples (lambda 0) pull
+    ``||h1 - h2||^2`` to 0, pseudo-changed ones (lambda 1) pay ``max(0, margin - ||h1 - h2||)^2``; mean
+    over the batch. This is the one term that acts on the CI that GGKI thresholds."""
+    import torch
+
+    sq = ((h1 - h2) ** 2).sum(1)
+    hinge = torch.relu(margin - (sq + _EPS).sqrt()) ** 2
+    return ((1.0 - lam) * sq + lam * hinge).mean()
+
+
 @dataclass
 class _Stage:
     """What one timestep of Algorithm 2 did (for params() and the tests)."""
@@ -464,7 +479,7 @@ class DRLnet(ChangeModel):
                 else:
                     params = list(net.parameters())
                 clus = _Clustering(torch.from_numpy(centres).to(dev), torch.from_numpy(labels).to(dev),
-                                   torch.from_numpy(lam).to(dev))
+                                   torch.from_numpy(lam).to(dev), self._margin(gg.threshold))
                 self._train(x1, x2, prev, clus, rng, cfg.stage_epochs, stage=t, params=params)
                 # 7: reassignment: unchanged share label 0, changed samples k-means-clustered into K_t
                 _, _, d = self._features(x1, x2)
@@ -485,6 +500,12 @@ class DRLnet(ChangeModel):
         """Change intensity: ``||h1 - h2||`` (or its square, Eq. 2 as printed, with ``ci_squared``)."""
         sq = ((h1 - h2) ** 2).sum(dim)
         return sq if self.config.ci_squared else sq.sqrt()
+
+    def _margin(self, tau: float) -> float:
+        """The separation term's margin on ``||h1 - h2||``: ``separation_margin`` times the GGKI threshold
+        (taken back from the squared scale with ``ci_squared``)."""
+        tau = math.sqrt(max(tau, 0.0)) if self.config.ci_squared else float(tau)
+        return self.config.separation_margin * tau
 
     def _ggki(self, ci: np.ndarray, what: str) -> GGKIResult:
         try:
@@ -530,19 +551,23 @@ class DRLnet(ChangeModel):
         n = x1.shape[0]
         for epoch in range(epochs):
             perm = torch.from_numpy(rng.permutation(n)).to(x1.device)
-            sums = np.zeros(4)
+            sums = np.zeros(5)
             batches = 0
             for i in range(0, n, cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
                 acts: list = []
-                _, _, d, f = net(x1[idx], x2[idx], acts)
+                h1, h2, d, f = net(x1[idx], x2[idx], acts)
                 cls = ((f - eye[prev[idx]]) ** 2).sum(1).mean()
                 loss = cls
                 clu = torch.zeros((), device=x1.device)
+                sep = torch.zeros((), device=x1.device)
                 if clus is not None:
                     lam = clus.lam[idx]
                     clu = (lam * ((d - clus.centres[clus.labels[idx]]) ** 2).sum(1)).mean()
                     loss = loss + cfg.alpha * clu
+                    if cfg.separation_weight > 0:
+                        sep = _separation(h1, h2, lam, clus.margin)
+                        loss = loss + cfg.separation_weight * sep
                 sp = _kl_sparsity(acts, cfg.sparsity) if cfg.sparsity_weight > 0 else torch.zeros(())
                 loss = loss + cfg.sparsity_weight * sp
                 opt.zero_grad(set_to_none=True)
@@ -550,13 +575,13 @@ class DRLnet(ChangeModel):
                 opt.step()
                 if clus is not None:
                     clus.update(net, x1, x2, idx)
-                sums += [
-                    float(loss.detach()), float(cls.detach()), float(clu.detach()), float(sp.detach())]
+                sums += [float(loss.detach()), float(cls.detach()), float(clu.detach()), float(sp.detach()),
+                         float(sep.detach())]
                 batches += 1
             mean = sums / max(batches, 1)
             self.history.append({"stage": stage, "k": self.config.schedule[stage], "epoch": epoch,
                                  "loss": mean[0], "classification": mean[1], "clustering": mean[2],
-                                 "sparsity": mean[3]})
+                                 "sparsity": mean[3], "separation": mean[4]})
 
     # -- predict -----------------------------------------------------------------------------------
 
@@ -670,9 +695,10 @@ class DRLnet(ChangeModel):
 class _Clustering:
     """Centres M^t (row 0 unchanged), assignments s^t and lambda^t of one timestep (Eq. 8, 9)."""
 
-    def __init__(self, centres, labels, lam) -> None:
+    def __init__(self, centres, labels, lam, margin: float = 0.0) -> None:
         import torch
 
+        self.margin = float(margin)
         self.centres = centres.clone()
         self.labels = labels.clone()
         self.lam = lam.to(centres.dtype)
