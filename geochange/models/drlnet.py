@@ -14,7 +14,9 @@ Fully unsupervised and fitted on the scene itself. What the paper specifies, and
 * **Loss** (Eq. 1/4): ``1/n sum ||f(x_i) - s^{t-1}_i||^2 + alpha 1/n sum lambda_i ||d(x_i) - M s^t_i||^2``
   plus the toolbox's sparse-activation penalty ``beta * sum_j KL(rho || rho_hat_j)`` on every hidden
   layer (``rho = 0.05``). ``lambda_i`` (Eq. 2) is 1 where ``||h^1_i - h^2_i||`` exceeds the GGKI
-  threshold (geochange.threshold) fitted on all samples.
+  threshold (geochange.threshold) fitted on all samples. Optional, off by default (not in the paper,
+  see below): a separation term ``gamma * 1/n sum [(1 - lambda_i) ||h^1_i - h^2_i||^2 + lambda_i max(0, m -
+  ||h^1_i - h^2_i||)^2]`` in each timestep, ``m`` = the timestep's GGKI threshold.
 * **Algorithm 1** per mini-batch: an SGD step on theta (Eq. 7), nearest-centre assignment of the
   batch's changed samples (Eq. 8), online centre update with step ``1/count`` (Eq. 9).
 * **Algorithm 2**: over-cluster the stacked raw patches into ``K0`` classes (FAISS k-means) for the
@@ -57,6 +59,21 @@ Choices the paper leaves open, or where this implementation departs from it:
   rests largely on the siamese extractor near its initialisation (on synthetic scenes a 20x larger
   lr did fit the pseudo-labels, but saturated units then made the CI histogram spiky and GGKI
   failed). The loss is summed over outputs and averaged over the batch, as Eq. 1.
+* Training does not improve the change map, and an optional separation term did not fix it
+  (``separation_weight`` gamma, default 0 = Eq. 4 as printed; ``separation_margin`` 1). Nothing in Eq. 4 acts on the change intensity
+  ``||h^1 - h^2||`` that GGKI thresholds: the classifier and clustering terms shape ``d(x)``, and the
+  extractor moves only through them. Measured (issue 12 item 7, ``bench_drlnet.py --quality``), the
+  network as initialised scored about as well as the trained one (better on taizhou and OSCD bercy).
+  The term states the paper's aim for the CI ("enhances the CI of changed points and suppresses that
+  of unchanged ones", Sec. 4.4) with the paper's own pseudo-labels lambda: pseudo-unchanged pairs are
+  pulled together in feature space (the siamese extractor learns to ignore the radiometric
+  differences of unchanged ground), pseudo-changed ones are kept at least at the threshold that
+  flagged them (so the features cannot collapse). At the paper's lr the term at weight 1 moved the CI
+  too little to show (synthetic mixed-band pair: AUC 0.912 at gamma 1, 0.923 at 20 and 50, 0.911
+  untrained); at gamma 20 it wins on that pair (tests/test_drlnet.py) and raises the GGKI kappa on
+  OSCD bercy, but loses on Landsat taizhou (AUC 0.986 against 0.995 untrained: it learns the noisy
+  stage-1 pseudo-labels, pulling the true changes GGKI missed toward 0) and is even elsewhere, so it
+  stays off (figures in benchmarks/README.md). It acts only where the extractor is fine-tuned (DRLnet2).
 * k-means (over-clustering, centre initialisation, step 7) is FAISS's, seeded with k-means++
   (geochange.cluster; MATLAB's kmeans, the likely tool of the paper, seeds the same way).
 * The classifier's targets at timestep t are the labels of timestep t-1 (Eq. 4), whose number of
@@ -112,7 +129,7 @@ class DRLnetConfig:
     types: int | None = None                          # K_T (--types): ends the schedule there if given
     variant: str = "DRLnet2"                          # DRLnet2: fine-tune all layers; DRLnet1: after merging only
     alpha: float = 0.1                                # weight of the clustering term (paper: 0.1)
-    separation_weight: float = 20.0                   # weight of the CI separation term (not in the paper; 0: Eq. 4 as printed)
+    separation_weight: float = 0.0                    # CI separation term gamma (not in the paper; 0, off: Eq. 4 as printed)
     separation_margin: float = 1.0                    # pseudo-changed CI kept above this many GGKI thresholds tau
     lr: float = 0.005                                 # SGD learning rate (paper)
     momentum: float = 0.5                             # SGD momentum (paper)
