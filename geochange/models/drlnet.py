@@ -14,7 +14,9 @@ Fully unsupervised and fitted on the scene itself. What the paper specifies, and
 * **Loss** (Eq. 1/4): ``1/n sum ||f(x_i) - s^{t-1}_i||^2 + alpha 1/n sum lambda_i ||d(x_i) - M s^t_i||^2``
   plus the toolbox's sparse-activation penalty ``beta * sum_j KL(rho || rho_hat_j)`` on every hidden
   layer (``rho = 0.05``). ``lambda_i`` (Eq. 2) is 1 where ``||h^1_i - h^2_i||`` exceeds the GGKI
-  threshold (geochange.threshold) fitted on all samples.
+  threshold (geochange.threshold) fitted on all samples. Optional, off by default (not in the paper,
+  see below): a separation term ``gamma * 1/n sum [(1 - lambda_i) ||h^1_i - h^2_i||^2 + lambda_i max(0, m -
+  ||h^1_i - h^2_i||)^2]`` in each timestep, ``m`` = the timestep's GGKI threshold.
 * **Algorithm 1** per mini-batch: an SGD step on theta (Eq. 7), nearest-centre assignment of the
   batch's changed samples (Eq. 8), online centre update with step ``1/count`` (Eq. 9).
 * **Algorithm 2**: over-cluster the stacked raw patches into ``K0`` classes (FAISS k-means) for the
@@ -57,6 +59,21 @@ Choices the paper leaves open, or where this implementation departs from it:
   rests largely on the siamese extractor near its initialisation (on synthetic scenes a 20x larger
   lr did fit the pseudo-labels, but saturated units then made the CI histogram spiky and GGKI
   failed). The loss is summed over outputs and averaged over the batch, as Eq. 1.
+* Training does not improve the change map, and an optional separation term did not fix it
+  (``separation_weight`` gamma, default 0 = Eq. 4 as printed; ``separation_margin`` 1). Nothing in Eq. 4 acts on the change intensity
+  ``||h^1 - h^2||`` that GGKI thresholds: the classifier and clustering terms shape ``d(x)``, and the
+  extractor moves only through them. Measured (issue 12 item 7, ``bench_drlnet.py --quality``), the
+  network as initialised scored about as well as the trained one (better on taizhou and OSCD bercy).
+  The term states the paper's aim for the CI ("enhances the CI of changed points and suppresses that
+  of unchanged ones", Sec. 4.4) with the paper's own pseudo-labels lambda: pseudo-unchanged pairs are
+  pulled together in feature space (the siamese extractor learns to ignore the radiometric
+  differences of unchanged ground), pseudo-changed ones are kept at least at the threshold that
+  flagged them (so the features cannot collapse). At the paper's lr the term at weight 1 moved the CI
+  too little to show (synthetic mixed-band pair: AUC 0.912 at gamma 1, 0.923 at 20 and 50, 0.911
+  untrained); at gamma 20 it wins on that pair (tests/test_drlnet.py) and raises the GGKI kappa on
+  OSCD bercy, but loses on Landsat taizhou (AUC 0.986 against 0.995 untrained: it learns the noisy
+  stage-1 pseudo-labels, pulling the true changes GGKI missed toward 0) and is even elsewhere, so it
+  stays off (figures in benchmarks/README.md). It acts only where the extractor is fine-tuned (DRLnet2).
 * k-means (over-clustering, centre initialisation, step 7) is FAISS's, seeded with k-means++
   (geochange.cluster; MATLAB's kmeans, the likely tool of the paper, seeds the same way).
 * The classifier's targets at timestep t are the labels of timestep t-1 (Eq. 4), whose number of
@@ -112,6 +129,8 @@ class DRLnetConfig:
     types: int | None = None                          # K_T (--types): ends the schedule there if given
     variant: str = "DRLnet2"                          # DRLnet2: fine-tune all layers; DRLnet1: after merging only
     alpha: float = 0.1                                # weight of the clustering term (paper: 0.1)
+    separation_weight: float = 0.0                    # CI separation term gamma (not in the paper; 0, off: Eq. 4 as printed)
+    separation_margin: float = 1.0                    # pseudo-changed CI kept above this many GGKI thresholds tau
     lr: float = 0.005                                 # SGD learning rate (paper)
     momentum: float = 0.5                             # SGD momentum (paper)
     batch_size: int = 10                              # paper
@@ -165,6 +184,8 @@ class DRLnetConfig:
             raise GeochangeError(f"drlnet input_percentile must be in [0, 50), got {self.input_percentile}")
         if not 0.0 < self.sparsity < 1.0:
             raise GeochangeError(f"drlnet sparsity target must be in (0, 1), got {self.sparsity}")
+        if self.separation_weight < 0 or self.separation_margin < 0:
+            raise GeochangeError("drlnet separation_weight and separation_margin must be >= 0")
 
     @property
     def k0(self) -> int:
@@ -329,6 +350,17 @@ def _kl_sparsity(acts: list, rho: float):
     return total
 
 
+def _separation(h1, h2, lam, margin: float):
+    """Separation of the change intensity (not in the paper): pseudo-unchanged samples (lambda 0) pull
+    ``||h1 - h2||^2`` to 0, pseudo-changed ones (lambda 1) pay ``max(0, margin - ||h1 - h2||)^2``; mean
+    over the batch. This is the one term that acts on the CI that GGKI thresholds."""
+    import torch
+
+    sq = ((h1 - h2) ** 2).sum(1)
+    hinge = torch.relu(margin - (sq + _EPS).sqrt()) ** 2
+    return ((1.0 - lam) * sq + lam * hinge).mean()
+
+
 @dataclass
 class _Stage:
     """What one timestep of Algorithm 2 did (for params() and the tests)."""
@@ -464,7 +496,7 @@ class DRLnet(ChangeModel):
                 else:
                     params = list(net.parameters())
                 clus = _Clustering(torch.from_numpy(centres).to(dev), torch.from_numpy(labels).to(dev),
-                                   torch.from_numpy(lam).to(dev))
+                                   torch.from_numpy(lam).to(dev), self._margin(gg.threshold))
                 self._train(x1, x2, prev, clus, rng, cfg.stage_epochs, stage=t, params=params)
                 # 7: reassignment: unchanged share label 0, changed samples k-means-clustered into K_t
                 _, _, d = self._features(x1, x2)
@@ -485,6 +517,12 @@ class DRLnet(ChangeModel):
         """Change intensity: ``||h1 - h2||`` (or its square, Eq. 2 as printed, with ``ci_squared``)."""
         sq = ((h1 - h2) ** 2).sum(dim)
         return sq if self.config.ci_squared else sq.sqrt()
+
+    def _margin(self, tau: float) -> float:
+        """The separation term's margin on ``||h1 - h2||``: ``separation_margin`` times the GGKI threshold
+        (taken back from the squared scale with ``ci_squared``)."""
+        tau = math.sqrt(max(tau, 0.0)) if self.config.ci_squared else float(tau)
+        return self.config.separation_margin * tau
 
     def _ggki(self, ci: np.ndarray, what: str) -> GGKIResult:
         try:
@@ -530,19 +568,23 @@ class DRLnet(ChangeModel):
         n = x1.shape[0]
         for epoch in range(epochs):
             perm = torch.from_numpy(rng.permutation(n)).to(x1.device)
-            sums = np.zeros(4)
+            sums = np.zeros(5)
             batches = 0
             for i in range(0, n, cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
                 acts: list = []
-                _, _, d, f = net(x1[idx], x2[idx], acts)
+                h1, h2, d, f = net(x1[idx], x2[idx], acts)
                 cls = ((f - eye[prev[idx]]) ** 2).sum(1).mean()
                 loss = cls
                 clu = torch.zeros((), device=x1.device)
+                sep = torch.zeros((), device=x1.device)
                 if clus is not None:
                     lam = clus.lam[idx]
                     clu = (lam * ((d - clus.centres[clus.labels[idx]]) ** 2).sum(1)).mean()
                     loss = loss + cfg.alpha * clu
+                    if cfg.separation_weight > 0:
+                        sep = _separation(h1, h2, lam, clus.margin)
+                        loss = loss + cfg.separation_weight * sep
                 sp = _kl_sparsity(acts, cfg.sparsity) if cfg.sparsity_weight > 0 else torch.zeros(())
                 loss = loss + cfg.sparsity_weight * sp
                 opt.zero_grad(set_to_none=True)
@@ -550,13 +592,13 @@ class DRLnet(ChangeModel):
                 opt.step()
                 if clus is not None:
                     clus.update(net, x1, x2, idx)
-                sums += [
-                    float(loss.detach()), float(cls.detach()), float(clu.detach()), float(sp.detach())]
+                sums += [float(loss.detach()), float(cls.detach()), float(clu.detach()), float(sp.detach()),
+                         float(sep.detach())]
                 batches += 1
             mean = sums / max(batches, 1)
             self.history.append({"stage": stage, "k": self.config.schedule[stage], "epoch": epoch,
                                  "loss": mean[0], "classification": mean[1], "clustering": mean[2],
-                                 "sparsity": mean[3]})
+                                 "sparsity": mean[3], "separation": mean[4]})
 
     # -- predict -----------------------------------------------------------------------------------
 
@@ -670,9 +712,10 @@ class DRLnet(ChangeModel):
 class _Clustering:
     """Centres M^t (row 0 unchanged), assignments s^t and lambda^t of one timestep (Eq. 8, 9)."""
 
-    def __init__(self, centres, labels, lam) -> None:
+    def __init__(self, centres, labels, lam, margin: float = 0.0) -> None:
         import torch
 
+        self.margin = float(margin)
         self.centres = centres.clone()
         self.labels = labels.clone()
         self.lam = lam.to(centres.dtype)
