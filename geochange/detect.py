@@ -34,9 +34,10 @@ from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 
-#: change_probability.tif holds multiples of 1/1024: finer than any model's calibration, exact in
-#: float32, and it lets the raster compress (near-zero noise becomes exact zeros)
-PROB_STEPS = 1024
+#: change_probability.tif holds multiples of 2**-20: exact in float32, fine enough that no value piles
+#: up (cva's ranking probability reaches 1 - 2**-21 only at 1400x its threshold), and the mask,
+#: polygons and raster all see the same rounded values
+PROB_STEPS = 2**20
 
 OUTPUTS = ("change_probability.tif", "change_mask.tif", "change_type.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json")

@@ -70,6 +70,19 @@ class GroundScale:
         """Ground area (m²) of the pixel at the grid's centre."""
         return float(self.row_areas(self.height // 2, 1)[0])
 
+    def pixel_size_m(self) -> tuple[float, float]:
+        """Ground width and height (m) of the pixel at the grid's centre."""
+        t, c, r = self.transform, self.width // 2, self.height // 2
+        if not self.geodesic:
+            unit = _metres_per_unit(self.crs)
+            return float(np.hypot(t.a, t.d) * unit), float(np.hypot(t.b, t.e) * unit)
+        xs, ys = zip(*(t @ p for p in ((c, r), (c + 1, r), (c, r + 1))))
+        if self._to_lonlat is not None:
+            xs, ys = self._to_lonlat.transform(xs, ys)
+        width = self.geod.inv(xs[0], ys[0], xs[1], ys[1])[2]
+        height = self.geod.inv(xs[0], ys[0], xs[2], ys[2])[2]
+        return float(width), float(height)
+
     def areas_px(self, geoms: np.ndarray) -> np.ndarray:
         """Ground area (m²) of polygons in grid pixel coordinates: their area in each row times the row's
         pixel area."""

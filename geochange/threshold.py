@@ -26,7 +26,8 @@ from scipy.special import expit, gammaln
 
 from geochange.errors import GeochangeError
 
-__all__ = ["GGClass", "GGKIResult", "ggki_threshold"]
+__all__ = ["GGClass", "GGKIResult", "ggki_threshold", "GammaClass", "GammaMixtureResult",
+           "gamma_mixture_threshold", "fit_threshold", "threshold_from_dict"]
 
 # Candidate cuts that leave a class with less than this share of the sample are skipped.
 _MIN_PRIOR = 1e-3
@@ -261,3 +262,171 @@ def ggki_threshold(values: np.ndarray, bins: int = 512,
         changed=GGClass(prior=float(w1[best]), mean=float(m1[best]), std=float(s1[best]),
                         beta=float(be1[best])),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# EM on a two-gamma mixture of the change statistic
+# --------------------------------------------------------------------------------------------------
+
+#: the log-odds slope (per unit of ln x) of the probability map is kept in this range: steep enough
+#: to mean something, shallow enough that strong changes still rank apart (no pile-up at 1.0)
+SLOPE_BOUNDS = (1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class GammaClass:
+    """One gamma class of a change statistic: prior, shape ``k`` and scale ``theta``."""
+
+    prior: float
+    shape: float
+    scale: float
+
+    @property
+    def mean(self) -> float:
+        return self.shape * self.scale
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        x = np.maximum(np.asarray(x, dtype=np.float64), 1e-300)
+        return (self.shape - 1.0) * np.log(x) - x / self.scale - gammaln(self.shape) - self.shape * np.log(self.scale)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"prior": float(self.prior), "shape": float(self.shape), "scale": float(self.scale)}
+
+
+@dataclass(frozen=True)
+class GammaMixtureResult:
+    """A two-gamma mixture fitted by EM, its Bayes threshold, and a ranking probability.
+
+    ``posterior(x) = 1 / (1 + (threshold / x) ** slope)``: exactly 0.5 at the threshold, strictly
+    increasing, and never saturating, so the probability raster ranks pixels as the statistic
+    does. ``slope`` is the mixture's own log-odds slope in ln x at the threshold (its calibration
+    where the decision is made), kept within :data:`SLOPE_BOUNDS`.
+    """
+
+    threshold: float
+    unchanged: GammaClass
+    changed: GammaClass
+    slope: float
+
+    def posterior(self, x: np.ndarray) -> np.ndarray:
+        """P(changed | x) as above; keeps the shape and float32-ness of ``x``; NaN in, NaN out."""
+        arr = np.asarray(x)
+        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+        with np.errstate(divide="ignore"):
+            log_ratio = np.log(np.maximum(arr.astype(np.float64), 0.0) / self.threshold)
+        return expit(self.slope * log_ratio).astype(dtype)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": "gamma-em", "threshold": float(self.threshold), "slope": float(self.slope),
+                "unchanged": self.unchanged.as_dict(), "changed": self.changed.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GammaMixtureResult:
+        return cls(threshold=float(data["threshold"]), unchanged=GammaClass(**data["unchanged"]),
+                   changed=GammaClass(**data["changed"]), slope=float(data["slope"]))
+
+
+def _gamma_moments(x: np.ndarray, w: np.ndarray) -> GammaClass:
+    """The gamma of the weighted sample's mean and variance (the method-of-moments M-step)."""
+    total = w.sum()
+    mean = (w @ x) / total
+    var = max((w @ (x - mean) ** 2) / total, 1e-12 * mean * mean + 1e-300)
+    return GammaClass(prior=float(total), shape=float(mean * mean / var), scale=float(var / mean))
+
+
+def gamma_mixture_threshold(values: np.ndarray, bins: int = 2048, max_iter: int = 500,
+                            tol: float = 1e-9) -> GammaMixtureResult:
+    """Fit a two-gamma mixture to a non-negative change statistic by EM and threshold it.
+
+    The statistic of unchanged pixels (a change-vector magnitude, a chi-square statistic) is
+    gamma-like and concentrated near zero; changed pixels form a second, wider gamma. EM runs on a
+    histogram (``bins`` bins over the 0 .. 99.99th percentile range, the rest clipped into the last
+    bin), started from Otsu's split, with the method-of-moments M-step. The threshold is the
+    smallest value above the unchanged mean where the changed class's posterior reaches 0.5.
+
+    When the statistic shows one population only (a class's prior falls below 1e-3, or the classes
+    do not cross: a scene without change), the threshold is the 99.9th percentile of one gamma
+    fitted to all of it, a 0.1 % significance test.
+
+    Raises GeochangeError for fewer than 10 finite values or all values (nearly) equal.
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    arr = arr[np.isfinite(arr)]
+    if arr.size < _MIN_VALUES:
+        raise GeochangeError(f"cannot threshold: only {arr.size} finite values (need at least {_MIN_VALUES})")
+    arr = np.maximum(arr, 0.0)
+    hi = float(np.percentile(arr, _RANGE_PERCENTILES[1]))
+    if not hi > 0:
+        hi = float(arr.max())
+    if not hi > 0 or float(arr.max() - arr.min()) <= 1e-9 * hi:
+        raise GeochangeError(f"cannot threshold: all values are (nearly) equal to {float(arr.min()):g}")
+    counts, edges = np.histogram(np.minimum(arr, hi), bins=bins, range=(0.0, hi))
+    h = counts / arr.size
+    x = np.maximum(0.5 * (edges[:-1] + edges[1:]), 0.25 * edges[1])
+    resp = (x > _otsu(x, h)).astype(np.float64)  # P(changed) per bin
+    last = -np.inf
+    for _ in range(max_iter):
+        c0, c1 = _gamma_moments(x, h * (1.0 - resp)), _gamma_moments(x, h * resp)
+        if not (c0.prior > _MIN_PRIOR and c1.prior > _MIN_PRIOR):
+            return _single_population(x, h)
+        l0 = np.log(c0.prior) + c0.logpdf(x)
+        l1 = np.log(c1.prior) + c1.logpdf(x)
+        top = np.maximum(l0, l1)
+        loglik = float(h @ (top + np.log(np.exp(l0 - top) + np.exp(l1 - top))))
+        resp = expit(l1 - l0)
+        if loglik - last < tol:
+            break
+        last = loglik
+    if c1.mean < c0.mean:
+        c0, c1 = c1, c0
+    grid = np.linspace(c0.mean, max(hi, c1.mean) * 1.5, 20_001)
+    log_odds = (np.log(c1.prior) + c1.logpdf(grid)) - (np.log(c0.prior) + c0.logpdf(grid))
+    above = np.flatnonzero(log_odds >= 0)
+    if not above.size:
+        return _single_population(x, h)
+    threshold = float(np.float32(grid[above[0]]))
+    slope = (c1.shape - c0.shape) + threshold * (1.0 / c0.scale - 1.0 / c1.scale)
+    slope = float(np.clip(slope, *SLOPE_BOUNDS))
+    return GammaMixtureResult(threshold, c0, c1, slope)
+
+
+def _single_population(x: np.ndarray, h: np.ndarray) -> GammaMixtureResult:
+    """One gamma for the whole statistic: change is what it makes significant at 0.1 %."""
+    from scipy.stats import gamma
+
+    c0 = _gamma_moments(x, h)
+    threshold = float(np.float32(gamma.ppf(0.999, c0.shape, scale=c0.scale)))
+    return GammaMixtureResult(threshold, c0, GammaClass(0.0, c0.shape, c0.scale), SLOPE_BOUNDS[1])
+
+
+def _otsu(x: np.ndarray, h: np.ndarray) -> float:
+    """Otsu's threshold of a histogram (bin centres ``x``, weights ``h``)."""
+    w0 = np.cumsum(h)
+    m = np.cumsum(h * x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (m[-1] * w0 - m) ** 2 / (w0 * (1.0 - w0))
+    between[~np.isfinite(between)] = -1.0
+    return float(x[int(np.argmax(between[:-1]))])
+
+
+#: the decision rules a change statistic can be thresholded by
+THRESHOLD_METHODS = ("gamma-em", "ggki", "ki")
+
+
+def fit_threshold(values: np.ndarray, method: str = "gamma-em", bins: int = 512):
+    """Threshold a change statistic by ``method``: ``gamma-em`` (EM on a two-gamma mixture),
+    ``ggki`` (Bazi et al. 2005) or ``ki`` (Kittler-Illingworth, Gaussian classes)."""
+    if method == "gamma-em":
+        return gamma_mixture_threshold(values)
+    if method == "ggki":
+        return ggki_threshold(values, bins=bins)
+    if method == "ki":
+        return ggki_threshold(values, bins=bins, beta_bounds=(2.0, 2.0))
+    raise GeochangeError(f"unknown threshold method {method!r} (choose one of {', '.join(THRESHOLD_METHODS)})")
+
+
+def threshold_from_dict(data: dict[str, Any]):
+    """Inverse of the ``as_dict`` of either result."""
+    if data.get("method") == "gamma-em":
+        return GammaMixtureResult.from_dict(data)
+    return GGKIResult.from_dict(data)

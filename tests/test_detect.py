@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -127,9 +128,9 @@ def test_polygon_area_matches_mask_area(result):
     assert summary["changed_area_m2"] == summary["changed_pixels"] * 1.0
     assert gdf["area_m2"].sum() == pytest.approx(summary["changed_area_m2"], abs=0.01)
     np.testing.assert_allclose(gdf.geometry.area, gdf["area_m2"])
-    # the default MMU (4 pixels) and no hysteresis, as summary.json says
-    assert summary["min_area_m2"] == 4.0 and summary["hysteresis_low"] == summary["threshold"]
-    assert (gdf["area_m2"] >= 4.0).all() and summary["regions_dropped"] > 0
+    # the default MMU (9 pixels, at least 10 m²) and no hysteresis, as summary.json says
+    assert summary["min_area_m2"] == 10.0 and summary["hysteresis_low"] == summary["threshold"]
+    assert (gdf["area_m2"] >= 10.0).all() and summary["regions_dropped"] > 0
 
 
 def test_summary_and_quicklook(result):
@@ -190,7 +191,7 @@ def test_web_mercator_at_60n_measures_ground_areas(tmp_path):
     gdf = gpd.read_file(tmp_path / "o" / "changes.gpkg", layer="changes")
     assert summary["changed_area_m2"] == pytest.approx(truth, rel=0.01)
     assert gdf["area_m2"].sum() == pytest.approx(truth, rel=0.01)
-    assert summary["min_area_m2"] == pytest.approx(4 * 25.0 / 4, rel=0.01)  # 4 ground pixels
+    assert summary["min_area_m2"] == pytest.approx(9 * 25.0 / 4, rel=0.01)  # 9 ground pixels
 
 
 def test_tile_size_does_not_change_result(planted_same_grid, tmp_path):
@@ -356,3 +357,22 @@ def test_typed_model_writes_change_types(planted_same_grid, tmp_path, monkeypatc
     values = kinds[rows, cols]
     values = values[(values == 1) | (values == 2)]
     assert big["type"] == np.bincount(values).argmax()
+
+
+def test_bundled_naip_example_has_no_specks_and_true_areas(tmp_path):
+    """The README's example (copied, so nothing is written beside the checkout's files): no polygon
+    below the minimum mapping unit, and the polygons' summed area is the mask's changed area."""
+    import shutil
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("naip_2009.tif", "naip_2020.tif"):
+        shutil.copy(examples / name, tmp_path / name)
+    summary = detect(str(tmp_path / "naip_2009.tif"), str(tmp_path / "naip_2020.tif"), tmp_path / "out")
+    gdf = gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")
+    mmu = summary["min_area_m2"]
+    assert mmu == 9 * 25.0 and len(gdf) == summary["polygons"] > 0
+    assert (gdf["area_m2"] >= mmu).all()
+    assert gdf["area_m2"].sum() == pytest.approx(summary["changed_area_m2"], rel=0.01)
+    with rasterio.open(tmp_path / "out" / "change_mask.tif") as ds:
+        changed = int((ds.read(1) == 1).sum())
+    assert changed * 25.0 == pytest.approx(summary["changed_area_m2"], rel=1e-6)

@@ -23,7 +23,7 @@ from geochange.io.align import Grid
 
 UTM33 = CRS.from_epsg(32633)
 T5 = Affine(5.0, 0.0, 400_000.0, 0.0, -5.0, 5_000_000.0)  # 5 m pixels: 25 m² each
-MMU = default_min_area_m2(25.0)  # 100 m²: 4 pixels
+MMU = 100.0  # 4 pixels of 25 m²
 
 
 def run(tmp_path, prob: np.ndarray, rule: RegionRule, heights=(4,), valid: np.ndarray | None = None):
@@ -78,9 +78,9 @@ def assert_consistent(mask, frame, stats) -> None:
     assert np.array_equal(burned == 1, mask == 1)
 
 
-def test_default_mmu_is_four_pixels():
-    assert (MMU_PIXELS, MMU_M2) == (4, 0.0)
-    assert default_min_area_m2(25.0) == 100.0 and default_min_area_m2(0.25) == 1.0
+def test_default_mmu_is_nine_pixels_and_at_least_ten_square_metres():
+    assert (MMU_PIXELS, MMU_M2) == (9, 10.0)
+    assert default_min_area_m2(25.0) == 225.0 and default_min_area_m2(0.25) == 10.0
 
 
 def test_a_speck_is_neither_polygon_nor_mask_with_the_default_mmu(tmp_path):

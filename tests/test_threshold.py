@@ -243,3 +243,62 @@ def test_ggclass_logpdf_matches_scipy():
         cls = GGClass(prior=0.3, mean=1.5, std=2.0, beta=beta)
         x = np.linspace(-10, 10, 101)
         assert np.allclose(cls.logpdf(x), _gennorm(beta, 1.5, 2.0).logpdf(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# EM on a two-gamma mixture (cva's default decision rule)
+# --------------------------------------------------------------------------------------------------
+
+from geochange.threshold import (GammaMixtureResult, fit_threshold, gamma_mixture_threshold,  # noqa: E402
+                                 threshold_from_dict)
+
+
+def _gamma_mix(seed: int = 0, n: int = 200_000, share: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    """A change statistic: unchanged ~ Gamma(3, 0.4) (mean 1.2), changed ~ Gamma(16, 0.4) (mean 6.4)."""
+    rng = np.random.default_rng(seed)
+    n1 = int(n * share)
+    values = np.concatenate([rng.gamma(3.0, 0.4, n - n1), rng.gamma(16.0, 0.4, n1)])
+    return values, np.r_[np.zeros(n - n1, bool), np.ones(n1, bool)]
+
+
+def test_gamma_mixture_recovers_the_classes_and_the_bayes_threshold():
+    values, changed = _gamma_mix()
+    fit = gamma_mixture_threshold(values)
+    assert fit.changed.prior == pytest.approx(0.03, abs=0.005)
+    assert fit.unchanged.mean == pytest.approx(1.2, rel=0.03) and fit.changed.mean == pytest.approx(6.4, rel=0.05)
+    # the Bayes threshold of the true mixture, from scipy's pdfs
+    def log_odds(x):
+        return (np.log(0.03) + stats.gamma.logpdf(x, 16.0, scale=0.4)
+                - np.log(0.97) - stats.gamma.logpdf(x, 3.0, scale=0.4))
+    truth = optimize.brentq(log_odds, 1.2, 6.4)
+    assert fit.threshold == pytest.approx(truth, abs=0.15)
+    flagged = values > fit.threshold
+    assert abs(flagged.mean() - changed.mean()) < 0.005
+
+
+def test_gamma_mixture_probability_is_half_at_the_threshold_and_ranks_without_saturating():
+    fit = gamma_mixture_threshold(_gamma_mix()[0])
+    t = fit.threshold
+    x = np.array([0.0, 0.5 * t, t, 2 * t, 50 * t, 100 * t, 1000 * t], np.float32)
+    p = fit.posterior(x)
+    assert p.dtype == np.float32 and p[2] == pytest.approx(0.5, abs=1e-6)
+    assert (np.diff(p) > 0).all()          # strictly increasing: no two of these share a value
+    assert p[-1] < 1.0                     # never exactly 1, even at 1000x the threshold
+    assert fit.posterior(np.array([np.nan]))[0] != fit.posterior(np.array([np.nan]))[0]  # NaN stays NaN
+
+
+def test_gamma_mixture_round_trips_and_dispatches():
+    fit = gamma_mixture_threshold(_gamma_mix(seed=1)[0])
+    back = threshold_from_dict(json.loads(json.dumps(fit.as_dict())))
+    assert isinstance(back, GammaMixtureResult) and back == fit
+    assert isinstance(threshold_from_dict(ggki_threshold(_gamma_mix(seed=1)[0]).as_dict()), GGKIResult)
+    assert isinstance(fit_threshold(_gamma_mix()[0], "ggki"), GGKIResult)
+    with pytest.raises(GeochangeError, match="unknown threshold method"):
+        fit_threshold(_gamma_mix()[0], "magic")
+
+
+def test_gamma_mixture_refuses_too_little_or_constant_data():
+    with pytest.raises(GeochangeError, match="only 3 finite values"):
+        gamma_mixture_threshold(np.array([1.0, 2.0, np.nan, 3.0]))
+    with pytest.raises(GeochangeError, match="equal"):
+        gamma_mixture_threshold(np.full(100, 2.0))

@@ -18,9 +18,11 @@ import shapely
 from geochange.engine.polygons import Region
 from geochange.geometry import GroundScale
 
-#: the default MMU: this many pixels, and at least this many m² (to be tuned on a benchmark)
-MMU_PIXELS = 4
-MMU_M2 = 0.0
+#: the default MMU: this many pixels (a 3x3 block: 9 beat 4 on mean kappa over the real scenes of
+#: benchmarks/bench_accuracy.py, docs/models.md), and at least this many m² (a garden shed: on
+#: sub-metre imagery a few pixels are no object an analyst maps)
+MMU_PIXELS = 9
+MMU_M2 = 10.0
 
 
 def default_min_area_m2(pixel_area_m2: float) -> float:

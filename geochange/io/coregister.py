@@ -51,7 +51,7 @@ class Coregistration:
 
     mode: str                               # auto (estimate, correct above the tolerance) or off
     shift_px: tuple[float, float] | None    # (dy, dx) in grid pixels; None when not estimated
-    res: tuple[float, float] = (1.0, 1.0)   # the grid's pixel size (x, y), for shift_m
+    res: tuple[float, float] = (1.0, 1.0)   # the grid's pixel size on the ground (x, y) in metres, for shift_m
     windows: int = 0                        # windows the estimate rests on
     sampled: int = 0                        # windows sampled
     spread_px: float | None = None          # median distance of the windows' shifts from the median
@@ -62,7 +62,7 @@ class Coregistration:
 
     @property
     def shift_m(self) -> tuple[float, float] | None:
-        """The shift in the grid's CRS units (metres for a projected CRS): rows x pixel height, columns x width."""
+        """The shift on the ground in metres: rows x pixel height, columns x pixel width."""
         if self.shift_px is None:
             return None
         return self.shift_px[0] * self.res[1], self.shift_px[1] * self.res[0]
@@ -91,7 +91,7 @@ def estimate_shift(pair: "RasterPair", *, n_windows: int = N_WINDOWS, size: int 
     h, w = pair.shape
     size = min(size, max(MIN_SIZE, min(h, w) // 2))
     if min(h, w) < MIN_SIZE:
-        return Coregistration("auto", None, pair.grid.res,
+        return Coregistration("auto", None, _ground_res(pair),
                               note=f"the overlap of the dates ({w}x{h} px) is too small to estimate a shift")
     shifts = []
     windows = pair.sample_windows(n_windows, size, seed)
@@ -100,7 +100,7 @@ def estimate_shift(pair: "RasterPair", *, n_windows: int = N_WINDOWS, size: int 
         s = window_shift(wp.before, wp.after, wp.valid)
         if s is not None:
             shifts.append(s)
-    return combine(np.array(shifts).reshape(-1, 2), len(windows), pair.grid.res)
+    return combine(np.array(shifts).reshape(-1, 2), len(windows), _ground_res(pair))
 
 
 def window_shift(before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> tuple[float, float] | None:
@@ -163,3 +163,11 @@ def combine(shifts: np.ndarray, sampled: int, res: tuple[float, float]) -> Coreg
 
 def _hann(shape: tuple[int, int]) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
+
+
+def _ground_res(pair: "RasterPair") -> tuple[float, float]:
+    """The pair's pixel size on the ground (x, y) in metres, whatever its CRS."""
+    from geochange.geometry import GroundScale
+
+    g = pair.grid
+    return GroundScale(g.transform, g.crs, g.width, g.height).pixel_size_m()

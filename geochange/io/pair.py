@@ -150,13 +150,17 @@ class RasterPair:
         return wp
 
     def sample_windows(self, n: int = 64, size: int = 256, seed: int = 0) -> list[Window]:
-        """Up to ``n`` windows spread evenly over the whole scene (jittered by ``seed``).
+        """Up to ``n`` windows spread evenly over the whole scene (jittered by ``seed``); a scene no larger
+        than ``n`` windows is covered whole.
 
         Scene-level estimates (normalisation, thresholds, clusters) are fitted on these, so a
         result means the same thing in every window and memory stays bounded.
         """
         h, w = self.shape
         size_h, size_w = min(size, h), min(size, w)
+        if h * w <= n * size_h * size_w:  # a small scene: all of it, in windows that tile it
+            return [Window(c, r, min(size_w, w - c), min(size_h, h - r))
+                    for r in range(0, h, size_h) for c in range(0, w, size_w)]
         per_side = max(1, int(math.sqrt(n)))
         rows = min(per_side, max(1, h // size_h))
         cols = min(max(1, n // rows), max(1, w // size_w))
