@@ -171,6 +171,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     if not n_types:  # an earlier (overwritten) run's type map would not match this run
         (out_dir / "change_type.tif").unlink(missing_ok=True)
     t = time.perf_counter()
+    result["quicklook"].load_mask(out_dir / "change_mask.tif")
     result["quicklook"].save(out_dir / "quicklook.png")
     timings["quicklook"] = round(time.perf_counter() - t, 3)
     return {

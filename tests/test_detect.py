@@ -376,3 +376,17 @@ def test_bundled_naip_example_has_no_specks_and_true_areas(tmp_path):
     with rasterio.open(tmp_path / "out" / "change_mask.tif") as ds:
         changed = int((ds.read(1) == 1).sum())
     assert changed * 25.0 == pytest.approx(summary["changed_area_m2"], rel=1e-6)
+
+
+def test_quicklook_shows_the_kept_regions(planted_same_grid, tmp_path):
+    """The red overlay is the published mask (after the region decision), not every pixel over the threshold."""
+    s = planted_same_grid
+    summary = detect(str(s.before), str(s.after), tmp_path / "o", DetectOptions(tile=128, min_area=150))
+    with rasterio.open(tmp_path / "o" / "change_mask.tif") as ds:
+        mask = ds.read(1)
+    img = np.asarray(Image.open(tmp_path / "o" / "quicklook.png"))
+    h, w = mask.shape          # 240 x 300: the canvas is at full resolution
+    gap = (img.shape[1] - 3 * w) // 2
+    after, overlay = img[:, w + gap:2 * w + gap], img[:, 2 * (w + gap):]
+    red = (overlay != after).any(axis=2)
+    assert summary["regions_dropped"] > 0 and red.sum() > 0 and np.array_equal(red, mask == 1)

@@ -1,7 +1,9 @@
 """quicklook.png: BEFORE | AFTER | AFTER with the changes in red, downsampled, for a person to look at.
 
 The canvas is filled as a by-product of detection: every k-th pixel of each window the engine reads
-(``add_window``) and of each finished strip of the mask (``write``), so the rasters are read once.
+(``add_window``) and of each finished strip of the mask (``write``), so the rasters are read once;
+``detect`` then takes the changes from the published mask (``load_mask``: after the region decision,
+from its overviews), so the red areas are the regions that were kept.
 The dates are shown as the model saw them (radiometrically normalised), with one contrast stretch
 for both, so they compare at a glance.
 """
@@ -54,6 +56,16 @@ class QuicklookCanvas:
         r, c, i, j = self._targets(strip.row_off, 0)
         sub = strip.valid[r::self.k, c::self.k] & (strip.prob[r::self.k, c::self.k] >= self.threshold)
         self.changed[i:i + sub.shape[0], j:j + sub.shape[1]] = sub
+
+    def load_mask(self, path: str | Path) -> None:
+        """Take the changes from the published mask (after the region decision), read at the canvas's
+        size from its overviews (nearest), so the quicklook shows exactly the regions that were kept."""
+        import rasterio
+        from rasterio.enums import Resampling
+
+        with rasterio.open(path) as ds:
+            mask = ds.read(1, out_shape=self.changed.shape, resampling=Resampling.nearest)
+        self.changed = mask == 1
 
     def part(self, y0: int, y1: int) -> dict[str, np.ndarray]:
         """The canvas rows of grid rows ``[y0, y1)`` (a block's share), for :meth:`paste`."""
