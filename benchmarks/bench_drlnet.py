@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,225 +44,18 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
-GEN_VERSION = "3"   # bump when a scene's preparation changes, so stale scenes in a reused workdir are rebuilt
+sys.path.insert(0, str(HERE))
+
+from scenes import DATA, prepare as _prepare_scene  # noqa: E402  (the scenes of every accuracy benchmark)
+
 REAL = ("bercy", "paris", "taizhou")
 SYNTHETIC = ("illumination", "misregistration", "seasonal")
 SCENES = REAL + SYNTHETIC
-OSCD_BANDS = ("B02", "B03", "B04", "B08")
-SYN_SIZE = 512
-SYN_SHIFT = (1, 1)  # misregistration of AFTER: (rows, cols) in pixels
-
-
-# --------------------------------------------------------------------------------------------------
-# scene preparation
-# --------------------------------------------------------------------------------------------------
-
-def _fresh(folder: Path) -> bool:
-    stamp = folder / "scene.ok"
-    return stamp.exists() and stamp.read_text() == GEN_VERSION
-
-
-def _stamp(folder: Path) -> None:
-    (folder / "scene.ok").write_text(GEN_VERSION)
-
-
-def _write(path: Path, array: np.ndarray, crs, transform, nodata=None) -> Path:
-    import rasterio
-
-    arr = array if array.ndim == 3 else array[None]
-    profile = dict(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-                   dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata, compress="DEFLATE")
-    tmp = path.with_suffix(".tmp.tif")
-    with rasterio.open(tmp, "w", **profile) as ds:
-        ds.write(arr)
-    os.replace(tmp, path)
-    return path
-
-
-def _stack(files: list[Path], ref_file: Path, out: Path) -> list[str]:
-    """Stack single-band files into one GeoTIFF on ``ref_file``'s grid (warping any that differ)."""
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
-    notes = []
-    with rasterio.open(ref_file) as ref:
-        crs, transform, shape = ref.crs, ref.transform, ref.shape
-    bands = []
-    for f in files:
-        with rasterio.open(f) as ds:
-            if (ds.shape, ds.transform, ds.crs) == (shape, transform, crs):
-                bands.append(ds.read(1))
-            else:
-                dst = np.zeros(shape, ds.dtypes[0])
-                reproject(rasterio.band(ds, 1), dst, dst_transform=transform, dst_crs=crs,
-                          resampling=Resampling.bilinear)
-                bands.append(dst)
-                notes.append(f"{f.name}: {ds.shape[1]}x{ds.shape[0]} warped onto {ref_file.name}'s grid")
-    _write(out, np.stack(bands), crs, transform)
-    return notes
-
-
-def _grid_of(path: Path):
-    import rasterio
-
-    with rasterio.open(path) as ds:
-        return ds.crs, ds.transform, ds.shape
-
-
-def prepare_oscd(city: str, data: Path, folder: Path) -> dict:
-    root = data / "oscd" / "images" / city
-    truth = data / "oscd" / "train_labels" / city / "cm" / f"{city}-cm_georef_01.tif"
-    notes = []
-    if not _fresh(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        files = {}
-        for d in ("imgs_1", "imgs_2"):
-            files[d] = []
-            for b in OSCD_BANDS:
-                hits = sorted((root / d).glob(f"*_{b}.tif"))
-                if len(hits) != 1:
-                    raise SystemExit(f"{root / d}: expected one *_{b}.tif, found {len(hits)}")
-                files[d].append(hits[0])
-        ref1 = files["imgs_1"][0]
-        # each date on its own B02 grid; detect warps AFTER onto BEFORE's grid if the dates differ
-        notes += _stack(files["imgs_1"], ref1, folder / "before.tif")
-        notes += _stack(files["imgs_2"], files["imgs_2"][0], folder / "after.tif")
-        g1, g2, gt = _grid_of(ref1), _grid_of(files["imgs_2"][0]), _grid_of(truth)
-        notes.append("imgs_2 on the grid of imgs_1" if g1 == g2 else "imgs_2 grid differs from imgs_1: detect warps it")
-        if gt != g1:
-            notes.append("truth grid differs from imgs_1 B02: evaluate warps it (nearest)")
-        (folder / "notes.json").write_text(json.dumps(notes))
-        _stamp(folder)
-    notes = json.loads((folder / "notes.json").read_text())
-    return {"before": folder / "before.tif", "after": folder / "after.tif", "truth": truth,
-            "kind": "OSCD S2 B2,B3,B4,B8; full mask", "notes": notes}
-
-
-def prepare_taizhou(data: Path, folder: Path) -> dict:
-    import rasterio
-
-    root = data / "landsat_taizhou" / "geotiff"
-    before, after = root / "2000TM.tif", root / "2003TM.tif"
-    if not _fresh(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        with rasterio.open(root / "change_mask.tif") as ds:
-            change = ds.read(1) > 0
-            crs, transform = ds.crs, ds.transform
-        with rasterio.open(root / "unchanged_mask.tif") as ds:
-            unchanged = ds.read(1) > 0
-        both = change & unchanged
-        truth = np.full(change.shape, 255, np.uint8)
-        truth[unchanged & ~both] = 0
-        truth[change & ~both] = 1
-        _write(folder / "truth.tif", truth, crs, transform, nodata=255)
-        notes = [f"{int(change.sum())} change / {int(unchanged.sum())} unchanged samples"
-                 + (f"; {int(both.sum())} in both left out" if both.any() else "")]
-        (folder / "notes.json").write_text(json.dumps(notes))
-        _stamp(folder)
-    return {"before": before, "after": after, "truth": folder / "truth.tif",
-            "kind": "Landsat ETM+ 6 bands; sparse samples", "notes": json.loads((folder / "notes.json").read_text())}
-
-
-def _texture(rng: np.random.Generator, shape: tuple[int, int], bands: int) -> np.ndarray:
-    """tests/conftest.py's texture(): smooth fields and trees, float32 (bands, h, w) around 100-140."""
-    from scipy import ndimage
-
-    out = []
-    for b in range(bands):
-        field = (ndimage.gaussian_filter(rng.normal(size=shape), 6) * 25
-                 + ndimage.gaussian_filter(rng.normal(size=shape), 1.5) * 6)
-        out.append(100 + 10 * b + field / max(field.std(), 1e-6) * 15)
-    return np.stack(out).astype(np.float32)
-
-
-# (blue, green, red, NIR)
-_EXISTING = np.array([200, 190, 180, 170], np.float32)
-_MATERIALS = {
-    "new roof": np.array([225, 215, 205, 190], np.float32),
-    "new asphalt": np.array([50, 48, 45, 40], np.float32),
-    "cleared to soil": np.array([135, 140, 150, 150], np.float32),
-    "new vegetation": np.array([70, 95, 60, 210], np.float32),
-}
-
-
-def make_synthetic(kind: str, folder: Path, seed: int) -> dict:
-    """One synthetic pair with planted changes and the trivial event ``kind``."""
-    from affine import Affine
-    from rasterio.crs import CRS
-    from scipy import ndimage
-
-    if not _fresh(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        n = SYN_SIZE
-        pad = 2
-        m = n + 2 * pad                      # a canvas a little larger than the grid (room for the shift)
-        rng = np.random.default_rng([seed, SYNTHETIC.index(kind)])
-        veg = ndimage.gaussian_filter(rng.normal(size=(m, m)), 12)
-        veg = 1.0 / (1.0 + np.exp(-veg / veg.std() * 2.0))          # smooth vegetation cover in (0, 1)
-        base = _texture(rng, (m, m), 4) + veg[None] * np.array([-15, -5, -20, 60], np.float32)[:, None, None]
-        # fine detail (hedges, roads, single trees), the same on both dates: what a misregistration shows
-        fine = ndimage.gaussian_filter(rng.normal(size=(m, m)), 0.7)
-        base += (10 * fine / fine.std()).astype(np.float32)[None]
-        before, after = base.copy(), base.copy()
-        chg_after = np.zeros((m, m), bool)   # changes drawn on AFTER
-        chg_before = np.zeros((m, m), bool)  # demolitions: buildings drawn on BEFORE only
-        for _ in range(14):                  # existing buildings, the same on both dates
-            r, c = rng.integers(pad + 4, m - pad - 30, 2)
-            h, w = rng.integers(10, 22, 2)
-            before[:, r:r + h, c:c + w] = after[:, r:r + h, c:c + w] = _EXISTING[:, None, None]
-        names = list(_MATERIALS) + ["demolished"]
-        for k in range(20):
-            r, c = rng.integers(pad + 4, m - pad - 36, 2)
-            h, w = rng.integers(12, 32, 2)
-            what = names[k % len(names)]
-            if what == "demolished":
-                before[:, r:r + h, c:c + w] = _EXISTING[:, None, None]
-                chg_before[r:r + h, c:c + w] = True
-            else:
-                after[:, r:r + h, c:c + w] = _MATERIALS[what][:, None, None]
-                chg_after[r:r + h, c:c + w] = True
-        before += rng.normal(0, 2.0, before.shape).astype(np.float32)
-        after += rng.normal(0, 2.0, after.shape).astype(np.float32)
-        dy, dx = (0, 0)
-        if kind == "illumination":
-            # gain, offset and a gamma per band: global, but not linear (haze lifts the darks)
-            gamma = np.array([0.7, 0.75, 0.8, 1.2], np.float32)[:, None, None]
-            after = 255 * (np.clip(after, 0, 255) / 255) ** gamma * np.array([0.8, 0.85, 0.8, 0.9], np.float32)[
-                :, None, None] + np.array([25, 20, 22, 10], np.float32)[:, None, None]
-        elif kind == "misregistration":
-            dy, dx = SYN_SHIFT
-        elif kind == "seasonal":
-            after = (after * np.array([0.95, 1.05, 1.1, 0.85], np.float32)[:, None, None]
-                     + veg[None] * np.array([5, -10, 25, -60], np.float32)[:, None, None])
-        else:
-            raise ValueError(kind)
-        # the grid: BEFORE = canvas[pad:pad+n]; AFTER = canvas shifted by (dy, dx) (its content
-        # appears (dy, dx) px up-left of where BEFORE has it)
-        b = before[:, pad:pad + n, pad:pad + n]
-        a = after[:, pad + dy:pad + dy + n, pad + dx:pad + dx + n]
-        truth = chg_after[pad + dy:pad + dy + n, pad + dx:pad + dx + n] | chg_before[pad:pad + n, pad:pad + n]
-        crs = CRS.from_epsg(32633)
-        transform = Affine(10.0, 0, 400_000.0, 0, -10.0, 5_000_000.0)
-        _write(folder / "before.tif", np.clip(b, 1, 255).round().astype(np.uint8), crs, transform)
-        _write(folder / "after.tif", np.clip(a, 1, 255).round().astype(np.uint8), crs, transform)
-        _write(folder / "truth.tif", truth.astype(np.uint8), crs, transform)
-        _stamp(folder)
-    event = {"illumination": "global per-band gain, offset and gamma of AFTER",
-             "misregistration": f"AFTER shifted {SYN_SHIFT[0]} px down, {SYN_SHIFT[1]} px right",
-             "seasonal": "per-band gains + NIR down / red up with vegetation cover"}[kind]
-    return {"before": folder / "before.tif", "after": folder / "after.tif", "truth": folder / "truth.tif",
-            "kind": f"synthetic 512^2 x4, planted + {kind}", "notes": [event]}
 
 
 def prepare(name: str, workdir: Path, data: Path, seed: int) -> dict:
-    folder = workdir / "scenes" / name
-    if name in ("bercy", "paris"):
-        return prepare_oscd(name, data, folder)
-    if name == "taizhou":
-        return prepare_taizhou(data, folder)
-    return make_synthetic(name, folder, seed)
+    """One scene, prepared by scenes.py into ``workdir/scenes/name``."""
+    return _prepare_scene(name, workdir, data, seed)
 
 
 # --------------------------------------------------------------------------------------------------
