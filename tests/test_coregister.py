@@ -164,3 +164,12 @@ def test_cli_accepts_coregister(tmp_path):
     res = runner.invoke(app, ["detect", str(sp.before), str(sp.after), "--out", str(tmp_path / "bad"),
                               "--coregister", "sometimes", "-q"])
     assert res.exit_code == 2 and "--coregister" in res.output
+
+
+def test_a_shift_within_the_windows_scatter_is_not_applied():
+    """Windows that agree within 0.5 px but scatter as much as their median is long: noise, not a shift."""
+    scattered = np.array([[0.3, 0.15], [0.65, -0.15], [-0.05, 0.45], [0.0, -0.1], [0.6, 0.45]])
+    est = combine(scattered, 5, (1.0, 1.0))
+    assert est.magnitude_px > TOLERANCE_PX and not est.reliable and "scatter" in est.note
+    tight = np.array([[0.3, 0.15], [0.32, 0.17], [0.29, 0.14], [0.31, 0.16]])
+    assert combine(tight, 4, (1.0, 1.0)).reliable

@@ -43,6 +43,9 @@ CLIP = 2.0
 MIN_WINDOWS = 3
 MIN_AGREE = 0.5
 AGREE_PX = 0.5
+#: ... and the shift must stand out of the windows' scatter: at least this many standard errors
+#: (spread / sqrt(windows)) long, so a few noisy windows never move AFTER
+SIGNIFICANCE = 3.0
 
 
 @dataclass
@@ -156,6 +159,9 @@ def combine(shifts: np.ndarray, sampled: int, res: tuple[float, float]) -> Coreg
         est.note = f"only {n} of {sampled} windows could be matched (at least {MIN_WINDOWS} needed)"
     elif est.agree < MIN_AGREE:
         est.note = f"the windows disagree (only {est.agree:.0%} within {AGREE_PX} px of the median)"
+    elif est.magnitude_px < SIGNIFICANCE * est.spread_px / np.sqrt(n):
+        est.note = (f"the shift ({est.magnitude_px:.2f} px) is within the scatter of the {n} windows "
+                    f"(median distance {est.spread_px:.2f} px)")
     else:
         est.reliable = True
     return est
