@@ -218,6 +218,24 @@ def print_tables(rows: dict, names: list[str], methods: list[str]) -> list[str]:
     return lines
 
 
+def markdown(rows: dict, names: list[str], methods: list[str]) -> str:
+    """The table as markdown: one row per scene, kappa / F1 / AUC / flagged % per method, then the means."""
+    have = [m for m in methods if any((n, m) in rows for n in names)]
+    out = ["| scene | true % | " + " | ".join(have) + " |", "|---|---|" + "---|" * len(have)]
+    for n in names:
+        true = next((rows[(n, m)]["true"] for m in have if (n, m) in rows), float("nan"))
+        cells = [f"{rows[(n, m)]['kappa']:.3f} / {rows[(n, m)]['f1']:.3f} / {rows[(n, m)]['auc']:.3f} / "
+                 f"{100 * rows[(n, m)]['flagged']:.1f}" if (n, m) in rows else "-" for m in have]
+        out.append(f"| {n} | {100 * true:.2f} | " + " | ".join(cells) + " |")
+    for g, members in groups(names).items():
+        cells = []
+        for m in have:
+            ks = [rows[(n, m)]["kappa"] for n in members if (n, m) in rows]
+            cells.append(f"{np.mean(ks):.3f}" if len(ks) == len(members) else "-")
+        out.append(f"| mean kappa, {g} ({len(members)}) | | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="smoke run: illumination and crs, cva and CVA + Otsu")
     p.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown to this file")
     args = p.parse_args(argv)
     if args.tiny:
         args.scenes, args.models, args.references = ["illumination", "crs"], ["cva"], ["cva+otsu"]
@@ -269,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         print_tables(rows, names, methods)
         if args.json:
             args.json.write_text(json.dumps([{"scene": n, "method": m, **r} for (n, m), r in rows.items()], indent=1))
+        if args.markdown:
+            args.markdown.write_text(markdown(rows, names, methods))
         refs = [m for m in methods if m in reference.REFERENCES]
         for g, members in groups(names).items():
             if g not in ("OSCD", "synthetic") or DEFAULT_MODEL not in methods or not refs:

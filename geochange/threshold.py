@@ -152,6 +152,19 @@ class GGKIResult:
             return out.astype(np.float32)
         return out
 
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """The probability a change map stores for a non-negative statistic: GGKI's threshold with
+        :func:`ranking_probability` (0.5 there, strictly increasing, never saturating), its slope the
+        two classes' log-odds slope at the threshold. :meth:`posterior` is the Bayes posterior, which
+        reaches 1.0 within a few class widths and then no longer ranks."""
+        def log_odds(v):
+            return (np.log(self.changed.prior) + self.changed.logpdf(v)) - (np.log(self.unchanged.prior)
+                                                                            + self.unchanged.logpdf(v))
+        t = float(self.threshold)
+        if not t > 0:
+            return self.posterior(x)
+        return ranking_probability(x, t, _log_odds_slope(log_odds, t))
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (plain floats), e.g. for ``summary.json``."""
         return {"method": "ggki", "threshold": float(self.threshold),
@@ -265,12 +278,41 @@ def ggki_threshold(values: np.ndarray, bins: int = 512,
 
 
 # --------------------------------------------------------------------------------------------------
-# EM on a two-gamma mixture of the change statistic
+# A probability that ranks
 # --------------------------------------------------------------------------------------------------
 
-#: the log-odds slope (per unit of ln x) of the probability map is kept in this range: steep enough
-#: to mean something, shallow enough that strong changes still rank apart (no pile-up at 1.0)
-SLOPE_BOUNDS = (1.0, 2.0)
+#: the log-odds slope (per unit of ln x) of the probability map is the decision rule's own slope at
+#: its threshold, kept within these bounds: below the threshold up to 4 (unchanged pixels get a low
+#: probability: 0.06 at half the threshold), above it up to 2 (strong changes still rank apart:
+#: 1.0 in float32 only past ~1,400x the threshold)
+SLOPE_BELOW = (1.0, 4.0)
+SLOPE_ABOVE = (1.0, 2.0)
+
+
+def ranking_probability(x: np.ndarray, threshold: float, slope: float) -> np.ndarray:
+    """``1 / (1 + (threshold / x) ** s)`` for a non-negative statistic ``x``, ``s`` the ``slope``
+    clipped to :data:`SLOPE_BELOW` below the threshold and to :data:`SLOPE_ABOVE` above it: exactly
+    0.5 at the threshold, continuous, strictly increasing, never saturating. Keeps the shape and
+    float32-ness of ``x``; NaN in, NaN out."""
+    arr = np.asarray(x)
+    dtype = np.float32 if arr.dtype == np.float32 else np.float64
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log(np.maximum(arr.astype(np.float64), 0.0) / threshold)
+    s = np.where(log_ratio > 0, np.clip(slope, *SLOPE_ABOVE), np.clip(slope, *SLOPE_BELOW))
+    return expit(s * log_ratio).astype(dtype)
+
+
+def _log_odds_slope(log_odds, threshold: float) -> float:
+    """d log-odds / d ln x at the threshold (a central difference)."""
+    eps = 1e-3
+    up, down = log_odds(np.array([threshold * (1 + eps)])), log_odds(np.array([threshold * (1 - eps)]))
+    slope = float((up - down)[0] / (np.log1p(eps) - np.log1p(-eps)))
+    return slope if np.isfinite(slope) else SLOPE_ABOVE[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# EM on a two-gamma mixture of the change statistic
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -297,10 +339,10 @@ class GammaClass:
 class GammaMixtureResult:
     """A two-gamma mixture fitted by EM, its Bayes threshold, and a ranking probability.
 
-    ``posterior(x) = 1 / (1 + (threshold / x) ** slope)``: exactly 0.5 at the threshold, strictly
-    increasing, and never saturating, so the probability raster ranks pixels as the statistic
-    does. ``slope`` is the mixture's own log-odds slope in ln x at the threshold (its calibration
-    where the decision is made), kept within :data:`SLOPE_BOUNDS`.
+    ``posterior(x) = 1 / (1 + (threshold / x) ** slope)`` (:func:`ranking_probability`): exactly 0.5
+    at the threshold, strictly increasing, and never saturating, so the probability raster ranks
+    pixels as the statistic does. ``slope`` is the mixture's own log-odds slope in ln x at the
+    threshold (its calibration where the decision is made), bounded on each side of it.
     """
 
     threshold: float
@@ -309,12 +351,10 @@ class GammaMixtureResult:
     slope: float
 
     def posterior(self, x: np.ndarray) -> np.ndarray:
-        """P(changed | x) as above; keeps the shape and float32-ness of ``x``; NaN in, NaN out."""
-        arr = np.asarray(x)
-        dtype = np.float32 if arr.dtype == np.float32 else np.float64
-        with np.errstate(divide="ignore"):
-            log_ratio = np.log(np.maximum(arr.astype(np.float64), 0.0) / self.threshold)
-        return expit(self.slope * log_ratio).astype(dtype)
+        """P(changed | x) as above (:func:`ranking_probability`)."""
+        return ranking_probability(x, self.threshold, self.slope)
+
+    probability = posterior
 
     def as_dict(self) -> dict[str, Any]:
         return {"method": "gamma-em", "threshold": float(self.threshold), "slope": float(self.slope),
@@ -385,8 +425,7 @@ def gamma_mixture_threshold(values: np.ndarray, bins: int = 2048, max_iter: int 
     if not above.size:
         return _single_population(x, h)
     threshold = float(np.float32(grid[above[0]]))
-    slope = (c1.shape - c0.shape) + threshold * (1.0 / c0.scale - 1.0 / c1.scale)
-    slope = float(np.clip(slope, *SLOPE_BOUNDS))
+    slope = float((c1.shape - c0.shape) + threshold * (1.0 / c0.scale - 1.0 / c1.scale))
     return GammaMixtureResult(threshold, c0, c1, slope)
 
 
@@ -396,7 +435,7 @@ def _single_population(x: np.ndarray, h: np.ndarray) -> GammaMixtureResult:
 
     c0 = _gamma_moments(x, h)
     threshold = float(np.float32(gamma.ppf(0.999, c0.shape, scale=c0.scale)))
-    return GammaMixtureResult(threshold, c0, GammaClass(0.0, c0.shape, c0.scale), SLOPE_BOUNDS[1])
+    return GammaMixtureResult(threshold, c0, GammaClass(0.0, c0.shape, c0.scale), SLOPE_ABOVE[1])
 
 
 def _otsu(x: np.ndarray, h: np.ndarray) -> float:

@@ -93,7 +93,7 @@ class CVA(ChangeModel):
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
         if self.fitted is None:
             raise GeochangeError("the cva model must be fitted on the scene before predicting")
-        return self.fitted.posterior(self.magnitude(before, after, valid)).astype(np.float32, copy=False)
+        return self.fitted.probability(self.magnitude(before, after, valid)).astype(np.float32, copy=False)
 
     def params(self) -> dict:
         out = super().params()

@@ -25,8 +25,8 @@ Fully unsupervised and fitted on the scene itself. What the paper specifies, and
   and one centre, the changed ones are k-means-clustered into ``K_t``), Algorithm 1, and the
   reassignment of step 7 (k-means on the fine-tuned DRs of the changed samples).
 * **Outputs**: the change intensity ``CI = ||h^1 - h^2||`` of the final features, thresholded by
-  a GGKI fitted on the training samples at the end of ``fit``; ``predict`` returns its GGKI
-  posterior (crosses 0.5 at the threshold, like cva); ``predict_types`` the change-type map:
+  a GGKI fitted on the training samples at the end of ``fit``; ``predict`` returns a probability
+  that ranks as CI does (0.5 at the threshold, never saturating, like cva's); ``predict_types`` the change-type map:
   0 unchanged, ``1..K_T`` the nearest of the final changed centres in DR space. For the engine
   (``n_types = K_T``), ``predict_with_types`` gives the probability and every pixel's type if changed.
 
@@ -671,16 +671,17 @@ class DRLnet(ChangeModel):
         return ci_out, types_out
 
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """GGKI posterior P(changed | CI): >= 0.5 exactly where CI exceeds the fitted threshold."""
+        """P(changed | CI) that ranks as CI does: 0.5 at the GGKI threshold, never saturating
+        (``GGKIResult.probability``; the paper gives only the hard threshold)."""
         ci, _ = self._maps(before, after, valid, with_types=False)
-        return self.fitted_or_raise().posterior(ci).astype(np.float32, copy=False)
+        return self.fitted_or_raise().probability(ci).astype(np.float32, copy=False)
 
     def predict_with_types(self, before: np.ndarray, after: np.ndarray,
                            valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The engine's typed-model call: probability as :meth:`predict`, and for every pixel the
         type it has if changed, ``1..n_types`` (the nearest final changed centre in DR space)."""
         ci, types = self._maps(before, after, valid, with_types=True)
-        return self.fitted_or_raise().posterior(ci).astype(np.float32, copy=False), types
+        return self.fitted_or_raise().probability(ci).astype(np.float32, copy=False), types
 
     def predict_types(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Change-type map ``(N, H, W)`` uint8: 0 unchanged (or invalid), ``1..K_T`` the nearest
