@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.features
+import shapely
 import pyproj
 from affine import Affine
 from PIL import Image
@@ -308,11 +309,10 @@ def test_unwritable_output_path(planted_same_grid, tmp_path):
         detect(str(planted_same_grid.before), str(planted_same_grid.after), blocker / "out", DetectOptions())
 
 
-def test_real_pair_in_two_crs_joplin(shared_data, tmp_path):
-    """Joplin: pre in UTM 15N, post in WGS84, overlapping in part; outputs on the pre grid."""
-    pre = shared_data / "joplin/input/pre/tile_337-9136.tif"
-    post = shared_data / "joplin/input/post/tile_31500-5137.tif"
-    summary = detect(str(pre), str(post), tmp_path / "j", DetectOptions(tile=256, min_area=5))
+def test_pair_in_two_crs_partial_overlap(two_crs_tiles, tmp_path):
+    """PRE in UTM 15N, POST in WGS84, overlapping in part; outputs on the PRE grid."""
+    pre, post = two_crs_tiles.pre, two_crs_tiles.post
+    summary = detect(str(pre), str(post), tmp_path / "j", DetectOptions(tile=128, min_area=5))
     with rasterio.open(pre) as src, rasterio.open(tmp_path / "j" / "change_mask.tif") as ds:
         assert ds.crs == src.crs and ds.res == src.res
         col = (ds.transform.c - src.transform.c) / src.transform.a
@@ -323,6 +323,8 @@ def test_real_pair_in_two_crs_joplin(shared_data, tmp_path):
     assert summary["polygons"] > 0
     gdf = gpd.read_file(tmp_path / "j" / "changes.gpkg", layer="changes")
     assert gdf.crs.to_epsg() == 26915 and (gdf["area_m2"] >= 5).all()
+    planted = shapely.box(*np.array(two_crs_tiles.change).T)
+    assert shapely.intersects(shapely.union_all(gdf.geometry.values), planted).all()
 
 
 def test_typed_model_writes_change_types(planted_same_grid, tmp_path, monkeypatch):

@@ -242,8 +242,10 @@ def test_levir_split_folders(tmp_path):
         open_dataset(tmp_path)
 
 
-def test_levir_on_dsifn_samples(shared_data):
-    ds = open_dataset(shared_data / "dsifn_samples")
+def test_levir_on_dsifn_layout(tmp_path):
+    """The DSIFN samples' layout (A/, B/, label/ of 256² RGB PNGs named like 0_2.png, label 0/255)."""
+    write_levir(tmp_path / "dsifn", [f"{i}_{i % 3}" for i in range(10)], size=256)
+    ds = open_dataset(tmp_path / "dsifn")
     assert isinstance(ds, LevirDataset) and len(ds) == 10
     changed = 0
     for i in range(len(ds)):
