@@ -191,7 +191,7 @@ def evaluate(
     from geochange.evaluate import evaluate as run_evaluate
 
     _set_quiet(quiet or as_json)
-    values = _parse_bands(change_values)
+    values = (_int_list(change_values, "--change-values", "raster values", "1,2") or None) if change_values else None
     result = run_evaluate(pred, truth, truth_layer=truth_layer, change_values=values)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

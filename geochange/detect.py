@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 import geochange
+from geochange.checks import check_bands, check_number
 from geochange.device import check_device_name, resolve_device
 from geochange.engine.outputs import DetectOutputs, ground_scale
 from geochange.engine.plan import plan_blocks, plan_windows
@@ -94,18 +94,7 @@ def detect(before: str, after: str, out: str | Path | None = None,
         resampling = Resampling[opts.resampling]
     except KeyError:
         raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
-    if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1 or opts.block_size < 1:
-        raise GeochangeError("--tile must be >= 16, --overlap >= 0, --batch-size and --block-size >= 1")
-    if opts.resume and not opts.distributed:
-        raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
-    if opts.coregister not in ("auto", "off"):
-        raise GeochangeError(f"--coregister {opts.coregister}: give auto or off")
-    if opts.workers is not None and opts.workers < 1:
-        raise GeochangeError("--workers must be >= 1")
-    if opts.min_area is not None and not (math.isfinite(opts.min_area) and opts.min_area >= 0):
-        raise GeochangeError(f"--min-area must be a finite area >= 0 (m²), not {opts.min_area}")
-    if opts.hysteresis_low is not None and not 0 <= opts.hysteresis_low <= 1:
-        raise GeochangeError(f"--hysteresis must be a probability in [0, 1], not {opts.hysteresis_low}")
+    check_options(opts)
     ckpt = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
     opts = _with_model_name(opts, ckpt)
     # models that do not use torch run on the CPU, and do not pay for importing it
@@ -125,6 +114,27 @@ def detect(before: str, after: str, out: str | Path | None = None,
     summary["timings_s"] = timings
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def check_options(opts: DetectOptions) -> None:
+    """Refuse options that cannot work, in one line naming the option (before anything is opened)."""
+    check_number(opts.tile, "--tile", low=16, integer=True, what="pixels")
+    check_number(opts.overlap, "--overlap", low=0, integer=True, what="pixels")
+    if opts.overlap >= opts.tile:
+        raise GeochangeError(f"--overlap ({opts.overlap}) must be less than --tile ({opts.tile}); "
+                             "a quarter of the tile is usual")
+    check_number(opts.batch_size, "--batch-size", low=1, integer=True)
+    check_number(opts.block_size, "--block-size", low=1, integer=True, what="rows")
+    check_number(opts.workers, "--workers", low=1, integer=True)
+    check_number(opts.min_area, "--min-area", low=0, what="(m²)")
+    check_number(opts.hysteresis_low, "--hysteresis", low=0, high=1, what="(a probability)")
+    check_number(opts.sample_windows, "sample_windows", low=1, integer=True)
+    check_number(opts.sample_size, "sample_size", low=1, integer=True)
+    check_bands(opts.bands)
+    if opts.resume and not opts.distributed:
+        raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
+    if opts.coregister not in ("auto", "off"):
+        raise GeochangeError(f"--coregister {opts.coregister}: give auto or off")
 
 
 def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
@@ -162,7 +172,9 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
     plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
     if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
-        say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows")
+        narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != opts.overlap else ""
+        say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
+            f"{narrowed}")
     n_types = getattr(model, "n_types", 0)
     if cluster is None:
         result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings)

@@ -106,7 +106,7 @@ def test_bad_param_is_one_line(planted_same_grid, tmp_path):
     res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-p", "oops"])
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
     res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "--types", "3"])
-    assert res.exit_code == 2 and "bad option for model cva" in res.output
+    assert res.exit_code == 2 and "model cva has no setting 'types'" in res.output
 
 
 def test_tile_writes_a_dataset(planted, tmp_path):
@@ -190,3 +190,35 @@ def test_detect_on_a_local_dask_cluster_from_the_command_line(planted_same_grid,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"]["blocks"] >= 2 and summary["engine"]["dask_workers"] == 2
     assert (out / "change_mask.tif").is_file() and (out / "changes.gpkg").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bands", "1,1,1"], "error: --bands 1,1,1: band 1 is given twice"),
+    (["--min-area", "nan"], "error: --min-area must be a finite number"),
+    (["--min-area", "-5"], "error: --min-area must be >= 0"),
+    (["--tile", "64", "--overlap", "64"], "error: --overlap (64) must be less than --tile (64)"),
+    (["-p", "bins=abc"], "error: model cva: bins must be int, not 'abc'; it takes measure (str)"),
+    (["-p", "foo=1"], "error: model cva has no setting 'foo'; it takes measure (str)"),
+])
+def test_detect_refuses_bad_options_in_one_line(planted_same_grid, tmp_path, args, message):
+    s = planted_same_grid
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "-q", *args])
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split()) and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_evaluate_takes_detects_styled_geopackage_as_truth(planted_same_grid, tmp_path):
+    """changes.gpkg holds a layer_styles table beside its one data layer: no --truth-layer needed."""
+    s = planted_same_grid
+    runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-q"])
+    mask, gpkg = str(tmp_path / "o" / "change_mask.tif"), str(tmp_path / "o" / "changes.gpkg")
+    res = runner.invoke(app, ["evaluate", mask, gpkg, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["scores"]["f1"] > 0.9   # the polygons are the mask's regions
+    res = runner.invoke(app, ["evaluate", mask, str(s.truth), "--change-values", "abc"])
+    assert res.exit_code == 2 and "error: --change-values abc: give raster values" in " ".join(res.output.split())
+    res = runner.invoke(app, ["tile", str(s.before), str(s.after), "--labels", gpkg, "--size", "64",
+                              "--out", str(tmp_path / "ds"), "-q"])
+    assert res.exit_code == 0, res.output

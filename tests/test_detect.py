@@ -177,7 +177,7 @@ def test_web_mercator_at_60n_measures_ground_areas(tmp_path):
     crs = CRS.from_epsg(3857)
     write_tif(tmp_path / "b.tif", before, crs, transform)
     write_tif(tmp_path / "a.tif", after, crs, transform)
-    summary = detect(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), tmp_path / "o", DetectOptions(tile=64))
+    summary = detect(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), tmp_path / "o", DetectOptions(tile=64, overlap=16))
     with rasterio.open(tmp_path / "o" / "change_mask.tif") as ds:
         mask, t = ds.read(1), ds.transform
     rows, cols = np.nonzero(mask == 1)

@@ -16,6 +16,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from geochange.checks import check_bands
 from geochange.errors import GeochangeError
 from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
 from geochange.io.coregister import N_WINDOWS, SIZE, TOLERANCE_PX, Coregistration, estimate_shift
@@ -218,6 +219,7 @@ class RasterPair:
 def match_bands(count_before: int, count_after: int, bands: list[int] | None) -> tuple[list[int], list[int]]:
     """Choose the bands to compare: ``bands`` (1-based) if given, else the common first N, with a warning."""
     if bands:
+        check_bands(bands)
         bad = [b for b in bands if b < 1 or b > min(count_before, count_after)]
         if bad:
             raise GeochangeError(f"--bands {','.join(map(str, bands))}: band {bad[0]} does not exist "
