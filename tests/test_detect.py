@@ -21,7 +21,7 @@ from scipy import ndimage
 from geochange.detect import DetectOptions, detect
 from geochange.errors import GeochangeError
 from geochange.metrics import ConfusionMatrix
-from tests.conftest import texture, write_tif
+from tests.conftest import make_planted_scene, texture, write_tif
 
 OUTPUTS = ["change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json"]
@@ -378,3 +378,36 @@ def test_bundled_naip_example_has_no_specks_and_true_areas(tmp_path):
     with rasterio.open(tmp_path / "out" / "change_mask.tif") as ds:
         changed = int((ds.read(1) == 1).sum())
     assert changed * 25.0 == pytest.approx(summary["changed_area_m2"], rel=1e-6)
+
+
+def truncated_copy(src: Path, dst: Path, keep: float) -> Path:
+    """The first ``keep`` share of ``src``'s bytes (a download cut short): header intact, pixels missing."""
+    data = src.read_bytes()
+    dst.write_bytes(data[:int(len(data) * keep)])
+    return dst
+
+
+@pytest.mark.parametrize("which", ["before", "after"])
+def test_a_truncated_input_is_one_line_naming_it(tmp_path, which):
+    s = make_planted_scene(tmp_path / "s", after_crs=None)
+    bad = truncated_copy(getattr(s, which), tmp_path / "bad.tif", 0.1)
+    paths = {"before": str(s.before), "after": str(s.after), which: str(bad)}
+    with pytest.raises(GeochangeError, match=r"bad.tif: cannot read its pixels, the file is truncated or corrupt "
+                                             r"\(.*IReadBlock failed"):
+        detect(paths["before"], paths["after"], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_found_corrupt_mid_run_leaves_nothing(tmp_path):
+    """The scene sample reads only the middle; the damage is in the last rows, met by the engine."""
+    s = make_planted_scene(tmp_path / "s", height=600, width=300, after_crs=None)
+    uncompressed = tmp_path / "after_strips.tif"
+    with rasterio.open(s.after) as src:
+        profile = src.profile | {"compress": None, "tiled": False, "blockysize": 1}
+        with rasterio.open(uncompressed, "w", **profile) as dst:
+            dst.write(src.read())
+    bad = truncated_copy(uncompressed, tmp_path / "bad.tif", 0.8)
+    opts = DetectOptions(tile=64, overlap=16, coregister="off", sample_windows=1, sample_size=48)
+    with pytest.raises(GeochangeError, match="bad.tif: cannot read its pixels"):
+        detect(str(s.before), str(bad), tmp_path / "o", opts)
+    assert not (tmp_path / "o").exists()

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from geochange.checks import check_bands
 from geochange.errors import GeochangeError
-from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, unreadable, warp_to_grid
 from geochange.io.coregister import N_WINDOWS, SIZE, TOLERANCE_PX, Coregistration, estimate_shift
 from geochange.io.normalize import Normalizer, fit_normalizer
 from geochange.progress import warn
@@ -131,10 +132,16 @@ class RasterPair:
         """Read one window of both dates as float32, without radiometric normalisation."""
         src_win = Window(window.col_off + self.offset.col_off, window.row_off + self.offset.row_off,
                          window.width, window.height)
-        before = self._before.read(self.bands_before, window=src_win, out_dtype="float32")
-        after = self._after_on_grid.read(self.bands_after, window=window, out_dtype="float32")
-        valid = read_valid_mask(self._before, src_win, self.bands_before)
-        valid &= read_valid_mask(self._after_on_grid, window, self.bands_after)
+        try:
+            before = self._before.read(self.bands_before, window=src_win, out_dtype="float32")
+            valid = read_valid_mask(self._before, src_win, self.bands_before)
+        except RasterioIOError as exc:
+            raise unreadable(self.before_path, exc) from None
+        try:
+            after = self._after_on_grid.read(self.bands_after, window=window, out_dtype="float32")
+            valid &= read_valid_mask(self._after_on_grid, window, self.bands_after)
+        except RasterioIOError as exc:
+            raise unreadable(self.after_path, exc) from None
         valid &= np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
         return WindowPair(window, before, after, valid)
 
