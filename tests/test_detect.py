@@ -411,3 +411,14 @@ def test_a_file_found_corrupt_mid_run_leaves_nothing(tmp_path):
     with pytest.raises(GeochangeError, match="bad.tif: cannot read its pixels"):
         detect(str(s.before), str(bad), tmp_path / "o", opts)
     assert not (tmp_path / "o").exists()
+
+
+def test_sparse_valid_data_is_detected_not_refused(tmp_path):
+    """99.99 % nodata (676 valid pixels) where the spread-out scene sample does not look."""
+    from tests.test_pair import sparse_pair
+
+    b, a, (r, c) = sparse_pair(tmp_path / "s")
+    detect(str(b), str(a), tmp_path / "o", DetectOptions(min_area=0, normalize="none"))
+    with rasterio.open(tmp_path / "o" / "change_mask.tif") as ds:
+        mask = ds.read(1, window=rasterio.windows.Window(c, r, 26, 26))
+    assert (mask[:, :13] == 1).mean() > 0.9 and (mask[:, 13:] == 0).mean() > 0.9

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
+from scipy import ndimage
 
 from geochange.errors import GeochangeError
 from geochange.io.pair import RasterPair, match_bands
@@ -125,3 +126,54 @@ def test_naip_years_with_shifted_grids_align(test_data):
         wp = pair.read_raw(Window(20, 20, 200, 200))
         corr = np.corrcoef(wp.before[3][wp.valid], wp.after[3][wp.valid])[0, 1]
     assert corr > 0.6
+
+
+# --- sparse valid data: the scene sample must find it -------------------------------------------
+
+def sparse_pair(folder, size: int = 3000, block: int = 26):
+    """One-band pair of ``size``² pixels, nodata but for a ``block``² patch (676 px: 99.99 % nodata)
+    placed where the spread-out scene sample does not look; AFTER brighter in the patch's left half."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t = rasterio.Affine(1.0, 0, 500_000, 0, -1.0, 4_100_000)
+    empty = np.zeros((1, size, size), np.uint8)
+    b, a = write_tif(folder / "b.tif", empty, UTM, t, nodata=0), write_tif(folder / "a.tif", empty, UTM, t, nodata=0)
+    with RasterPair.open(str(b), str(a)) as pair:
+        covered = np.zeros((size, size), bool)
+        for w in pair.sample_windows():
+            covered[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] = True
+    free = np.argwhere(~ndimage.binary_dilation(covered, iterations=block))
+    r, c = free[(free < size - block).all(axis=1)][len(free) // 4]
+    rng = np.random.default_rng(0)
+    before = empty.copy()
+    before[0, r:r + block, c:c + block] = rng.integers(60, 90, (block, block))
+    after = before.copy()
+    after[0, r:r + block, c:c + block // 2] += 120
+    write_tif(b, before, UTM, t, nodata=0, tiled=True, compress="deflate")
+    write_tif(a, after, UTM, t, nodata=0, tiled=True, compress="deflate")
+    return b, a, (r, c)
+
+
+def test_sparse_valid_pixels_are_found_where_they_are(tmp_path):
+    b, a, (r, c) = sparse_pair(tmp_path)
+    with RasterPair.open(str(b), str(a)) as pair:
+        spread = [pair.read_raw(w) for w in pair.sample_windows()]
+        assert sum(int(s.valid.sum()) for s in spread) == 0          # the usual sample misses them
+        samples = pair.fit_normalization()
+    assert sum(int(s.valid.sum()) for s in samples) == 26 * 26
+    assert all(w.window.row_off <= r < w.window.row_off + w.window.height for w in samples)
+
+
+@pytest.mark.parametrize("valid, message", [
+    (1, r"too few valid pixels to fit \(1\)"), (9, r"too few valid pixels to fit \(9\)"),
+    (0, "no valid pixels where the two dates overlap")])
+def test_too_few_valid_pixels_is_said_only_when_true(tmp_path, valid, message):
+    t = rasterio.Affine(1.0, 0, 500_000, 0, -1.0, 4_100_000)
+    arr = np.zeros((1, 40, 40), np.uint8)
+    arr.reshape(-1)[:valid] = 50
+    b = write_tif(tmp_path / "b.tif", arr, UTM, t, nodata=0)
+    a = write_tif(tmp_path / "a.tif", arr, UTM, t, nodata=0)
+    with RasterPair.open(str(b), str(a)) as pair, pytest.raises(GeochangeError, match=message):
+        pair.fit_normalization()
+    one = write_tif(tmp_path / "one.tif", np.full((1, 1, 1), 7, np.uint8), UTM, t)
+    with RasterPair.open(str(one), str(one)) as pair, pytest.raises(GeochangeError, match=r"too few .* \(1\)"):
+        pair.fit_normalization()
