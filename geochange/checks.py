@@ -38,3 +38,15 @@ def check_bands(bands: list[int] | None, option: str = "--bands") -> None:
         if b in seen:
             raise GeochangeError(f"{option} {text}: band {b} is given twice; give each band once")
         seen.add(b)
+
+
+def check_local_folder(path, option: str = "--out") -> None:
+    """Outputs go to a local (or mounted) folder: a URL such as ``s3://bucket/run`` is refused in one line
+    rather than created as a folder named ``s3:``. (``Path`` turns ``s3://b`` into ``s3:/b``: both match.)"""
+    text = str(path)
+    scheme, sep, _ = text.partition(":/")
+    if (sep and len(scheme) > 1 and scheme.replace("+", "").replace(".", "").replace("-", "").isalnum()) \
+            or text.startswith("/vsi"):
+        shown = text if "://" in text or text.startswith("/vsi") else text.replace(":/", "://", 1)
+        raise GeochangeError(f"{option} {shown}: remote outputs are not supported; write to a local folder and "
+                             "copy it there afterwards (e.g. aws s3 cp --recursive)")

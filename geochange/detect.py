@@ -20,15 +20,16 @@ import rasterio
 from rasterio.enums import Resampling
 
 import geochange
-from geochange.checks import check_bands, check_number
+from geochange.checks import check_bands, check_local_folder, check_number
 from geochange.device import check_device_name, resolve_device
 from geochange.engine.outputs import DetectOutputs, ground_scale
 from geochange.engine.plan import plan_blocks, plan_windows
 from geochange.engine.regions import RegionRule, default_min_area_m2
 from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
-from geochange.io.atomic import discard, write_text
+from geochange.io.atomic import discard, run_token, write_text
 from geochange.io.journal import WORK_DIR, BlockJournal, file_identity, state_digest
+from geochange.io.outdir import OutputFolder
 from geochange.io.pair import RasterPair
 from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
@@ -95,6 +96,8 @@ def detect(before: str, after: str, out: str | Path | None = None,
     except KeyError:
         raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
     check_options(opts)
+    if out:
+        check_local_folder(out)
     ckpt = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
     opts = _with_model_name(opts, ckpt)
     # models that do not use torch run on the CPU, and do not pay for importing it
@@ -105,14 +108,15 @@ def detect(before: str, after: str, out: str | Path | None = None,
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite, opts.resume)
         try:
-            summary = _run(pair, out_dir, opts, device, timings, ckpt)
+            with OutputFolder(out_dir, OUTPUTS):   # locked; as it was before if the run fails
+                summary = _run(pair, out_dir, opts, device, timings, ckpt)
+                timings["total"] = round(time.perf_counter() - t0, 3)
+                summary["timings_s"] = timings
+                write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         except BaseException:
             if created:
                 _remove_if_empty(out_dir)
             raise
-    timings["total"] = round(time.perf_counter() - t0, 3)
-    summary["timings_s"] = timings
-    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -344,7 +348,7 @@ def _prepare_out_dir(out: str | Path | None, before: str, overwrite: bool,
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".geochange-write-test"
+        probe = out_dir / f".geochange-write-test-{run_token()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
