@@ -448,8 +448,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Show the version and exit.")) -> None:
+                                       help="Show the version and exit."),
+          verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Debug messages too (of geochange and of GDAL), e.g. geochange -v detect ...")) -> None:
     """Find change between two dates of georeferenced imagery, on rasters of any size."""
+    from geochange.logs import configure_cli_logging
+
+    configure_cli_logging(verbose)
     _catch_sigterm()
 
 

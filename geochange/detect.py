@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 #: up (cva's ranking probability reaches 1 - 2**-21 only at 1400x its threshold), and the mask,
 #: polygons and raster all see the same rounded values
 PROB_STEPS = 2**20
+log = logging.getLogger(__name__)
 
 OUTPUTS = ("change_probability.tif", "change_mask.tif", "change_type.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json")
@@ -98,6 +100,7 @@ def detect(before: str, after: str, out: str | Path | None = None,
     check_options(opts)
     if out:
         check_local_folder(out)
+    log.debug("detect %s -> %s with %s", before, after, opts)
     ckpt = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
     opts = _with_model_name(opts, ckpt)
     # models that do not use torch run on the CPU, and do not pay for importing it

@@ -228,7 +228,7 @@ def test_a_truncated_input_is_one_line_exit_2(planted_same_grid, tmp_path):
     s = planted_same_grid
     bad = tmp_path / "bad.tif"
     bad.write_bytes(s.after.read_bytes()[:20000])
-    res = runner.invoke(app, ["detect", str(s.before), str(bad), "--out", str(tmp_path / "o")])
+    res = runner.invoke(app, ["detect", str(s.before), str(bad), "--out", str(tmp_path / "o"), "-q"])
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: cannot read its pixels")
