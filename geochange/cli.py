@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from geochange import __version__
-from geochange.errors import GeochangeError
+from geochange.checks import check_local_folder
+from geochange.errors import GeochangeError, Terminated
 
 app = typer.Typer(
     help="Find change between two dates of georeferenced imagery, on rasters of any size.\n\n"
@@ -38,10 +39,26 @@ def user_errors(fn: Callable) -> Callable:
         except GeochangeError as exc:
             stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Terminated:
+            stderr.print("[red]terminated[/red]: no output was left half-written")
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             stderr.print("[red]interrupted[/red]: no output was left half-written")
             raise typer.Exit(130) from None
     return wrapper
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (``timeout``, schedulers, Kubernetes) unwinds the run as Ctrl-C does, cleaning up."""
+    raise Terminated()
+
+
+def _catch_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _int_list(text: str, option: str, what: str = "integers", example: str = "0,1,2") -> list[int]:
@@ -191,7 +208,7 @@ def evaluate(
     from geochange.evaluate import evaluate as run_evaluate
 
     _set_quiet(quiet or as_json)
-    values = _parse_bands(change_values)
+    values = (_int_list(change_values, "--change-values", "raster values", "1,2") or None) if change_values else None
     result = run_evaluate(pred, truth, truth_layer=truth_layer, change_values=values)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -280,6 +297,7 @@ def tile(
     from geochange.data.tile import tile as run_tile
 
     _set_quiet(quiet)
+    check_local_folder(out)
     summary = run_tile(before, after, out, labels=labels, label_layer=label_layer, size=size, overlap=overlap,
                        bands=_parse_bands(bands), split=_parse_split(split), block=block, seed=seed,
                        min_valid=min_valid, pair_name=pair, resampling=resampling, shard_size=shard_size,
@@ -327,6 +345,8 @@ def train(
     from geochange.train import TrainOptions, train_model
 
     _set_quiet(quiet)
+    if out:
+        check_local_folder(out)
     check_device_name(device)
     if report_ia:
         seeds, ks = _int_list(ia_seeds, "--ia-seeds"), _int_list(ia_k, "--ia-k", example="2,5,10")
@@ -380,6 +400,7 @@ def build_wdc(
     from geochange.data.wdc import build_wdc as run_build
 
     _set_quiet(quiet)
+    check_local_folder(out)
     opts = WdcOptions(patch=patch, noisy=noisy, positives=positives, negatives=negatives,
                       building_share=building_share, split=_parse_split(split), block=block, margin=margin,
                       seed=seed, min_valid=min_valid, bands=_parse_bands(bands), scheduler=scheduler,
@@ -427,8 +448,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Show the version and exit.")) -> None:
+                                       help="Show the version and exit."),
+          verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Debug messages too (of geochange and of GDAL), e.g. geochange -v detect ...")) -> None:
     """Find change between two dates of georeferenced imagery, on rasters of any size."""
+    from geochange.logs import configure_cli_logging
+
+    configure_cli_logging(verbose)
+    _catch_sigterm()
 
 
 def main() -> None:

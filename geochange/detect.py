@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import math
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,14 +21,16 @@ import rasterio
 from rasterio.enums import Resampling
 
 import geochange
+from geochange.checks import check_bands, check_local_folder, check_number
 from geochange.device import check_device_name, resolve_device
 from geochange.engine.outputs import DetectOutputs, ground_scale
 from geochange.engine.plan import plan_blocks, plan_windows
 from geochange.engine.regions import RegionRule, default_min_area_m2
 from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
-from geochange.io.atomic import discard, write_text
+from geochange.io.atomic import discard, run_token, write_text
 from geochange.io.journal import WORK_DIR, BlockJournal, file_identity, state_digest
+from geochange.io.outdir import OutputFolder
 from geochange.io.pair import RasterPair
 from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
@@ -38,6 +40,7 @@ from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 #: up (cva's ranking probability reaches 1 - 2**-21 only at 1400x its threshold), and the mask,
 #: polygons and raster all see the same rounded values
 PROB_STEPS = 2**20
+log = logging.getLogger(__name__)
 
 OUTPUTS = ("change_probability.tif", "change_mask.tif", "change_type.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json")
@@ -94,18 +97,10 @@ def detect(before: str, after: str, out: str | Path | None = None,
         resampling = Resampling[opts.resampling]
     except KeyError:
         raise GeochangeError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear, cubic)") from None
-    if opts.tile < 16 or opts.overlap < 0 or opts.batch_size < 1 or opts.block_size < 1:
-        raise GeochangeError("--tile must be >= 16, --overlap >= 0, --batch-size and --block-size >= 1")
-    if opts.resume and not opts.distributed:
-        raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
-    if opts.coregister not in ("auto", "off"):
-        raise GeochangeError(f"--coregister {opts.coregister}: give auto or off")
-    if opts.workers is not None and opts.workers < 1:
-        raise GeochangeError("--workers must be >= 1")
-    if opts.min_area is not None and not (math.isfinite(opts.min_area) and opts.min_area >= 0):
-        raise GeochangeError(f"--min-area must be a finite area >= 0 (m²), not {opts.min_area}")
-    if opts.hysteresis_low is not None and not 0 <= opts.hysteresis_low <= 1:
-        raise GeochangeError(f"--hysteresis must be a probability in [0, 1], not {opts.hysteresis_low}")
+    check_options(opts)
+    if out:
+        check_local_folder(out)
+    log.debug("detect %s -> %s with %s", before, after, opts)
     ckpt = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
     opts = _with_model_name(opts, ckpt)
     # models that do not use torch run on the CPU, and do not pay for importing it
@@ -116,15 +111,37 @@ def detect(before: str, after: str, out: str | Path | None = None,
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite, opts.resume)
         try:
-            summary = _run(pair, out_dir, opts, device, timings, ckpt)
+            with OutputFolder(out_dir, OUTPUTS):   # locked; as it was before if the run fails
+                summary = _run(pair, out_dir, opts, device, timings, ckpt)
+                timings["total"] = round(time.perf_counter() - t0, 3)
+                summary["timings_s"] = timings
+                write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         except BaseException:
             if created:
                 _remove_if_empty(out_dir)
             raise
-    timings["total"] = round(time.perf_counter() - t0, 3)
-    summary["timings_s"] = timings
-    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def check_options(opts: DetectOptions) -> None:
+    """Refuse options that cannot work, in one line naming the option (before anything is opened)."""
+    check_number(opts.tile, "--tile", low=16, integer=True, what="pixels")
+    check_number(opts.overlap, "--overlap", low=0, integer=True, what="pixels")
+    if opts.overlap >= opts.tile:
+        raise GeochangeError(f"--overlap ({opts.overlap}) must be less than --tile ({opts.tile}); "
+                             "a quarter of the tile is usual")
+    check_number(opts.batch_size, "--batch-size", low=1, integer=True)
+    check_number(opts.block_size, "--block-size", low=1, integer=True, what="rows")
+    check_number(opts.workers, "--workers", low=1, integer=True)
+    check_number(opts.min_area, "--min-area", low=0, what="(m²)")
+    check_number(opts.hysteresis_low, "--hysteresis", low=0, high=1, what="(a probability)")
+    check_number(opts.sample_windows, "sample_windows", low=1, integer=True)
+    check_number(opts.sample_size, "sample_size", low=1, integer=True)
+    check_bands(opts.bands)
+    if opts.resume and not opts.distributed:
+        raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
+    if opts.coregister not in ("auto", "off"):
+        raise GeochangeError(f"--coregister {opts.coregister}: give auto or off")
 
 
 def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
@@ -162,7 +179,9 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
     plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
     if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
-        say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows")
+        narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != opts.overlap else ""
+        say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
+            f"{narrowed}")
     n_types = getattr(model, "n_types", 0)
     if cluster is None:
         result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings)
@@ -333,7 +352,7 @@ def _prepare_out_dir(out: str | Path | None, before: str, overwrite: bool,
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".geochange-write-test"
+        probe = out_dir / f".geochange-write-test-{run_token()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

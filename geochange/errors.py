@@ -8,3 +8,8 @@ class GeochangeError(Exception):
     option); the CLI prints ``error: <message>`` on stderr and exits with status 2, without a
     traceback. Anything else is a bug and keeps its traceback.
     """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the CLI's handler: unwinds and cleans up as Ctrl-C does
+    (every ``except KeyboardInterrupt`` and ``except BaseException`` clean-up sees it); exit status 143."""

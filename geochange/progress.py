@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from typing import Callable, Iterator
 
@@ -12,6 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 _quiet = False
 console = Console(stderr=True)
+log = logging.getLogger("geochange")
 
 
 def set_quiet(quiet: bool) -> None:
@@ -25,14 +27,14 @@ def is_quiet() -> bool:
 
 
 def say(message: str) -> None:
-    """A status line on stderr, unless quiet."""
+    """A status line (logged at INFO on ``geochange``), unless quiet."""
     if not _quiet:
-        console.print(message, highlight=False)
+        log.info(message)
 
 
 def warn(message: str) -> None:
-    """A warning on stderr; shown even when quiet, since it is about the result."""
-    Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    """A warning (logged at WARNING on ``geochange``); shown even when quiet, since it is about the result."""
+    log.warning(message)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from geochange.models.base import TrainableModel
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"
 UTM = CRS.from_epsg(32615)
 
 
@@ -130,10 +130,61 @@ def planted_same_grid(tmp_path: Path) -> PlantedScene:
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    """The real sample data beside the project (../shared/data)."""
-    assert SHARED_DATA.is_dir(), f"real sample data expected at {SHARED_DATA}"
-    return SHARED_DATA
+def test_data() -> Path:
+    """The small real crops kept with the tests (tests/data, provenance in its README.md)."""
+    return TEST_DATA
+
+
+# -- two tiles in two CRSs that overlap in part (a generated stand-in for the Joplin tiles) -------
+
+@dataclass
+class TwoCrsTiles:
+    pre: Path            # EPSG:26915, 0.6 m, the whole canvas's top-left part
+    post: Path           # EPSG:4326, a rotated footprint over the canvas's bottom-right part
+    pre_crs: CRS
+    overlap: tuple[float, float, float, float]   # (minx, miny, maxx, maxy) of the common part, EPSG:26915
+    change: list         # planted new roofs in POST: (minx, miny, maxx, maxy), EPSG:26915
+
+
+def make_two_crs_tiles(folder: Path, seed: int = 0, size: int = 256, shift: int = 96) -> TwoCrsTiles:
+    """PRE: ``size``² pixels of a textured canvas on UTM 15N; POST: the canvas ``shift`` pixels further
+    down and right, darker, with new roofs in the common part, warped to EPSG:4326 (nodata corners)."""
+    rng = np.random.default_rng(seed)
+    crs = CRS.from_epsg(26915)
+    n = size + shift
+    canvas = texture(rng, (n, n))
+    for _ in range(25):
+        r, c = rng.integers(5, n - 25, 2)
+        canvas[:, r:r + 14, c:c + 20] = np.array([205, 195, 185])[:, None, None]
+    t = Affine(0.6, 0, 366_600.0, 0, -0.6, 4_104_000.0)
+    pre = np.clip(canvas[:, :size, :size] + rng.normal(0, 2, (3, size, size)), 1, 255).astype(np.uint8)
+    later = canvas * 0.8 + 20
+    change = []
+    for k in range(4):
+        r, c = shift + 10 + 35 * k, shift + 15 + 30 * k
+        later[:, r:r + 16, c:c + 20] = 235 if k % 2 else 45
+        x0, y1 = t @ (c, r)
+        x1, y0 = t @ (c + 20, r + 16)
+        change.append((x0, y0, x1, y1))
+    post_src = np.clip(later[:, shift:, shift:] + rng.normal(0, 2, (3, size, size)), 1, 255).astype(np.uint8)
+    post_t = t @ Affine.translation(shift, shift)
+    bounds = rasterio.transform.array_bounds(size, size, post_t)
+    dst_t, dst_w, dst_h = calculate_default_transform(crs, "EPSG:4326", size, size, *bounds)
+    warped = np.zeros((3, dst_h, dst_w), np.uint8)
+    reproject(post_src, warped, src_transform=post_t, src_crs=crs, src_nodata=0, dst_transform=dst_t,
+              dst_crs="EPSG:4326", dst_nodata=0, resampling=Resampling.bilinear)
+    folder.mkdir(parents=True, exist_ok=True)
+    ox, oy = t @ (shift, size)
+    ex, ey = t @ (size, shift)
+    return TwoCrsTiles(write_tif(folder / "pre.tif", pre, crs, t, nodata=0),
+                       write_tif(folder / "post.tif", warped, CRS.from_epsg(4326), dst_t, nodata=0),
+                       crs, (ox, oy, ex, ey), change)
+
+
+@pytest.fixture
+def two_crs_tiles(tmp_path: Path) -> TwoCrsTiles:
+    """A UTM tile and a WGS84 tile of one place that overlap in part, with planted new roofs."""
+    return make_two_crs_tiles(tmp_path / "two_crs")
 
 
 # -- training: planted-change patch pairs and a tiny real trainable model -------------------------

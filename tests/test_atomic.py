@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from geochange.io.atomic import commit, discard, temp_path, write_text
+from geochange.io.atomic import commit, discard, run_token, temp_path, write_text
 
 
 def test_temp_path_is_a_hidden_sibling(tmp_path):
     t = temp_path(tmp_path / "change_mask.tif", ".cog.tif")
     assert t.parent == tmp_path
-    assert t.name == ".change_mask.tif.partial.cog.tif"
-    assert temp_path("out/changes").name == ".changes.partial"
+    assert t.name == f".change_mask.tif.partial-{run_token()}.cog.tif"
+    assert temp_path("out/changes").name == f".changes.partial-{run_token()}"
     assert temp_path(tmp_path / "a.tif") != temp_path(tmp_path / "a.tif", ".x")
+    assert temp_path(tmp_path / "a.tif") == temp_path(tmp_path / "a.tif")   # one name per run
+
+
+def test_two_processes_never_share_a_temporary_name(tmp_path):
+    """Two runs writing into one folder: each has its own hidden names (issue 14 item 1)."""
+    import subprocess
+    import sys
+
+    code = "from geochange.io.atomic import temp_path; print(temp_path('out/change_mask.tif'))"
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+             for _ in range(2)}
+    assert len(names) == 2 and str(temp_path("out/change_mask.tif")) + "\n" not in names
 
 
 def test_write_text_writes_and_leaves_no_temporary(tmp_path):

@@ -9,6 +9,7 @@ import torch
 from conftest import TinyChangeNet, TinyConfig, planted_patches
 from geochange.errors import GeochangeError
 from geochange.train import TrainOptions, load_checkpoint, load_model, save_checkpoint, train
+from geochange.train.checkpoint import model_from_checkpoint
 
 MARKER = {"path": None}
 
@@ -72,3 +73,33 @@ def test_save_is_atomic_and_round_trips_extra_state(tmp_path, tiny_model):
     ckpt = load_checkpoint(out)
     assert ckpt["epoch"] == 7 and ckpt["extra"]["k"] == 2
     assert torch.equal(ckpt["extra"]["centres"], torch.arange(6.0).reshape(2, 3))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(in_bands="three"), r"malformed checkpoint: 'in_bands' is 'three', not a number of bands"),
+    (lambda c: c.update(state_dict=[1, 2]), r"'state_dict' is \[1, 2\], not a mapping of names to tensors"),
+    (lambda c: c["state_dict"].update(extra_layer=torch.zeros(2)), r"the weights do not fit model tiny with 3 bands"
+                                                                   r".*Unexpected key\(s\) in state_dict: \"extra_layer\""),
+    (lambda c: c["state_dict"].pop("0.weight"), r"the weights do not fit.*Missing key\(s\)"),
+    (lambda c: c.update(in_bands=4), r"the weights do not fit model tiny with 4 bands.*size mismatch"),
+    (lambda c: c["config"].update(hidden="many"), r"model tiny: hidden must be int, not 'many'"),
+    (lambda c: c.update(model=7), r"'model' is 7, not a model name"),
+    (lambda c: c.update(version="1"), r"'version' is '1', not a whole number"),
+])
+def test_a_malformed_checkpoint_of_plain_data_is_one_line(tmp_path, tiny_model, change, message):
+    _, path = _trained(tmp_path)
+    ckpt = torch.load(path, weights_only=True)
+    change(ckpt)
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(GeochangeError, match=message) as err:
+        load_model(bad)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+def test_overrides_of_a_checkpoint_are_checked_like_any_setting(tmp_path, tiny_model):
+    _, path = _trained(tmp_path)
+    ckpt = load_checkpoint(path)
+    with pytest.raises(GeochangeError, match=r"model tiny has no setting 'foo'; it takes epochs \(int\)"):
+        model_from_checkpoint(ckpt, "cpu", {"foo": 1})
+    assert model_from_checkpoint(ckpt, "cpu", {"lr": 1}).config.lr == 1.0

@@ -106,7 +106,7 @@ def test_bad_param_is_one_line(planted_same_grid, tmp_path):
     res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-p", "oops"])
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
     res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "--types", "3"])
-    assert res.exit_code == 2 and "bad option for model cva" in res.output
+    assert res.exit_code == 2 and "model cva has no setting 'types'" in res.output
 
 
 def test_tile_writes_a_dataset(planted, tmp_path):
@@ -190,3 +190,122 @@ def test_detect_on_a_local_dask_cluster_from_the_command_line(planted_same_grid,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"]["blocks"] >= 2 and summary["engine"]["dask_workers"] == 2
     assert (out / "change_mask.tif").is_file() and (out / "changes.gpkg").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bands", "1,1,1"], "error: --bands 1,1,1: band 1 is given twice"),
+    (["--min-area", "nan"], "error: --min-area must be a finite number"),
+    (["--min-area", "-5"], "error: --min-area must be >= 0"),
+    (["--tile", "64", "--overlap", "64"], "error: --overlap (64) must be less than --tile (64)"),
+    (["-p", "bins=abc"], "error: model cva: bins must be int, not 'abc'; it takes measure (str)"),
+    (["-p", "foo=1"], "error: model cva has no setting 'foo'; it takes measure (str)"),
+])
+def test_detect_refuses_bad_options_in_one_line(planted_same_grid, tmp_path, args, message):
+    s = planted_same_grid
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "-q", *args])
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split()) and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_evaluate_takes_detects_styled_geopackage_as_truth(planted_same_grid, tmp_path):
+    """changes.gpkg holds a layer_styles table beside its one data layer: no --truth-layer needed."""
+    s = planted_same_grid
+    runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-q"])
+    mask, gpkg = str(tmp_path / "o" / "change_mask.tif"), str(tmp_path / "o" / "changes.gpkg")
+    res = runner.invoke(app, ["evaluate", mask, gpkg, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["scores"]["f1"] > 0.9   # the polygons are the mask's regions
+    res = runner.invoke(app, ["evaluate", mask, str(s.truth), "--change-values", "abc"])
+    assert res.exit_code == 2 and "error: --change-values abc: give raster values" in " ".join(res.output.split())
+    res = runner.invoke(app, ["tile", str(s.before), str(s.after), "--labels", gpkg, "--size", "64",
+                              "--out", str(tmp_path / "ds"), "-q"])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_truncated_input_is_one_line_exit_2(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(s.after.read_bytes()[:20000])
+    res = runner.invoke(app, ["detect", str(s.before), str(bad), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: cannot read its pixels")
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import __main__
+from geochange import models
+from geochange.models.cva import CVA
+from conftest import TinyChangeNet
+
+
+class TermCVA(CVA):
+    name = "term_cva"
+    calls = 0
+
+    def predict(self, before, after, valid):
+        TermCVA.calls += 1
+        if TermCVA.calls == 2:                      # half-way: as `timeout` or a scheduler would
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().predict(before, after, valid)
+
+
+class TermTiny(TinyChangeNet):
+    name = "term_tiny"
+
+    def training_step(self, batch, epoch):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return super().training_step(batch, epoch)
+
+
+__main__.TermCVA, __main__.TermTiny = TermCVA, TermTiny
+models.MODELS.update(term_cva="__main__:TermCVA", term_tiny="__main__:TermTiny")
+from geochange.cli import main
+sys.argv = ["geochange", *{args!r}]
+main()
+"""
+
+
+def run_until_sigterm(args: list[str]) -> subprocess.CompletedProcess:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = SIGTERM_SCRIPT.format(root=str(root), tests=str(root / "tests"), args=args)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+
+
+def test_sigterm_mid_detect_exits_143_and_leaves_nothing(planted_same_grid, tmp_path):
+    s, out = planted_same_grid, tmp_path / "o"
+    res = run_until_sigterm(["detect", str(s.before), str(s.after), "--out", str(out), "--model", "term_cva",
+                             "--tile", "64", "--overlap", "16", "-q"])
+    assert res.returncode == 143, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines() == ["terminated: no output was left half-written"]
+    assert not out.exists()
+
+
+def test_sigterm_and_errors_in_train_leave_no_run_folder(tmp_path):
+    from tests.test_patches import write_levir
+
+    write_levir(tmp_path / "levir", [f"p{i}" for i in range(4)], size=16)
+    run = tmp_path / "runs" / "tiny"
+    res = run_until_sigterm(["train", "term_tiny", "--data", str(tmp_path / "levir"), "--out", str(run),
+                             "--device", "cpu", "-q"])
+    assert res.returncode == 143, res.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_remote_outputs_are_refused_in_one_line(planted_same_grid, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    s = planted_same_grid
+    for args in (["detect", str(s.before), str(s.after), "--out", "s3://bucket/run"],
+                 ["tile", str(s.before), str(s.after), "--out", "s3://bucket/run"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2
+        assert res.output.strip() == ("error: --out s3://bucket/run: remote outputs are not supported; write to a "
+                                      "local folder and copy it there afterwards (e.g. aws s3 cp --recursive)")
+    assert list((tmp_path / "cwd").iterdir()) == []      # no ./s3:/bucket

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.features
+import shapely
 import pyproj
 from affine import Affine
 from PIL import Image
@@ -20,7 +21,7 @@ from scipy import ndimage
 from geochange.detect import DetectOptions, detect
 from geochange.errors import GeochangeError
 from geochange.metrics import ConfusionMatrix
-from tests.conftest import texture, write_tif
+from tests.conftest import make_planted_scene, texture, write_tif
 
 OUTPUTS = ["change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
            "quicklook.png", "summary.json"]
@@ -176,7 +177,7 @@ def test_web_mercator_at_60n_measures_ground_areas(tmp_path):
     crs = CRS.from_epsg(3857)
     write_tif(tmp_path / "b.tif", before, crs, transform)
     write_tif(tmp_path / "a.tif", after, crs, transform)
-    summary = detect(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), tmp_path / "o", DetectOptions(tile=64))
+    summary = detect(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), tmp_path / "o", DetectOptions(tile=64, overlap=16))
     with rasterio.open(tmp_path / "o" / "change_mask.tif") as ds:
         mask, t = ds.read(1), ds.transform
     rows, cols = np.nonzero(mask == 1)
@@ -308,11 +309,10 @@ def test_unwritable_output_path(planted_same_grid, tmp_path):
         detect(str(planted_same_grid.before), str(planted_same_grid.after), blocker / "out", DetectOptions())
 
 
-def test_real_pair_in_two_crs_joplin(shared_data, tmp_path):
-    """Joplin: pre in UTM 15N, post in WGS84, overlapping in part; outputs on the pre grid."""
-    pre = shared_data / "joplin/input/pre/tile_337-9136.tif"
-    post = shared_data / "joplin/input/post/tile_31500-5137.tif"
-    summary = detect(str(pre), str(post), tmp_path / "j", DetectOptions(tile=256, min_area=5))
+def test_pair_in_two_crs_partial_overlap(two_crs_tiles, tmp_path):
+    """PRE in UTM 15N, POST in WGS84, overlapping in part; outputs on the PRE grid."""
+    pre, post = two_crs_tiles.pre, two_crs_tiles.post
+    summary = detect(str(pre), str(post), tmp_path / "j", DetectOptions(tile=128, min_area=5))
     with rasterio.open(pre) as src, rasterio.open(tmp_path / "j" / "change_mask.tif") as ds:
         assert ds.crs == src.crs and ds.res == src.res
         col = (ds.transform.c - src.transform.c) / src.transform.a
@@ -323,6 +323,8 @@ def test_real_pair_in_two_crs_joplin(shared_data, tmp_path):
     assert summary["polygons"] > 0
     gdf = gpd.read_file(tmp_path / "j" / "changes.gpkg", layer="changes")
     assert gdf.crs.to_epsg() == 26915 and (gdf["area_m2"] >= 5).all()
+    planted = shapely.box(*np.array(two_crs_tiles.change).T)
+    assert shapely.intersects(shapely.union_all(gdf.geometry.values), planted).all()
 
 
 def test_typed_model_writes_change_types(planted_same_grid, tmp_path, monkeypatch):
@@ -390,3 +392,47 @@ def test_quicklook_shows_the_kept_regions(planted_same_grid, tmp_path):
     after, overlay = img[:, w + gap:2 * w + gap], img[:, 2 * (w + gap):]
     red = (overlay != after).any(axis=2)
     assert summary["regions_dropped"] > 0 and red.sum() > 0 and np.array_equal(red, mask == 1)
+
+
+def truncated_copy(src: Path, dst: Path, keep: float) -> Path:
+    """The first ``keep`` share of ``src``'s bytes (a download cut short): header intact, pixels missing."""
+    data = src.read_bytes()
+    dst.write_bytes(data[:int(len(data) * keep)])
+    return dst
+
+
+@pytest.mark.parametrize("which", ["before", "after"])
+def test_a_truncated_input_is_one_line_naming_it(tmp_path, which):
+    s = make_planted_scene(tmp_path / "s", after_crs=None)
+    bad = truncated_copy(getattr(s, which), tmp_path / "bad.tif", 0.1)
+    paths = {"before": str(s.before), "after": str(s.after), which: str(bad)}
+    with pytest.raises(GeochangeError, match=r"bad.tif: cannot read its pixels, the file is truncated or corrupt "
+                                             r"\(.*IReadBlock failed"):
+        detect(paths["before"], paths["after"], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_found_corrupt_mid_run_leaves_nothing(tmp_path):
+    """The scene sample reads only the middle; the damage is in the last rows, met by the engine."""
+    s = make_planted_scene(tmp_path / "s", height=600, width=300, after_crs=None)
+    uncompressed = tmp_path / "after_strips.tif"
+    with rasterio.open(s.after) as src:
+        profile = src.profile | {"compress": None, "tiled": False, "blockysize": 1}
+        with rasterio.open(uncompressed, "w", **profile) as dst:
+            dst.write(src.read())
+    bad = truncated_copy(uncompressed, tmp_path / "bad.tif", 0.8)
+    opts = DetectOptions(tile=64, overlap=16, coregister="off", sample_windows=1, sample_size=48)
+    with pytest.raises(GeochangeError, match="bad.tif: cannot read its pixels"):
+        detect(str(s.before), str(bad), tmp_path / "o", opts)
+    assert not (tmp_path / "o").exists()
+
+
+def test_sparse_valid_data_is_detected_not_refused(tmp_path):
+    """99.99 % nodata (676 valid pixels) where the spread-out scene sample does not look."""
+    from tests.test_pair import sparse_pair
+
+    b, a, (r, c) = sparse_pair(tmp_path / "s")
+    detect(str(b), str(a), tmp_path / "o", DetectOptions(min_area=0, normalize="none"))
+    with rasterio.open(tmp_path / "o" / "change_mask.tif") as ds:
+        mask = ds.read(1, window=rasterio.windows.Window(c, r, 26, 26))
+    assert (mask[:, :13] == 1).mean() > 0.9 and (mask[:, 13:] == 0).mean() > 0.9

@@ -47,3 +47,15 @@ def test_bad_pairs_files_are_clear_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(GeochangeError, match=message):
         read_pairs(path)
+
+
+def test_a_truncated_pair_is_reported_naming_the_file(tmp_path):
+    from geochange.detect import DetectOptions
+    from geochange.detect_many import run_pair
+
+    s = make_planted_scene(tmp_path / "s", after_crs=None)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(s.after.read_bytes()[:20000])
+    row = run_pair({"before": str(s.before), "after": str(bad), "out": str(tmp_path / "o")}, DetectOptions())
+    assert row["status"] == "failed" and row["error"].startswith(f"{bad}: cannot read its pixels")
+    assert not (tmp_path / "o").exists()

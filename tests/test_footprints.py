@@ -82,8 +82,8 @@ def test_footprints_in_another_crs_are_reprojected_to_the_imagery_crs(city, tmp_
     assert set(fp1.ids[ch.new]) - edge == city.planted["new"]
 
 
-def test_the_dc_footprint_schema_reads_as_a_manifest_year(shared_data):
-    path = str(shared_data / "dc_footprints_sample" / "Building_Footprints.geojson")
+def test_the_dc_footprint_schema_reads_as_a_manifest_year(test_data):
+    path = str(test_data / "dc_building_footprints.geojson")
     fp = read_footprints(path, 2015, CRS, id_field="GIS_ID", year_field="CAPTUREYEAR")
     assert len(fp) == 108 and fp.dropped == 3                    # 3 were captured in 2021 and 2023
     assert all(i.startswith("BldgPly_") for i in fp.ids) and fp.crs == CRS

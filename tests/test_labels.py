@@ -57,3 +57,19 @@ def test_empty_and_far_layers(tmp_path):
 
 def test_window_bounds():
     assert window_bounds(Window(2, 3, 4, 5), T) == (500_020.0, 4_099_920.0, 500_060.0, 4_099_970.0)
+
+
+def test_a_styled_geopackage_is_one_data_layer(tmp_path):
+    """QGIS's layer_styles table (geochange writes one too) is not a layer to choose between."""
+    from geochange.io.vectors import _add_gpkg_style
+
+    path = tmp_path / "styled.gpkg"
+    box = shapely.box(500_050, 4_099_850, 500_150, 4_099_950)
+    gpd.GeoDataFrame(geometry=[box], crs=UTM).to_file(path, layer="changes")
+    _add_gpkg_style(path, "changes", "<qgis/>")
+    assert set(vector_layers(str(path))) == {"changes", "layer_styles"}
+    assert vector_layers(str(path), spatial_only=True) == ["changes"]
+    assert VectorMask(str(path), None, GRID).read(Window(0, 0, 40, 30)).sum() == 100
+    gpd.GeoDataFrame(geometry=[box], crs=UTM).to_file(path, layer="other")
+    with pytest.raises(GeochangeError, match=r"holds 2 layers \(changes, other\)"):
+        VectorMask(str(path), None, GRID)

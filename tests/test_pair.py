@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
+from scipy import ndimage
 
 from geochange.errors import GeochangeError
 from geochange.io.pair import RasterPair, match_bands
@@ -98,32 +99,81 @@ def test_sample_windows_cover_the_scene_reproducibly(planted_same_grid):
 
 # --- real data: pairs that do not share a grid -------------------------------------------------
 
-def test_joplin_pre_utm_post_wgs84_partial_overlap(shared_data):
-    """Joplin: pre in EPSG:26915, post in EPSG:4326, overlapping only in part."""
-    pre = shared_data / "joplin/input/pre/tile_337-9136.tif"
-    post = shared_data / "joplin/input/post/tile_31500-5137.tif"
-    with RasterPair.open(str(pre), str(post)) as pair:
+def test_pre_utm_post_wgs84_partial_overlap(two_crs_tiles):
+    """PRE in EPSG:26915, POST in EPSG:4326, overlapping only in part (as the Joplin tiles do)."""
+    t = two_crs_tiles
+    with RasterPair.open(str(t.pre), str(t.post)) as pair:
         assert pair.grid.crs.to_epsg() == 26915
         assert pair.grid.res == pytest.approx((0.6, 0.6))
         h, w = pair.shape
-        assert (h, w) != (1024, 1024) and h * w < 1024 * 1024
+        assert (h, w) != (256, 256) and h * w < 256 * 256
         wp = pair.read_raw(Window(0, 0, w, h))
         # the rotated footprint of the WGS84 tile leaves invalid corners on the UTM grid
         assert 0.5 < wp.valid.mean() < 1.0
         keep = wp.valid
         corr = np.corrcoef(wp.before.mean(0)[keep], wp.after.mean(0)[keep])[0, 1]
-        assert corr > 0.2  # the same place (a tornado came through in between)
+        assert corr > 0.2  # the same place (new roofs in between)
 
 
-def test_naip_years_with_shifted_grids_align(shared_data):
+def test_naip_years_with_shifted_grids_align(test_data):
     """NAIP 2016 and 2017 grids differ by 1-2 m (a fraction of the 5 m pixel): AFTER is warped onto BEFORE."""
-    naip = shared_data / "naip_north_dakota"
-    b, a = naip / "m_4709963_se_14_1_20160816.tif", naip / "m_4709963_se_14_1_20170827.tif"
+    b, a = test_data / "naip_nd_2016_crop.tif", test_data / "naip_nd_2017_crop.tif"
     with rasterio.open(b) as ds:
         before_shape = ds.shape
     with RasterPair.open(str(b), str(a)) as pair:
         assert pair.describe()["after_warped"]
         assert pair.shape[0] <= before_shape[0] and pair.shape[1] <= before_shape[1]
-        wp = pair.read_raw(Window(100, 100, 400, 400))
+        wp = pair.read_raw(Window(20, 20, 200, 200))
         corr = np.corrcoef(wp.before[3][wp.valid], wp.after[3][wp.valid])[0, 1]
     assert corr > 0.6
+
+
+# --- sparse valid data: the scene sample must find it -------------------------------------------
+
+def sparse_pair(folder, size: int = 3000, block: int = 26):
+    """One-band pair of ``size``² pixels, nodata but for a ``block``² patch (676 px: 99.99 % nodata)
+    placed where the spread-out scene sample does not look; AFTER brighter in the patch's left half."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t = rasterio.Affine(1.0, 0, 500_000, 0, -1.0, 4_100_000)
+    empty = np.zeros((1, size, size), np.uint8)
+    b, a = write_tif(folder / "b.tif", empty, UTM, t, nodata=0), write_tif(folder / "a.tif", empty, UTM, t, nodata=0)
+    with RasterPair.open(str(b), str(a)) as pair:
+        covered = np.zeros((size, size), bool)
+        for w in pair.sample_windows():
+            covered[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] = True
+    free = np.argwhere(~ndimage.binary_dilation(covered, iterations=block))
+    r, c = free[(free < size - block).all(axis=1)][len(free) // 4]
+    rng = np.random.default_rng(0)
+    before = empty.copy()
+    before[0, r:r + block, c:c + block] = rng.integers(60, 90, (block, block))
+    after = before.copy()
+    after[0, r:r + block, c:c + block // 2] += 120
+    write_tif(b, before, UTM, t, nodata=0, tiled=True, compress="deflate")
+    write_tif(a, after, UTM, t, nodata=0, tiled=True, compress="deflate")
+    return b, a, (r, c)
+
+
+def test_sparse_valid_pixels_are_found_where_they_are(tmp_path):
+    b, a, (r, c) = sparse_pair(tmp_path)
+    with RasterPair.open(str(b), str(a)) as pair:
+        spread = [pair.read_raw(w) for w in pair.sample_windows()]
+        assert sum(int(s.valid.sum()) for s in spread) == 0          # the usual sample misses them
+        samples = pair.fit_normalization()
+    assert sum(int(s.valid.sum()) for s in samples) == 26 * 26
+    assert all(w.window.row_off <= r < w.window.row_off + w.window.height for w in samples)
+
+
+@pytest.mark.parametrize("valid, message", [
+    (1, r"too few valid pixels to fit \(1\)"), (9, r"too few valid pixels to fit \(9\)"),
+    (0, "no valid pixels where the two dates overlap")])
+def test_too_few_valid_pixels_is_said_only_when_true(tmp_path, valid, message):
+    t = rasterio.Affine(1.0, 0, 500_000, 0, -1.0, 4_100_000)
+    arr = np.zeros((1, 40, 40), np.uint8)
+    arr.reshape(-1)[:valid] = 50
+    b = write_tif(tmp_path / "b.tif", arr, UTM, t, nodata=0)
+    a = write_tif(tmp_path / "a.tif", arr, UTM, t, nodata=0)
+    with RasterPair.open(str(b), str(a)) as pair, pytest.raises(GeochangeError, match=message):
+        pair.fit_normalization()
+    one = write_tif(tmp_path / "one.tif", np.full((1, 1, 1), 7, np.uint8), UTM, t)
+    with RasterPair.open(str(one), str(one)) as pair, pytest.raises(GeochangeError, match=r"too few .* \(1\)"):
+        pair.fit_normalization()

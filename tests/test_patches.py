@@ -74,7 +74,7 @@ def test_round_trip_is_bit_exact(tmp_path, dtype, size, compress):
                 assert shard.block_shapes[0] == (size, size)   # one block = one patch
                 assert shard.compression.name == compress
                 assert shard.descriptions[-1] == "label" and shard.descriptions[0] == "before_1"
-    assert not (tmp_path / ".ds.partial").exists()
+    assert not list(tmp_path.glob(".ds.partial*"))
 
 
 def test_index_and_dataset_json(tmp_path):
@@ -155,7 +155,7 @@ def test_writer_is_atomic_and_refuses_to_overwrite(tmp_path):
         with PatchWriter(out, 16, 3, "uint8") as w:
             w.add(*next(random_patches(1, 16, 3, "uint8")))
             raise RuntimeError("boom")
-    assert not out.exists() and not (tmp_path / ".ds.partial").exists()
+    assert not out.exists() and not list(tmp_path.glob(".ds.partial*"))
 
     write_dataset(out, 3, 16, 3, "uint8", shard_size=8)
     with pytest.raises(GeochangeError, match="overwrite"):
@@ -242,8 +242,10 @@ def test_levir_split_folders(tmp_path):
         open_dataset(tmp_path)
 
 
-def test_levir_on_dsifn_samples(shared_data):
-    ds = open_dataset(shared_data / "dsifn_samples")
+def test_levir_on_dsifn_layout(tmp_path):
+    """The DSIFN samples' layout (A/, B/, label/ of 256² RGB PNGs named like 0_2.png, label 0/255)."""
+    write_levir(tmp_path / "dsifn", [f"{i}_{i % 3}" for i in range(10)], size=256)
+    ds = open_dataset(tmp_path / "dsifn")
     assert isinstance(ds, LevirDataset) and len(ds) == 10
     changed = 0
     for i in range(len(ds)):

@@ -12,6 +12,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Compression
 
 from geochange.io.align import Grid
+from geochange.io.atomic import temp_path
 from geochange.io.rasters import RasterWriter
 
 GRID = Grid(CRS.from_epsg(32633), Affine(10.0, 0.0, 400_000.0, 0.0, -10.0, 5_000_000.0), width=1200, height=900)
@@ -102,7 +103,7 @@ def test_small_raster_is_still_a_cog(tmp_path):
 def test_abort_leaves_nothing(tmp_path):
     w = RasterWriter(tmp_path / "change_probability.tif", GRID, "float32", -1.0)
     write_in_strips(w, float_data()[:400], heights=(100,))
-    assert [p.name for p in tmp_path.iterdir()] == [".change_probability.tif.partial.tif"]
+    assert [p.name for p in tmp_path.iterdir()] == [temp_path(tmp_path / "change_probability.tif", ".tif").name]
     w.abort()
     assert list(tmp_path.iterdir()) == []
 

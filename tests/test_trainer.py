@@ -103,3 +103,22 @@ def test_unknown_setting_and_mixed_sizes_are_refused(tiny_model):
     model = TinyChangeNet(NoLr())
     with pytest.raises(GeochangeError, match="no 'lr' setting"):
         train(model, planted_patches(4), TrainOptions(device="cpu", lr=0.1))
+
+
+def test_a_failed_run_leaves_no_empty_run_folder_but_keeps_one_with_checkpoints(tmp_path):
+    class Breaks(TinyChangeNet):
+        fail_at = 0
+
+        def training_step(self, batch, epoch):
+            if epoch >= self.fail_at:
+                raise GeochangeError("the loss became nan")
+            return super().training_step(batch, epoch)
+
+    with pytest.raises(GeochangeError, match="nan"):
+        train(Breaks(TinyConfig()), planted_patches(8), TrainOptions(device="cpu", out=tmp_path / "runs" / "a"))
+    assert not (tmp_path / "runs").exists()
+    model = Breaks(TinyConfig())
+    model.fail_at = 1
+    with pytest.raises(GeochangeError, match="nan"):
+        train(model, planted_patches(8), TrainOptions(device="cpu", out=tmp_path / "b"))
+    assert (tmp_path / "b" / "last.pt").is_file()        # an epoch finished: kept for --resume

@@ -99,6 +99,23 @@ def first_line(exc: Exception) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
+def unreadable(path: str, exc: BaseException) -> GeochangeError:
+    """A read that failed half-way through a raster (a truncated or corrupt file) as one line naming it.
+
+    rasterio's own message ("Read failed. See previous exception") names nothing: GDAL's, further
+    down the chain of causes, says which block of which file.
+    """
+    detail = ""
+    while exc is not None:
+        text = first_line(exc)
+        if text and not text.startswith("Read failed"):
+            detail = text
+            break
+        exc = exc.__cause__ or exc.__context__
+    return GeochangeError(f"{path}: cannot read its pixels, the file is truncated or corrupt"
+                          + (f" ({detail})" if detail else ""))
+
+
 def read_valid_mask(ds: rasterio.io.DatasetReaderBase, window: Window, bands: list[int]) -> np.ndarray:
     """Boolean mask of pixels that hold data in every band of ``bands`` (nodata and alpha respected)."""
     masks = ds.read_masks(bands, window=window)

@@ -7,14 +7,28 @@ existing output is only replaced by a complete one (``os.replace`` is atomic on 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 
+_TOKEN: tuple[int, str] = (0, "")
+
+
+def run_token() -> str:
+    """``<pid>-<random>``: the same for every call in one process, another in any other process (a fork
+    too), so that two runs writing beside each other never share a temporary name."""
+    global _TOKEN
+    pid = os.getpid()
+    if _TOKEN[0] != pid:
+        _TOKEN = (pid, f"{pid}-{secrets.token_hex(3)}")
+    return _TOKEN[1]
+
+
 def temp_path(final: str | Path, suffix: str = "") -> Path:
-    """A hidden sibling of ``final`` to write into: ``dir/.name.partial<suffix>``."""
+    """A hidden sibling of ``final`` to write into, of this process only: ``dir/.name.partial-<run><suffix>``."""
     final = Path(final)
-    return final.with_name(f".{final.name}.partial{suffix}")
+    return final.with_name(f".{final.name}.partial-{run_token()}{suffix}")
 
 
 def commit(temp: str | Path, final: str | Path) -> None:

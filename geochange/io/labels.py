@@ -43,14 +43,21 @@ def open_raster_or_vector(path: str) -> rasterio.io.DatasetReader | None:
     return ds
 
 
-def vector_layers(path: str) -> list[str]:
-    """Layer names of an OGR-readable vector source, or [] when ``path`` is not one."""
+def vector_layers(path: str, spatial_only: bool = False) -> list[str]:
+    """Layer names of an OGR-readable vector source, or [] when ``path`` is not one; ``spatial_only``:
+    only layers with geometries (not a GeoPackage's ``layer_styles`` or other attribute tables)."""
     import pyogrio
 
     try:
-        return [str(name) for name, _ in pyogrio.list_layers(path)]
+        layers = pyogrio.list_layers(path)
     except Exception:  # pyogrio's DataSourceError and friends: not a vector source
         return []
+    return [str(name) for name, geom in layers
+            if not spatial_only or (geom is not None and str(name) not in NON_DATA_LAYERS)]
+
+
+#: tables a GIS keeps beside the data (QGIS writes its styles into a GeoPackage's layer_styles)
+NON_DATA_LAYERS = ("layer_styles",)
 
 
 def window_bounds(window: Window, transform: Affine) -> tuple[float, float, float, float]:
@@ -76,8 +83,11 @@ class VectorMask:
         layers = vector_layers(path)
         if not layers:
             raise GeochangeError(f"{path}: not a vector file OGR can read")
-        if layer is None and len(layers) > 1:
-            raise GeochangeError(f"{path}: holds {len(layers)} layers ({', '.join(layers)}): {layer_hint}")
+        data = vector_layers(path, spatial_only=True)
+        if layer is None and len(data) > 1:
+            raise GeochangeError(f"{path}: holds {len(data)} layers ({', '.join(data)}): {layer_hint}")
+        if layer is None and len(data) == 1:
+            layer = data[0]
         if layer is not None and layer not in layers:
             raise GeochangeError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
         try:

@@ -13,14 +13,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from geochange.checks import check_bands
 from geochange.errors import GeochangeError
-from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
+from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, unreadable, warp_to_grid
 from geochange.io.coregister import N_WINDOWS, SIZE, TOLERANCE_PX, Coregistration, estimate_shift
 from geochange.io.normalize import Normalizer, fit_normalizer
 from geochange.progress import warn
+
+
+#: fewer valid pixels than this in the scene sample cannot be fitted (a normalisation, a threshold)
+MIN_FIT_PIXELS = 10
+#: a scene sample with a smaller share of valid pixels is looked for again where the data is
+SPARSE_SHARE = 0.01
 
 
 @dataclass
@@ -130,10 +138,16 @@ class RasterPair:
         """Read one window of both dates as float32, without radiometric normalisation."""
         src_win = Window(window.col_off + self.offset.col_off, window.row_off + self.offset.row_off,
                          window.width, window.height)
-        before = self._before.read(self.bands_before, window=src_win, out_dtype="float32")
-        after = self._after_on_grid.read(self.bands_after, window=window, out_dtype="float32")
-        valid = read_valid_mask(self._before, src_win, self.bands_before)
-        valid &= read_valid_mask(self._after_on_grid, window, self.bands_after)
+        try:
+            before = self._before.read(self.bands_before, window=src_win, out_dtype="float32")
+            valid = read_valid_mask(self._before, src_win, self.bands_before)
+        except RasterioIOError as exc:
+            raise unreadable(self.before_path, exc) from None
+        try:
+            after = self._after_on_grid.read(self.bands_after, window=window, out_dtype="float32")
+            valid &= read_valid_mask(self._after_on_grid, window, self.bands_after)
+        except RasterioIOError as exc:
+            raise unreadable(self.after_path, exc) from None
         valid &= np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
         return WindowPair(window, before, after, valid)
 
@@ -184,9 +198,59 @@ class RasterPair:
         Returns those windows, normalised, with at least one valid pixel each: the scene sample
         that models fit on (thresholds, clusters), read only once.
         """
-        samples = [self.read_raw(w) for w in self.sample_windows(n_windows, size, seed)]
+        windows = self.sample_windows(n_windows, size, seed)
+        samples = [self.read_raw(w) for w in windows]
+        n_valid = sum(int(s.valid.sum()) for s in samples)
+        sampled = sum(int(w.width * w.height) for w in windows)
+        if n_valid < max(MIN_FIT_PIXELS, SPARSE_SHARE * sampled) and sampled < self.shape[0] * self.shape[1]:
+            # sparse data the spread-out sample missed: sample where the data is instead
+            located = []
+            for w in self.windows_with_data(n_windows, size):
+                wp = self.read_raw(w)
+                if wp.valid.any():
+                    located.append(wp)
+                    if len(located) == n_windows:
+                        break
+            if sum(int(s.valid.sum()) for s in located) > n_valid:
+                samples = located
+                n_valid = sum(int(s.valid.sum()) for s in samples)
+        if n_valid == 0:
+            raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
+        if n_valid < MIN_FIT_PIXELS:
+            raise GeochangeError(f"too few valid pixels to fit ({n_valid}) where the two dates overlap; "
+                                 f"at least {MIN_FIT_PIXELS} are needed")
         self.normalizer = fit_normalizer(samples, method, seed=seed)
         return [self.normalize(s) for s in samples if s.valid.any()]
+
+    def windows_with_data(self, n: int = 64, size: int = 256, max_reads: int = 8) -> list[Window]:
+        """Windows of a ``size``-pixel lattice that hold valid pixels of BEFORE (and of AFTER when it lies
+        on the same grid): ``n`` spread evenly over those found first, then others (at most ``max_reads``
+        x ``n`` in all), for a caller that skips the ones with no pixel valid in both dates.
+
+        BEFORE's validity mask is scanned once in strips (at an overview's resolution when the file has
+        overviews), so memory stays bounded; only sparse scenes get here (see :meth:`fit_normalization`).
+        """
+        h, w = self.shape
+        size_h, size_w = min(size, h), min(size, w)
+        lattice = np.zeros(((h + size_h - 1) // size_h, (w + size_w - 1) // size_w), bool)
+        sources = [(self._before, self.offset)]
+        if self._after_on_grid is self._after and self.after_shift is None:
+            sources.append((self._after, Window(0, 0, w, h)))
+        found = None
+        for ds, offset in sources:
+            mask = _lattice_of_valid(ds, offset, (h, w), (size_h, size_w), lattice.shape)
+            found = mask if found is None else found & mask
+        rows, cols = np.nonzero(found)
+        windows = []
+        picks = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), max_reads * n)).round().astype(int)) \
+            if len(rows) else []
+        for i in picks:
+            r0, c0 = min(rows[i] * size_h, h - size_h), min(cols[i] * size_w, w - size_w)
+            windows.append(Window(int(c0), int(r0), size_w, size_h))
+        if len(windows) <= n:
+            return windows
+        keep = set(np.unique(np.linspace(0, len(windows) - 1, n).round().astype(int)).tolist())
+        return [windows[i] for i in sorted(keep)] + [wi for i, wi in enumerate(windows) if i not in keep]
 
     def describe(self) -> dict:
         """What was compared, for summary.json."""
@@ -215,9 +279,33 @@ class RasterPair:
         self.close()
 
 
+def _lattice_of_valid(ds: rasterio.io.DatasetReaderBase, offset: Window, shape: tuple[int, int],
+                      cell: tuple[int, int], lattice: tuple[int, int]) -> np.ndarray:
+    """Which cells of a lattice over ``shape`` (cells of ``cell`` pixels, origin at ``offset`` in ``ds``)
+    hold at least one valid pixel of ``ds``'s first band; read in strips of whole cell rows."""
+    h, w = shape
+    factor = 1
+    overviews = ds.overviews(1) if hasattr(ds, "overviews") else []
+    if overviews:  # the coarsest overview still finer than a cell
+        factor = max([f for f in overviews if f <= min(cell)] or [1])
+    out = np.zeros(lattice, bool)
+    for i in range(lattice[0]):
+        r0, r1 = i * cell[0], min(h, (i + 1) * cell[0])
+        win = Window(offset.col_off, offset.row_off + r0, w, r1 - r0)
+        shape_out = (max(1, (r1 - r0) // factor), max(1, w // factor))
+        try:
+            m = ds.read_masks(1, window=win, out_shape=shape_out) > 0
+        except RasterioIOError as exc:
+            raise unreadable(ds.name, exc) from None
+        cols = np.nonzero(m.any(axis=0))[0]
+        out[i, np.unique(cols * w // shape_out[1] // cell[1])] = True
+    return out
+
+
 def match_bands(count_before: int, count_after: int, bands: list[int] | None) -> tuple[list[int], list[int]]:
     """Choose the bands to compare: ``bands`` (1-based) if given, else the common first N, with a warning."""
     if bands:
+        check_bands(bands)
         bad = [b for b in bands if b < 1 or b > min(count_before, count_after)]
         if bad:
             raise GeochangeError(f"--bands {','.join(map(str, bands))}: band {bad[0]} does not exist "

@@ -27,9 +27,7 @@ def model_class(name: str) -> type[ChangeModel]:
 
 def create_model(name: str, device: str = "cpu", **config) -> ChangeModel:
     """Instantiate the model called ``name`` with its default (paper) configuration, overridden by ``config``."""
+    from geochange.models.config import make_config
+
     cls = model_class(name)
-    try:
-        cfg = cls.config_class(**config)
-    except TypeError as exc:
-        raise GeochangeError(f"bad option for model {name}: {exc}") from None
-    return cls(cfg, device=device)
+    return cls(make_config(name, cls.config_class, config), device=device)

@@ -78,33 +78,81 @@ def load_checkpoint(path: str | Path) -> dict:
         raise GeochangeError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise GeochangeError(f"{path}: not a geochange checkpoint")
-    if int(ckpt.get("version", 0)) > VERSION:
+    version = ckpt.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise GeochangeError(f"{path}: malformed checkpoint: 'version' is {version!r}, not a whole number")
+    if version > VERSION:
         raise GeochangeError(f"{path}: checkpoint format version {ckpt['version']} is newer than this geochange "
                              f"reads ({VERSION}); upgrade geochange")
+    _check_layout(path, ckpt)
+    ckpt["source"] = str(path)   # for messages; never written back (checkpoint_dict builds a new dict)
     return ckpt
+
+
+def _check_layout(path: Path, ckpt: dict) -> None:
+    """Each entry of the right kind, so that a hand-edited or damaged file is one line, not a traceback."""
+    import torch
+
+    def bad(key: str, want: str) -> GeochangeError:
+        return GeochangeError(f"{path}: malformed checkpoint: {key!r} is {_short(ckpt.get(key))}, not {want}")
+
+    if not isinstance(ckpt.get("model"), str):
+        raise bad("model", "a model name")
+    in_bands = ckpt.get("in_bands")
+    if isinstance(in_bands, bool) or not isinstance(in_bands, int) or in_bands < 1:
+        raise bad("in_bands", "a number of bands >= 1")
+    if not isinstance(ckpt.get("config", {}), dict):
+        raise bad("config", "a mapping of settings")
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise bad("state_dict", "a mapping of names to tensors")
+    if not isinstance(ckpt.get("extra") or {}, dict):
+        raise bad("extra", "a mapping")
+    epoch = ckpt.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise bad("epoch", "a number of epochs >= 0")
+    if not isinstance(ckpt.get("history", []), list):
+        raise bad("history", "a list")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def model_from_checkpoint(ckpt: dict, device: str = "cpu", overrides: dict | None = None) -> TrainableModel:
     """Rebuild the model a checkpoint dict describes, weights and fitted state loaded, in eval mode;
     ``overrides`` (``-p KEY=VALUE``) replace settings of the stored configuration."""
-    from geochange.models import create_model, model_class
+    from geochange.models import create_model
 
     values = config_values(ckpt)
     if overrides:
-        known = {f.name for f in dataclasses.fields(model_class(ckpt["model"]).config_class)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise GeochangeError(f"bad option for model {ckpt['model']}: no setting {unknown[0]!r}")
-        values.update(overrides)
+        values.update(overrides)   # create_model checks keys and types (models.config)
     model = create_model(ckpt["model"], device=device, **values)
     if not isinstance(model, TrainableModel):
         raise GeochangeError(f"model {ckpt['model']} is not trainable, yet the checkpoint holds weights")
+    source = ckpt.get("source", "checkpoint")
     model.build(int(ckpt["in_bands"]))
-    model.net.load_state_dict(ckpt["state_dict"])
+    try:
+        model.net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:   # missing, unexpected or mis-shaped weights: torch lists them, one per line
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3] if line.strip())
+        raise GeochangeError(f"{source}: the weights do not fit model {ckpt['model']} with {ckpt['in_bands']} bands "
+                             f"and its stored settings ({_short_text(detail)})") from None
     model.net.to(device)
-    model.load_extra_state(ckpt.get("extra") or {})
+    try:
+        model.load_extra_state(ckpt.get("extra") or {})
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        raise GeochangeError(f"{source}: malformed checkpoint: its fitted state ('extra') does not fit model "
+                             f"{ckpt['model']} ({type(exc).__name__}: {_short_text(str(exc))})") from None
     model.net.eval()
     return model
+
+
+def _short_text(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def load_model(path: str | Path, device: str = "cpu") -> TrainableModel:

@@ -21,7 +21,7 @@ import numpy as np
 
 from geochange.device import resolve_device, torch_threads
 from geochange.errors import GeochangeError
-from geochange.io.atomic import write_text
+from geochange.io.atomic import discard, write_text
 from geochange.models.base import TrainableModel
 from geochange.progress import say, task
 from geochange.train import distributed
@@ -99,9 +99,8 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
     use_amp = opts.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     checkpoint = None
-    if out is not None and ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
-    with torch_threads(opts.threads, device) if opts.threads else contextlib.nullcontext():
+    with _run_folder(out if ctx.main else None), \
+            torch_threads(opts.threads, device) if opts.threads else contextlib.nullcontext():
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             torch.manual_seed(opts.seed * 100_003 + epoch)
@@ -185,6 +184,29 @@ def _apply_overrides(model: TrainableModel, opts: TrainOptions) -> None:
         raise GeochangeError(f"model {model.name} has no {unknown[0]!r} setting")
     if changes:
         model.config = dataclasses.replace(model.config, **changes)
+
+
+@contextlib.contextmanager
+def _run_folder(out: Path | None):
+    """Create the run folder; if the run fails before its first checkpoint, remove the folder it created
+    (an error, Ctrl-C, SIGTERM): no empty run folder is left behind. A folder with checkpoints stays,
+    for --resume."""
+    created = None   # the topmost folder this run creates
+    if out is not None:
+        for folder in (out, *out.parents):
+            if folder.exists():
+                break
+            created = folder
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GeochangeError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+    try:
+        yield
+    except BaseException:
+        if created is not None and not (out / LAST).exists():
+            discard(created)
+        raise
 
 
 def _resume_checkpoint(out: Path | None, model: TrainableModel, resume: bool, fresh_ok: bool = False) -> dict | None:
