@@ -65,9 +65,12 @@ def test_options_are_validated():
         create_model("cva", filter="gauss")
     with pytest.raises(GeochangeError, match="unknown threshold"):
         create_model("cva", threshold="otsu3")
+    with pytest.raises(GeochangeError, match="unknown measure"):
+        create_model("cva", measure="foo")
 
 
-@pytest.mark.parametrize("params", [{"threshold": "ggki"}, {"filter": "median"}, {"threshold": "ki", "filter": "mean"}])
+@pytest.mark.parametrize("params", [{"threshold": "ggki"}, {"filter": "median"}, {"threshold": "ki", "filter": "mean"},
+                                    {"measure": "rcva"}])
 def test_other_rules_still_find_the_planted_changes(planted_same_grid, tmp_path, params):
     summary = detect(str(planted_same_grid.before), str(planted_same_grid.after), tmp_path / "o",
                      DetectOptions(tile=128, model_params=params))
@@ -77,3 +80,20 @@ def test_other_rules_still_find_the_planted_changes(planted_same_grid, tmp_path,
     truth = planted_same_grid.truth_array
     scored = (truth != 255) & (mask != 255)
     assert ((mask == 1) & (truth == 1))[scored].sum() / (truth[scored] == 1).sum() > 0.8
+
+
+def test_rcva_ignores_a_one_pixel_shift_but_not_a_new_object():
+    """Thonfeld et al. 2016: the closest value within the radius, both ways."""
+    from geochange.models.cva import rcva_magnitude
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(1, 3, 40, 40)).astype(np.float32)
+    after = np.roll(before, 1, axis=3)            # everything moved one pixel right
+    after[..., 10:20, 10:20] += 5.0               # and a new object
+    mag = rcva_magnitude(before, after, radius=1)[0]
+    cva = np.sqrt(((after - before) ** 2).sum(axis=1))[0]
+    inner = np.zeros((40, 40), bool)
+    inner[2:-2, 2:-2] = True
+    inner[9:21, 9:21] = False
+    assert mag[inner].max() < 1e-6 < cva[inner].mean()            # the shift alone is no change
+    assert mag[11:19, 11:19].min() > 4.0                          # the new object is

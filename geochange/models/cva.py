@@ -45,6 +45,10 @@ class CVAConfig:
     max_fit_pixels: int = 2_000_000  # pixels drawn from the scene sample for the threshold fit
 
     def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise GeochangeError(f"cva: unknown measure {self.measure!r} (choose one of {', '.join(MEASURES)})")
+        if self.radius < 0:
+            raise GeochangeError("cva: radius must be >= 0")
         if self.filter not in FILTERS:
             raise GeochangeError(f"cva: unknown filter {self.filter!r} (choose one of {', '.join(FILTERS)})")
         if self.threshold not in THRESHOLD_METHODS:
