@@ -297,9 +297,10 @@ def ranking_probability(x: np.ndarray, threshold: float, slope: float) -> np.nda
     arr = np.asarray(x)
     dtype = np.float32 if arr.dtype == np.float32 else np.float64
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = np.log(np.maximum(arr.astype(np.float64), 0.0) / threshold)
-    s = np.where(log_ratio > 0, np.clip(slope, *SLOPE_ABOVE), np.clip(slope, *SLOPE_BELOW))
-    return expit(s * log_ratio).astype(dtype)
+        z = np.log(np.maximum(arr.astype(dtype, copy=False), 0.0) * dtype(1.0 / threshold))
+    above, below = (dtype(np.clip(slope, *b)) for b in (SLOPE_ABOVE, SLOPE_BELOW))
+    z *= np.where(z > 0, above, below)
+    return expit(z, out=z)
 
 
 def _log_odds_slope(log_odds, threshold: float) -> float:
