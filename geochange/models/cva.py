@@ -8,7 +8,7 @@ the threshold is the same in every window). geochange's default adds what the ac
 * EM on a two-gamma mixture of the magnitude (``threshold="gamma-em"``, threshold.py) instead of
   GGKI, which flagged 5-24 % of an OSCD scene where 0.3-4 % changed;
 * a probability that ranks: ``1 / (1 + (t / m) ** s)``, 0.5 at the threshold ``t``, never
-  saturating (the GGKI posterior reached exactly 1.0 on two thirds of the changed pixels).
+  saturating (the GGKI posterior put 50-68 % of an OSCD scene's changed pixels on exactly 1.0).
 
 The pixels are not filtered: a 3x3 median or box filter of the magnitude (``-p filter=median``)
 raised the AUC but lowered the mean kappa (the mixture then splits the unchanged class); single
