@@ -77,6 +77,34 @@ def configure_cli_logging(verbose: bool = False) -> None:
     gdal.setLevel(logging.DEBUG if verbose else logging.WARNING)
     gdal.propagate = False
     warnings.showwarning = _show_warning
+    _silence_libtiff_stderr()
+
+
+def _silence_libtiff_stderr() -> None:
+    """Take libtiff's default error handler away: it prints straight to stderr (``_tiffWriteProc: No
+    space left on device.``) past GDAL and rasterio, while GDAL reports the same failure through its
+    own handler, which becomes the CLI's one-line error. The bundled copies of libtiff (rasterio's and
+    pyogrio's wheels) or the system's one; nothing happens where none can be found."""
+    import ctypes
+    import ctypes.util
+    import glob
+    import os
+    import site
+
+    import rasterio  # noqa: F401  (GDAL and its libtiff first, then their handlers can be changed)
+
+    roots = [*site.getsitepackages(), site.getusersitepackages()]
+    paths = [p for r in roots for lib in ("rasterio.libs", "pyogrio.libs")
+             for p in glob.glob(os.path.join(r, lib, "libtiff*.so*"))]
+    system = ctypes.util.find_library("tiff")
+    for path in paths or ([system] if system else []):
+        try:
+            lib = ctypes.CDLL(path)
+            lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
+            lib.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+            lib.TIFFSetErrorHandler(None)
+        except (OSError, AttributeError):
+            continue
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

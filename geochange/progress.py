@@ -39,12 +39,13 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def task(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Show a progress bar for one step; yields ``advance(n)``."""
-    if _quiet:
+    """Show a progress bar for one step; yields ``advance(n)``. Nothing when stderr is no terminal (a
+    log file, a pipe, a scheduler): a bar there is only blank lines."""
+    if _quiet or not sys.stderr.isatty():
         yield lambda n=1: None
         return
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=not sys.stderr.isatty()) as prog:
+    with Progress(*columns, console=Console(stderr=True)) as prog:
         tid = prog.add_task(description, total=total)
         yield lambda n=1: prog.advance(tid, n)

@@ -111,3 +111,15 @@ def test_a_full_disk_is_one_line_and_leaves_the_folder_as_it_was(tmp_path, small
     with pytest.raises(GeochangeError, match="cannot write the outputs"):
         detect(str(s.before), str(s.after), out, DetectOptions(overwrite=True))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_full_disk_from_the_command_line_is_exactly_one_line(tmp_path, small_disk):
+    """What a user sees: one line on stderr (no libtiff message, no progress residue), exit 2."""
+    import sys
+
+    s = make_planted_scene(tmp_path / "s", height=600, width=600, after_crs=None)
+    res = subprocess.run([sys.executable, "-m", "geochange", "detect", str(s.before), str(s.after),
+                          "--out", str(small_disk / "run")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ") and "disk full" in res.stderr, res.stderr
+    assert list(small_disk.iterdir()) == []
