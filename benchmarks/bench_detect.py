@@ -229,7 +229,7 @@ def bench_efficiency(pair: tuple[Path, Path], n: int, workdir: Path, args) -> di
 
     set_quiet(True)
     _warm_imports()
-    opts = DetectOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
+    opts = DetectOptions(model="cva", tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
     out = workdir / f"out_e2e_{n}"
     best_m: dict | None = None
     best_io: dict | None = None
@@ -311,7 +311,7 @@ def profile_detect(pair: tuple[Path, Path], n: int, workdir: Path, args, top: in
 
     set_quiet(True)
     _warm_imports()
-    opts = DetectOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
+    opts = DetectOptions(model="cva", tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
     prof = cProfile.Profile()
     out = workdir / f"out_prof_{n}"
     shutil.rmtree(out, ignore_errors=True)

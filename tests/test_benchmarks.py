@@ -21,3 +21,23 @@ def test_bench_accuracy_tiny(tmp_path):
     assert any(line.startswith("[synthetic] default (cva) mean kappa") for line in lines)
     kappa = float(next(line for line in lines if line.startswith("illumination    cva ")).split()[2])
     assert kappa > 0.9  # a planted change under an illumination change is found
+
+
+def _run(script: str, *args: str, cwd: Path) -> list[str]:
+    out = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                         timeout=600, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.splitlines()
+
+
+def test_bench_detect_tiny(tmp_path):
+    lines = _run("bench_detect.py", "--sizes", "512", "--efficiency-sizes", "512", "--repeats", "1", "--tile", "256",
+                 "--overlap", "32", "--workdir", str(tmp_path), cwd=tmp_path)
+    assert any("engine efficiency" in line for line in lines)
+    assert any(line.strip().startswith("512:") and "MiB" in line for line in lines)
+
+
+def test_bench_scale_tiny(tmp_path):
+    lines = _run("bench_scale.py", "--size", "768", "--tile", "256", "--block-size", "256", "--workdir", str(tmp_path),
+                 cwd=tmp_path)
+    assert any("identical outputs:" in line and "True" in line for line in lines)
