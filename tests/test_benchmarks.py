@@ -41,3 +41,20 @@ def test_bench_scale_tiny(tmp_path):
     lines = _run("bench_scale.py", "--size", "768", "--tile", "256", "--block-size", "256", "--workdir", str(tmp_path),
                  cwd=tmp_path)
     assert any("identical outputs:" in line and "True" in line for line in lines)
+
+
+def test_bench_rscvae_tiny(tmp_path):
+    lines = _run("bench_rscvae.py", "--classes", "0", "1", "--epochs", "1", cwd=tmp_path)
+    assert any(line.strip().startswith("mean") for line in lines)
+
+
+def test_bench_vae_tiny(tmp_path):
+    lines = _run("bench_vae.py", "--labels", "50", "--runs", "1", "--negatives", "300", "--rep-epochs", "1",
+                 "--ft-epochs", "1", "--test-pairs", "100", cwd=tmp_path)
+    assert any("VAE w/ sim.:" in line for line in lines)
+
+
+def test_bench_wdc_tiny(tmp_path):
+    lines = _run("bench_wdc.py", "--footprints", "2000", "--overlay-subset", "500", "--workers", "1", "--noisy", "100",
+                 "--size", "512", cwd=tmp_path)
+    assert any(line.startswith("(b) extraction, this process:") and "patches/s" in line for line in lines)
