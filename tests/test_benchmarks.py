@@ -58,3 +58,10 @@ def test_bench_wdc_tiny(tmp_path):
     lines = _run("bench_wdc.py", "--footprints", "2000", "--overlay-subset", "500", "--workers", "1", "--noisy", "100",
                  "--size", "512", cwd=tmp_path)
     assert any(line.startswith("(b) extraction, this process:") and "patches/s" in line for line in lines)
+
+
+def test_bench_drlnet_tiny(tmp_path):
+    lines = _run("bench_drlnet.py", "--workdir", str(tmp_path), "--scenes", "illumination", "--skip-big",
+                 "--drlnet-param", "max_samples=500", "--drlnet-param", "pretrain_epochs=0",
+                 "--drlnet-param", "stage_epochs=0", cwd=tmp_path)
+    assert any(line.startswith("illumination") and " drlnet " in line for line in lines)
