@@ -8,15 +8,25 @@ import shapely
 from affine import Affine
 
 
-def areas_perimeters_m(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
-    """Area (m²) and perimeter (m) of each geometry in ``crs``."""
+def areas_perimeters_m(geoms: np.ndarray, crs, tolerance: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Area (m²) and perimeter (m) of each geometry in ``crs``: geodesic in geographic CRSs and in
+    projections that distort at the geometries' centre (as :class:`GroundScale` decides), planar otherwise."""
     crs = pyproj.CRS.from_user_input(crs)
-    if crs.is_geographic:
-        geod = crs.get_geod()
-        out = np.array([geod.geometry_area_perimeter(g) if not g.is_empty else (0.0, 0.0) for g in geoms])
-        return np.abs(out[:, 0]), out[:, 1]
-    factor = _metres_per_unit(crs)
-    return shapely.area(geoms) * factor**2, shapely.length(geoms) * factor
+    geoms = np.asarray(geoms, dtype=object)
+    geographic = crs.is_geographic
+    if not geographic and len(geoms):
+        x0, y0, x1, y1 = shapely.total_bounds(geoms)
+        if not (np.isfinite(x0) and _distorts(crs, ((x0 + x1) / 2, (y0 + y1) / 2), tolerance)):
+            factor = _metres_per_unit(crs)
+            return shapely.area(geoms) * factor**2, shapely.length(geoms) * factor
+        to_lonlat = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+        geoms = shapely.transform(geoms, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
+    if not len(geoms):
+        return np.zeros(0), np.zeros(0)
+    geod = crs.get_geod()
+    out = np.array([geod.geometry_area_perimeter(g) if g is not None and not g.is_empty else (0.0, 0.0)
+                    for g in geoms])
+    return np.abs(out[:, 0]), out[:, 1]
 
 
 def pixel_areas_m2(transform: Affine, crs, row_off: int, n_rows: int, width: int = 1,

@@ -69,3 +69,22 @@ def test_utm_far_outside_its_zone_is_geodesic():
     scale = GroundScale(t, UTM33, 10, 10)
     assert scale.geodesic
     assert scale.row_areas(0, 1)[0] < 100.0 * 0.99
+
+
+def test_areas_of_geometries_in_web_mercator_at_60n_are_geodesic():
+    """Footprint areas (data/footprints.py) follow the same rule as the grids: geodesic where the CRS distorts."""
+    import pyproj
+    import shapely
+
+    from geochange.geometry import areas_perimeters_m
+
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(10.0, 60.0)
+    square = shapely.box(x, y, x + 20.0, y + 20.0)        # 20 x 20 Mercator metres: about 10 x 10 on the ground
+    to_lonlat = pyproj.Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+    truth = abs(pyproj.Geod(ellps="WGS84").geometry_area_perimeter(
+        shapely.transform(square, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1]))))[0])
+    area, perim = areas_perimeters_m(np.array([square], dtype=object), "EPSG:3857")
+    assert area[0] == pytest.approx(truth, rel=1e-3) and area[0] == pytest.approx(100.0, rel=0.02)
+    assert perim[0] == pytest.approx(40.0, rel=0.02)
+    utm = shapely.box(500_000, 5_000_000, 500_010, 5_000_010)
+    assert areas_perimeters_m(np.array([utm], dtype=object), "EPSG:32633")[0][0] == pytest.approx(100.0)
