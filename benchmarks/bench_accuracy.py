@@ -41,19 +41,18 @@ DETECT_MODELS = ("cva", "drlnet", "vae", "rscvae")
 DEFAULT_MODEL = "cva"
 
 
-def _truth_on(grid_path: Path, truth_path: Path) -> np.ndarray:
-    """The truth (1 changed, 0 unchanged, 255 unlabelled) on the grid of ``grid_path``, nearest."""
+def _truth_on(grid, truth_path: Path) -> np.ndarray:
+    """The truth (1 changed, 0 unchanged, 255 unlabelled) on ``grid`` (a ``geochange.io.align.Grid``), nearest."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
-    with rasterio.open(grid_path) as g, rasterio.open(truth_path) as t:
+    with rasterio.open(truth_path) as t:
         nodata = t.nodata if t.nodata is not None else 255
-        with WarpedVRT(t, crs=g.crs, transform=g.transform, width=g.width, height=g.height,
+        with WarpedVRT(t, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                        resampling=Resampling.nearest, nodata=nodata) as v:
             truth = v.read(1)
-    out = np.where(truth == nodata, 255, (truth > 0).astype(np.uint8)).astype(np.uint8)
-    return out
+    return np.where(truth == nodata, 255, (truth > 0).astype(np.uint8)).astype(np.uint8)
 
 
 def _auc(score: np.ndarray, truth: np.ndarray) -> float:
@@ -113,6 +112,7 @@ def run_detect(scene: dict, model: str, workdir: Path, seed: int, params: dict |
 
     from geochange.detect import DetectOptions, detect
     from geochange.geometry import GroundScale
+    from geochange.io.align import Grid
 
     tally = Tally()
     t0 = time.perf_counter()
@@ -133,8 +133,8 @@ def run_detect(scene: dict, model: str, workdir: Path, seed: int, params: dict |
         with rasterio.open(out / "change_probability.tif") as ds:
             prob = ds.read(1)
         with rasterio.open(out / "change_mask.tif") as ds:
-            mask = ds.read(1)
-        truth = _truth_on(out / "change_mask.tif", part["truth"])
+            mask, grid = ds.read(1), Grid.of(ds)
+        truth = _truth_on(grid, part["truth"])
         valid = mask != 255
         tally.add(mask == 1, prob, truth, valid)
         changed = prob[(mask == 1)]
@@ -156,25 +156,13 @@ def run_reference(scene: dict, method: str) -> dict:
     t0 = time.perf_counter()
     for part in scene.get("parts") or [scene]:
         with RasterPair.open(str(part["before"]), str(part["after"])) as pair:
-            g = pair.grid
-            wp = pair.read_raw(Window(0, 0, g.width, g.height))
-            grid_ref = Path(tempfile.mkdtemp()) / "grid.tif"
-            _empty_like(grid_ref, g)
-        truth = _truth_on(grid_ref, part["truth"])
-        shutil.rmtree(grid_ref.parent, ignore_errors=True)
+            wp = pair.read_raw(Window(0, 0, pair.grid.width, pair.grid.height))
+            truth = _truth_on(pair.grid, part["truth"])
         score, changed = reference.REFERENCES[method](wp.before.astype(np.float64), wp.after.astype(np.float64),
                                                       wp.valid)
         tally.add(changed, score, truth, wp.valid)
     tally.extra = {"seconds": time.perf_counter() - t0}
     return tally.row()
-
-
-def _empty_like(path: Path, grid) -> None:
-    import rasterio
-
-    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
-                       crs=grid.crs, transform=grid.transform):
-        pass
 
 
 def groups(names: list[str]) -> dict[str, list[str]]:
