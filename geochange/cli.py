@@ -99,6 +99,8 @@ def _set_quiet(quiet: bool) -> None:
              "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite\n\n"
              "  geochange detect before.tif after.tif --model drlnet --types 5 --seed 1\n\n"
              "  geochange detect before.tif after.tif --checkpoint runs/cdcluster/last.pt\n\n"
+             "  geochange detect before.tif after.tif --labels marks.gpkg\n\n"
+             "  geochange detect before.tif after.tif --labels marks.shp --label-field changed --model rscvae\n\n"
              "  geochange detect city_2015.tif city_2020.tif --workers 4\n\n"
              "  geochange detect city_2015.tif city_2020.tif --scheduler tcp://10.0.0.5:8786 --resume")
 @user_errors
@@ -108,6 +110,9 @@ def detect(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder \\[default: <before stem>_change/ beside BEFORE]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold; the default), drlnet (Zhang et al. 2017: learns from the pair, also maps change types), vae or rscvae (learn from the pair itself without --checkpoint; anomaly mode); trained models come with --checkpoint."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A model trained with `geochange train` (its last.pt); --model is then read from it."),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Marks drawn on the scene (GeoPackage, Shapefile, GeoJSON; any CRS): polygons or points with a field change = 1 (changed) or 0 (unchanged). The model (default cdcluster) learns from them and the scene's cheap negatives, then maps the whole scene."),
+    label_field: str = typer.Option("change", "--label-field", help="The marks' field: 1 changed, 0 unchanged."),
+    label_layer: Optional[str] = typer.Option(None, "--label-layer", help="The marks' layer, when the file holds several."),
     types: Optional[int] = typer.Option(None, "--types", help="drlnet: number of change types K_T \\[default: 5]."),
     param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable), e.g. -p variant=DRLnet1."),
     tile: int = typer.Option(512, help="Window size in pixels (shrunk to the raster if larger)."),
@@ -136,7 +141,8 @@ def detect(
     params = _parse_params(param)
     if types is not None:
         params["types"] = types
-    opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+    opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, labels=labels,
+                         label_field=label_field, label_layer=label_layer, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
                          bands=_parse_bands(bands), normalize=normalize, resampling=resampling, coregister=coregister,
                          min_area=min_area, hysteresis_low=hysteresis, seed=seed, overwrite=overwrite, workers=workers, scheduler=scheduler,
                          resume=resume, block_size=block_size)

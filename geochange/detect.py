@@ -30,12 +30,16 @@ from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
 from geochange.io.atomic import discard, run_token, write_text
 from geochange.io.journal import WORK_DIR, BlockJournal, file_identity, state_digest
+from geochange.io.marks import Marks
 from geochange.io.outdir import OutputFolder
 from geochange.io.pair import RasterPair
 from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
+from geochange.train.marks import marked_scene
 
+#: the model ``detect --labels`` trains when none is named (chosen by benchmarks/bench_labels.py)
+LABELS_MODEL = "cdcluster"
 #: change_probability.tif holds multiples of 2**-20: exact in float32, fine enough that no value piles
 #: up (cva's ranking probability reaches 1 - 2**-21 only at 1400x its threshold), and the mask,
 #: polygons and raster all see the same rounded values
@@ -52,6 +56,9 @@ class DetectOptions:
 
     model: str | None = None       # None: the checkpoint's model, or cva
     checkpoint: str | None = None  # a trained model (``geochange train``); it is not refitted on the scene
+    labels: str | None = None      # an analyst's marks (io.marks): the model learns from them, then maps the scene
+    label_field: str = "change"    # the marks' field: 1 changed, 0 unchanged
+    label_layer: str | None = None  # the marks' layer, when the file holds several
     model_params: dict = field(default_factory=dict)
     tile: int = 512
     overlap: int = 64
@@ -109,10 +116,11 @@ def detect(before: str, after: str, out: str | Path | None = None,
         say(f"the {opts.model} model runs on the CPU")
     with rasterio.Env(GDAL_CACHEMAX=_cache_bytes(before, opts.gdal_cache_mb)), \
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
+        marks = Marks(opts.labels, pair.grid, opts.label_field, opts.label_layer) if opts.labels else None
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite, opts.resume)
         try:
             with OutputFolder(out_dir, OUTPUTS):   # locked; as it was before if the run fails
-                summary = _run(pair, out_dir, opts, device, timings, ckpt)
+                summary = _run(pair, out_dir, opts, device, timings, ckpt, marks)
                 timings["total"] = round(time.perf_counter() - t0, 3)
                 summary["timings_s"] = timings
                 write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -142,22 +150,42 @@ def check_options(opts: DetectOptions) -> None:
         raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
     if opts.coregister not in ("auto", "off"):
         raise GeochangeError(f"--coregister {opts.coregister}: give auto or off")
+    if opts.labels and opts.checkpoint:
+        raise GeochangeError("give --labels (train on marks of this scene) or --checkpoint (a trained model), not both")
+    if opts.labels and opts.model and not learns_from_marks(opts.model):
+        raise GeochangeError(f"--labels: {opts.model} does not learn from marks; use one of "
+                             f"{', '.join(marks_models())}")
+
+
+def learns_from_marks(name: str) -> bool:
+    """Whether model ``name`` implements ``fit_marks`` (``detect --labels``)."""
+    from geochange.models.base import TrainableModel
+
+    cls = model_class(name)
+    return issubclass(cls, TrainableModel) and cls.fit_marks is not TrainableModel.fit_marks
+
+
+def marks_models() -> list[str]:
+    """The models ``detect --labels`` can train."""
+    from geochange.models import MODELS
+
+    return [name for name in MODELS if learns_from_marks(name)]
 
 
 def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
-         ckpt: dict | None = None) -> dict:
+         ckpt: dict | None = None, marks: Marks | None = None) -> dict:
     if not opts.distributed:
-        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, None)
+        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, None, marks)
     from geochange.scheduler import BackgroundClient
 
     # the cluster starts, and its workers import what a block needs, while the scene is fitted here
     warm = ["geochange.engine.blocks", model_class(opts.model).__module__]
     with BackgroundClient(opts.scheduler, opts.workers, warm) as cluster:
-        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, cluster)
+        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, cluster, marks)
 
 
 def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
-                 ckpt: dict | None, cluster) -> dict:
+                 ckpt: dict | None, cluster, marks: Marks | None = None) -> dict:
     grid = pair.grid
     t = time.perf_counter()
     with task("fitting on the scene", None):
@@ -168,8 +196,12 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
                                          seed=opts.seed)
         if not samples:
             raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
+        learned = None
         if ckpt is not None:
             model = _trained_model(ckpt, opts, device, pair.count)
+        elif marks is not None:
+            model = create_model(opts.model, device=device, **opts.model_params)
+            learned = _fit_marks(model, pair, marks, samples, opts.seed)
         else:
             model = create_model(opts.model, device=device, **opts.model_params)
             model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
@@ -202,6 +234,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
                  "res": list(grid.res), "bounds": list(grid.bounds)},
         "coregistration": coreg.as_dict(),
         "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
+        **({"labels": learned} if learned is not None else {}),
         "threshold": model.threshold,
         "engine": {"tile": plan.tile_w, "overlap": plan.overlap, "batch_size": opts.batch_size,
                    "device": device, "windows": result["windows"], "seed": opts.seed,
@@ -211,6 +244,23 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         **rule.as_dict(),
         "outputs": [name for name in OUTPUTS if name != "change_type.tif" or n_types],
     }
+
+
+def _fit_marks(model, pair: RasterPair, marks: Marks, samples, seed: int) -> dict:
+    """Train ``model`` on the marks and the scene's cheap negatives; what it learned from, for summary.json."""
+    cfg = model.config
+    scene = marked_scene(pair, marks, samples, patch=int(getattr(cfg, "marks_patch", 64)),
+                         negatives=int(getattr(cfg, "marks_negatives", 64)), seed=seed)
+    changed, unchanged = scene.pixel_counts()
+    say(f"{model.name}: learning from {marks.n_changed} changed and {marks.n_unchanged} unchanged marks "
+        f"({len(scene.marked)} patches) and {len(scene.negatives)} cheap negatives of the scene")
+    t = time.perf_counter()
+    trained = model.fit_marks(scene, seed=seed) or {}
+    history = trained.get("history") or []
+    return {**marks.describe(), "marked_patches": len(scene.marked), "negatives": len(scene.negatives),
+            "marked_pixels": {"changed": changed, "unchanged": unchanged},
+            "epochs": trained.get("epochs", len(history)), "final_loss": history[-1].get("loss") if history else None,
+            "seconds": round(time.perf_counter() - t, 3)}
 
 
 def region_rule(opts: DetectOptions, threshold: float, pixel_area_m2: float) -> RegionRule:
@@ -300,7 +350,7 @@ def _fingerprint(pair: RasterPair, model, opts: DetectOptions, device: str, n_bl
 def _with_model_name(opts: DetectOptions, ckpt: dict | None) -> DetectOptions:
     """Fill in the model's name: the checkpoint's when one is given (and check they agree), else cva."""
     if ckpt is None:
-        return dataclasses.replace(opts, model=opts.model or "cva")
+        return dataclasses.replace(opts, model=opts.model or (LABELS_MODEL if opts.labels else "cva"))
     if opts.model and opts.model != ckpt["model"]:
         raise GeochangeError(f"{opts.checkpoint}: a {ckpt['model']} checkpoint, not {opts.model}")
     return dataclasses.replace(opts, model=ckpt["model"])

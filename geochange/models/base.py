@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from geochange.errors import GeochangeError
+
 # One sampled window: before (C, h, w), after (C, h, w), valid (h, w); normalised, float32.
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -121,6 +123,14 @@ class TrainableModel(ChangeModel):
         checkpoint): fit what scoring needs on the training data (score statistics, an anomaly
         clustering); returns scalars to log. Default: nothing."""
         return {}
+
+    def fit_marks(self, scene, seed: int = 0) -> dict:
+        """Learn from an analyst's marks on the scene (``detect --labels``), in the paper's own way.
+
+        ``scene`` is a :class:`~geochange.train.marks.MarkedScene`: patches around the marks and the
+        scene's cheap negatives, normalised as ``predict`` will see windows. Returns the trainer's summary.
+        """
+        raise GeochangeError(f"{self.name} does not learn from marks")
 
     def extra_state(self) -> dict:
         """Fitted values that are not network parameters (tensors, numbers, lists) for checkpoints."""

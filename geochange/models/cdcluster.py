@@ -110,6 +110,9 @@ class CDClusterConfig:
     kmeans_niter: int = 20                 # FAISS k-means iterations
     balance: bool = True                   # weight the loss by inverse cluster size (DeepCluster's uniform sampling)
     bn_samples: int = 256                  # pairs whose batch statistics refresh BN before a clustering (not in the paper)
+    warmup_balance: bool | None = None     # weigh warm-up loss and votes by inverse class size; None: with marks only
+    marks_patch: int = 64                  # detect --labels: side of the patches around marks and of cheap negatives
+    marks_negatives: int = 96              # detect --labels: cheap negatives cropped from the scene
 
 
 class CBAM(nn.Module):
@@ -234,13 +237,14 @@ def nearest_centroid(features: torch.Tensor, centroids: torch.Tensor) -> torch.T
     return dist.argmin(dim=1)
 
 
-def cluster_change_table(votes: np.ndarray, predicted: np.ndarray) -> list[int]:
+def cluster_change_table(votes: np.ndarray, predicted: np.ndarray, scale: np.ndarray | None = None) -> list[int]:
     """Clusters called changed: by the majority of their labelled warm-up pixels (``votes`` (k, 2):
-    unchanged, changed counts), or, for a cluster without any, by the majority of the current binary
-    map over its pixels (``predicted`` (k, 2): pixels mapped unchanged, changed)."""
+    unchanged, changed counts; each column times ``scale`` (2,) when given: balanced votes), or, for a
+    cluster without any, by the majority of the current binary map over its pixels (``predicted`` (k, 2):
+    pixels mapped unchanged, changed)."""
     out = []
     for c in range(votes.shape[0]):
-        v = votes[c] if votes[c].sum() > 0 else predicted[c]
+        v = (votes[c] * (1 if scale is None else scale)) if votes[c].sum() > 0 else predicted[c]
         if v[1] > v[0]:
             out.append(c)
     return out
@@ -263,6 +267,8 @@ class CDCluster(TrainableModel):
         self._calls_at_start: list[int] = [1]
         self._voting = False                          # an unsupervised epoch's votes are not yet summed over ranks
         self._warm = torch.zeros(0, dtype=torch.int64)
+        self._warmup_weight: torch.Tensor | None = None  # (k,) warm-up loss weights when balanced
+        self._pixel_counts: np.ndarray | None = None      # labelled (unchanged, changed) warm-up pixels
         #: what the last clustering did: ``pairs`` clustered, ``rows_here`` (pixel features this process
         #: extracted), ``rows`` (pixel features the k-means ran on: every rank's, gathered on rank 0)
         self.clustering: dict = {}
@@ -321,7 +327,8 @@ class CDCluster(TrainableModel):
             if not (target != UNKNOWN).any():
                 loss = logits.sum() * 0.0
             else:
-                loss = F.cross_entropy(logits.float(), target, ignore_index=UNKNOWN)
+                weight = None if self._warmup_weight is None else self._warmup_weight.to(logits.device)
+                loss = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=UNKNOWN)
         else:
             target = torch.as_tensor(np.stack([self.pseudo[int(p)] for p in batch["position"].tolist()]),
                                      device=logits.device).long()
@@ -345,7 +352,7 @@ class CDCluster(TrainableModel):
             return
         idx = logits.argmax(dim=1)[sel] * 2 + label[sel]
         self._votes += torch.bincount(idx, minlength=2 * k).reshape(k, 2).cpu().numpy()
-        self.change_clusters = cluster_change_table(self._votes, self._start_table())
+        self.change_clusters = cluster_change_table(self._votes, self._start_table(), self._vote_scale())
 
     def _start_table(self) -> np.ndarray:
         """The epoch's starting calls as a (k, 2) vote table (one vote each) for clusters without votes."""
@@ -359,7 +366,7 @@ class CDCluster(TrainableModel):
         the table of the votes of all ranks (a single process already has it)."""
         if self._voting and ctx.world > 1:
             votes = sum(distributed.gather_all(self._votes, ctx))
-            self.change_clusters = cluster_change_table(votes, self._start_table())
+            self.change_clusters = cluster_change_table(votes, self._start_table(), self._vote_scale())
         self._voting = False
 
     # -- clustering ----------------------------------------------------------------------------------
@@ -411,7 +418,7 @@ class CDCluster(TrainableModel):
         self.pseudo = pseudo if ctx.world == 1 else {p: lab for part in parts for p, lab in part[0].items()}
         votes, mapped = sum(part[1] for part in parts), sum(part[2] for part in parts)
         truth, label = distributed.gather(truth, ctx), distributed.gather(label, ctx)
-        self.change_clusters = cluster_change_table(votes, mapped)
+        self.change_clusters = cluster_change_table(votes, mapped, self._vote_scale())
         logged = None
         if ctx.main:
             if not votes.any() and self.warmup_positions is not None and len(self.warmup_positions):
@@ -530,6 +537,47 @@ class CDCluster(TrainableModel):
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
+
+    # -- learning from marks ---------------------------------------------------------------------------
+    def fit_marks(self, scene, seed: int = 0) -> dict:
+        """``detect --labels``: the marks (and the scene's cheap negatives, labelled unchanged) are the
+        warm-up's labelled pairs (Sec. 2.3), all of them; the unsupervised phase then clusters the same
+        pairs. A handful of changed pixels against a scene of unchanged ones: the warm-up loss and the
+        cluster votes weigh each class by the inverse of its pixel count (``warmup_balance``)."""
+        import dataclasses
+
+        from geochange.train.trainer import TrainOptions, train
+
+        items = scene.items()
+        self.warmup_positions = np.arange(len(items), dtype=np.int64)
+        if self.config.warmup_balance is None:
+            self.config = dataclasses.replace(self.config, warmup_balance=True)
+        self._set_warmup_weight(items)
+        return train(self, items, TrainOptions(device=self.device, seed=seed, standardize=False))
+
+    def _set_warmup_weight(self, items) -> None:
+        """Loss weights of the warm-up classes 0 and 1 (the inverse of their labelled pixel counts,
+        averaging 1), when ``warmup_balance``; the other classes are never warm-up targets."""
+        if not self.config.warmup_balance:
+            self._warmup_weight = None
+            return
+        counts = self._class_counts(items)
+        w = torch.ones(self.config.k)
+        w[:2] = torch.as_tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+        self._warmup_weight = w
+        self._pixel_counts = counts
+
+    @staticmethod
+    def _class_counts(items) -> np.ndarray:
+        labels = [np.asarray(items[i]["label"]) for i in range(len(items))]
+        return np.array([sum(int((x == v).sum()) for x in labels) for v in (0, 1)], np.float64)
+
+    def _vote_scale(self) -> np.ndarray | None:
+        """(2,) factors that make the votes of the two classes count equally (balanced warm-up), or None."""
+        counts = self._pixel_counts
+        if not self.config.warmup_balance or counts is None:
+            return None
+        return counts.sum() / (2 * np.maximum(counts, 1))
 
     # -- state and inference -------------------------------------------------------------------------
     def extra_state(self) -> dict:
