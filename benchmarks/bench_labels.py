@@ -18,7 +18,7 @@ Marks (per pair, ``--marks N`` per class, seeded by ``--seed``):
 
 They are written as a GeoPackage in the scene's CRS (``WORKDIR/labels/SCENE[/PART]/marks.gpkg``).
 A pair without a changed component in its left half has no marks: a scene made of one such pair is
-scored for ``cva`` only, such a DSIFN part is left out of the scene for every method (a note says so).
+scored by the label-free methods only, such a DSIFN part is left out of the scene for every method (a note says so).
 
 Methods, each scored on the right half (kappa, F1, % flagged, seconds):
 
@@ -30,7 +30,10 @@ Methods, each scored on the right half (kappa, F1, % flagged, seconds):
   (100 trees, class_weight="balanced") on per-pixel features (both dates' bands, each standardised
   per band over the scene's valid pixels, their difference and its 5 x 5 mean), trained on the marked
   pixels (the same marks file burnt onto the grid) plus 5,000 random pixels of the whole scene taken as
-  unchanged ("cheap negatives"), predicting every pixel; ``rf-nonneg``: the same on the marks only.
+  unchanged ("cheap negatives"), predicting every pixel; ``rf-nonneg``: the same on the marks only;
+* ``--references`` (default cva+otsu): bench_accuracy's label-free reference methods on the whole pair.
+
+The last lines give, per group of scenes, the default label model's mean kappa against cva's and rf's.
 
     python benchmarks/bench_labels.py --workdir /tmp/acc [--models cdcluster] [--scenes bercy paris]
     python benchmarks/bench_labels.py --workdir /tmp/acc --models none    # cva, rf and rf-nonneg only
@@ -46,6 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -310,7 +314,7 @@ def print_tables(rows: dict, marks: dict, names: list[str], methods: list[str]) 
             r = rows.get((n, m))
             if r is None:
                 cells.append("-")
-            elif m == LABEL_FREE:
+            elif m == LABEL_FREE or "fit_s" not in r:
                 cells.append(f"{r['seconds']:.1f}")
             else:
                 cells.append(f"{r['seconds']:.1f} ({r['fit_s']:.1f}+{r['inference_s']:.1f})")
@@ -340,8 +344,9 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def summary_lines(rows: dict, names: list[str], label_models: list[str]) -> list[str]:
-    """``[GROUP] labels default (M) mean kappa X; label-free cva Y (gain Z); rf W`` per group."""
+def summary_lines(rows: dict, names: list[str], label_models: list[str], others: list[str]) -> list[str]:
+    """``[GROUP] labels default (M) mean kappa X; label-free cva Y (gain Z); rf W; ...`` per group, then
+    the mean kappa of each method of ``others``."""
     lines = []
     best = DEFAULT_LABEL_MODEL if DEFAULT_LABEL_MODEL in label_models else (label_models[0] if label_models else None)
     for g, members in ba.groups(names).items():
@@ -351,7 +356,8 @@ def summary_lines(rows: dict, names: list[str], label_models: list[str]) -> list
         lab = _mean_kappa(rows, members, best) if best else None
         gain = f" (gain {lab - cva:+.3f})" if lab is not None and cva is not None else ""
         lines.append(f"[{g}] labels default ({best or 'none run'}) mean kappa {_fmt(lab)}; "
-                     f"label-free {LABEL_FREE} {_fmt(cva)}{gain}; rf {_fmt(rf)}")
+                     f"label-free {LABEL_FREE} {_fmt(cva)}{gain}; rf {_fmt(rf)}"
+                     + "".join(f"; {m} {_fmt(_mean_kappa(rows, members, m))}" for m in others))
     return lines
 
 
@@ -365,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"label models trained on the marks [{' '.join(LABEL_MODELS)}]; none (or nothing): no label model")
     p.add_argument("--param", action="append", default=[], metavar="[MODEL:]KEY=VALUE",
                    help="a label model's parameter (DetectOptions.model_params), e.g. cdcluster:epochs=5")
+    p.add_argument("--references", nargs="*", choices=list(reference.REFERENCES), default=["cva+otsu"],
+                   help="label-free reference methods (reference.py) scored on the same right halves [cva+otsu]")
     p.add_argument("--marks", type=int, default=10, help="changed and unchanged marks per pair, each [10]")
     p.add_argument("--negatives", type=int, default=CHEAP_NEGATIVES, help=f"rf's cheap negatives [{CHEAP_NEGATIVES}]")
     p.add_argument("--seed", type=int, default=0)
@@ -389,12 +397,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{' '.join(models)} not run", flush=True)
         models = []
 
+    from rasterio.errors import NodataShadowWarning
+
+    from geochange.errors import GeochangeError
     from geochange.progress import set_quiet
 
     set_quiet(True)
+    warnings.filterwarnings("ignore", category=NodataShadowWarning)   # the crs scene's AFTER: nodata and alpha
     temp = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="geochange-labels-")) if temp else args.workdir
-    methods = [LABEL_FREE] + models + list(RF_METHODS)
+    methods = [LABEL_FREE] + models + list(RF_METHODS) + list(args.references)
+    trained = set(models) | set(RF_METHODS)
+    failed: set[str] = set()
     rows: dict = {}
     marks: dict = {}
     t_all = time.perf_counter()
@@ -417,20 +431,30 @@ def main(argv: list[str] | None = None) -> int:
                   f"{marks[n]['components']} components of >= {MIN_COMPONENT_PX} px), {marks[n]['unchanged']} "
                   f"unchanged ({marks[n]['points']} points) over {len(counts)} pair(s)", flush=True)
             for m in methods:
-                if m != LABEL_FREE and not labelled:
+                if (m in trained and not labelled) or m in failed:
                     continue
                 if m == LABEL_FREE:
                     r = ba.run_detect(scene, LABEL_FREE, workdir, args.seed, tag=f"halves-{m}")
+                elif m in reference.REFERENCES:
+                    r = ba.run_reference(scene, m)
                 elif m in RF_METHODS:
                     r = run_rf(scene, args.seed, args.negatives if m == "rf" else 0)
                 else:
                     with_marks = {**scene, "parts": [{**q, "options": {"labels": str(q["marks"]), "label_field": "change"}}
                                                      for q in scene["parts"]]}
-                    r = ba.run_detect(with_marks, m, workdir, args.seed, params.get(m), tag=f"halves-{m}")
+                    try:
+                        r = ba.run_detect(with_marks, m, workdir, args.seed, params.get(m), tag=f"halves-{m}")
+                    except GeochangeError as exc:       # e.g. a model that does not learn from marks
+                        print(f"note: {n}: {m}: {exc}: not run on the following scenes", flush=True)
+                        failed.add(m)
+                        continue
                 rows[(n, m)] = r
+                split = f" (fit {r['fit_s']:.1f} s, inference {r['inference_s']:.1f} s)" if "fit_s" in r else ""
                 print(f"  {n:<15} {m:<11} kappa {r['kappa']:.3f} F1 {r['f1']:.3f} AUC {r['auc']:.3f} "
                       f"flagged {100 * r['flagged']:.2f} % (true {100 * r['true']:.2f} %, {r['scored']} px) "
-                      f"{r['seconds']:.1f} s (fit {r['fit_s']:.1f} s, inference {r['inference_s']:.1f} s)", flush=True)
+                      f"{r['seconds']:.1f} s{split}", flush=True)
+        methods = [m for m in methods if m not in failed or any((n, m) in rows for n in names)]
+        models = [m for m in models if m in methods]
         print()
         print_tables(rows, marks, names, methods)
         if args.json:
@@ -439,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.markdown:
             args.markdown.write_text(markdown(rows, marks, names, methods))
         print()
-        for line in summary_lines(rows, names, models):
+        for line in summary_lines(rows, names, models, [m for m in methods if m not in (LABEL_FREE, "rf", *models)]):
             print(line)
         print(f"benchmark wall time: {time.perf_counter() - t_all:.0f} s")
     finally:
