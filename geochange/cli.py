@@ -87,6 +87,14 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
+def _parse_pair(text: str) -> tuple[str, str]:
+    """``BEFORE,AFTER`` of ``--pair``."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise GeochangeError(f"--pair {text!r}: give BEFORE,AFTER (two paths separated by a comma)")
+    return parts[0], parts[1]
+
+
 def _set_quiet(quiet: bool) -> None:
     from geochange.progress import set_quiet
 
@@ -324,11 +332,15 @@ def tile(
              "  geochange train vae --data wdc/ --out runs/vae --epochs 30 --device cuda\n\n"
              "  geochange train vae --data wdc/ --init runs/vae/last.pt -p stage=finetune --out runs/vae_ft\n\n"
              "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster --resume\n\n"
+             "  geochange train cdcluster --labels marks.gpkg --pair 2015.tif,2020.tif --pair 2016.tif,2021.tif --out runs/marks\n\n"
              "  torchrun --nproc-per-node 4 -m geochange train cdcluster --data levir_cd/ --ddp --device cuda")
 @user_errors
 def train(
     model: Optional[str] = typer.Argument(None, help="Model to train: vae, rscvae or cdcluster (optional with --init)."),
-    data: Path = typer.Option(..., "--data", "-d", help="A dataset from `geochange tile` / `build-wdc`, or a LEVIR-CD folder (A/, B/, label/)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="A dataset from `geochange tile` / `build-wdc`, or a LEVIR-CD folder (A/, B/, label/)."),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Marks (polygons or points with a field change = 1 or 0, any CRS) drawn on the scenes given by --pair; the format of detect --labels."),
+    pair: List[str] = typer.Option([], "--pair", help="BEFORE,AFTER: a scene the --labels marks lie on (repeatable)."),
+    label_field: str = typer.Option("change", "--label-field", help="The marks' field: 1 changed, 0 unchanged."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: last.pt, epoch_NNN.pt, metrics.csv \\[default: runs/<model>]."),
     epochs: Optional[int] = typer.Option(None, help="Epochs \\[default: the paper's]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per step \\[default: the paper's]."),
@@ -364,7 +376,18 @@ def train(
     folder = out or Path("runs") / (model or (init.parent.name + "_ft" if init else "model"))
     opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out=folder,
                         resume=resume, workers=workers, split=split, ddp=ddp)
-    summary = train_model(name, str(data), opts, _parse_params(param), init=str(init) if init else None)
+    if labels is not None:
+        from geochange.train.marks import train_on_marks
+
+        if data is not None or init is not None or not model:
+            raise GeochangeError("--labels trains a named model on marks over --pair scenes: give MODEL, "
+                                 "not --data or --init")
+        summary = train_on_marks(model, [_parse_pair(p) for p in pair], labels, opts, _parse_params(param),
+                                 field=label_field)
+    elif data is None:
+        raise GeochangeError("give --data (a dataset folder) or --labels with --pair (marks on scenes)")
+    else:
+        summary = train_model(name, str(data), opts, _parse_params(param), init=str(init) if init else None)
     if not quiet and summary.get("rank", 0) == 0:  # under torchrun, one line for the run, not one per rank
         last = summary["history"][-1] if summary["history"] else {}
         loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""

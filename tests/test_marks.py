@@ -172,3 +172,52 @@ def test_cli_detect_with_marks(marked_scene, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["labels"]["path"] == str(s.marks) and summary["labels"]["epochs"] == 6
+
+
+def test_tile_takes_the_same_marks(marked_scene, tmp_path):
+    """``tile --labels`` with a change field: marks, unknown (255) elsewhere, not "unchanged"."""
+    from geochange.data import PatchDataset
+    from geochange.data.tile import tile
+
+    s = marked_scene
+    tile(str(s.before), str(s.after), tmp_path / "ds", labels=str(s.marks), size=32, overlap=0, block=2)
+    ds = PatchDataset(tmp_path / "ds")
+    labels = [ds[i]["label"] for i in range(len(ds))]
+    values = np.concatenate([x.ravel() for x in labels])
+    assert {0, 1, 255} <= set(np.unique(values).tolist())
+    assert (values == 255).mean() > 0.5  # most of the scene was not marked
+    with RasterPair.open(str(s.before), str(s.after)) as pair:
+        expected = Marks(str(s.marks), pair.grid).read(Window(0, 0, s.shape[1], s.shape[0]))
+    assert int((values == 1).sum()) == int((expected == 1).sum())
+
+
+def test_train_on_marks_then_detect_with_the_checkpoint(marked_scene, tmp_path):
+    """``train --labels --pair``: the checkpoint maps the unmarked half as detect --labels does."""
+    s = marked_scene
+    out = tmp_path / "run"
+    params = [x for k, v in FAST.items() for x in ("-p", f"{k}={v}")]
+    res = runner.invoke(app, ["train", "cdcluster", "--labels", str(s.marks), "--pair", f"{s.before},{s.after}",
+                              "--out", str(out), "-q", "--device", "cpu", *params])
+    assert res.exit_code == 0, res.output
+    assert (out / "last.pt").is_file() and (out / "metrics.csv").is_file()
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "d"), "-q",
+                              "--checkpoint", str(out / "last.pt")])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "d" / "change_mask.tif") as ds:
+        mask = ds.read(1) == 1
+    right = np.zeros(s.shape, bool)
+    right[:, s.shape[1] // 2 + 8:] = True
+    assert mask[s.roofs & right].mean() > 0.8 and mask[s.distractors & right].mean() < 0.1
+
+
+def test_train_on_marks_refuses_what_it_cannot_use(marked_scene, tmp_path):
+    s = marked_scene
+    far = write_marks(tmp_path / "far.gpkg", [box(900, 1, 3, 3), box(909, 9, 3, 3)], [1, 0])  # another place
+    for args, text in ((["--labels", str(s.marks)], "--pair BEFORE,AFTER"),
+                       (["--labels", str(s.marks), "--pair", str(s.before)], "BEFORE,AFTER"),
+                       (["--labels", str(far), "--pair", f"{s.before},{s.after}"], "no mark lies on any"),
+                       ([], "give --data")):
+        res = runner.invoke(app, ["train", "cdcluster", "--out", str(tmp_path / "r"), "-q", *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert text in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "r").exists()

@@ -44,11 +44,13 @@ class Marks:
     Refuses, in one line each, what cannot be learned from: a file that is not a vector layer, an
     empty layer, no ``field``, values other than 0 and 1, geometries that are neither polygons nor
     points, marks outside the grid (the overlap of the two dates), and marks of one class only.
-    Where a changed and an unchanged mark overlap, changed wins.
+    Where a changed and an unchanged mark overlap, changed wins. ``outside="drop"`` keeps the marks on
+    the grid and drops the others (one file of marks for several scenes; an error only when none is
+    left); ``both_classes=False`` accepts marks of one class (``tile``).
     """
 
     def __init__(self, path: str, grid: Grid, field: str = FIELD, layer: str | None = None,
-                 option: str = "--labels") -> None:
+                 option: str = "--labels", outside: str = "error", both_classes: bool = True) -> None:
         import geopandas as gpd
 
         self.path, self.field = str(path), field
@@ -86,17 +88,24 @@ class Marks:
         if lines:
             raise GeochangeError(f"{path}: {len(lines)} marks are lines; marks must be polygons or points")
         inside = shapely.intersects(geoms, shapely.box(*grid.bounds))
-        if not inside.all():
+        if not inside.any():
+            raise GeochangeError(f"{path}: none of the {len(geoms)} marks lies where the two dates overlap "
+                                 "(check the marks' CRS and extent)")
+        if not inside.all() and outside != "drop":
             n_out = int((~inside).sum())
             raise GeochangeError(f"{path}: {n_out} of {len(geoms)} marks lie outside the overlap of the two dates "
                                  "(check the marks' CRS and extent, or delete those marks)")
+        geoms, values = geoms[inside], values[inside]
         self.geoms, self.values, self.grid = geoms, values.astype(np.uint8), grid
         counts = {v: int((self.values == v).sum()) for v in (0, 1)}
-        if not counts[0] or not counts[1]:
+        if both_classes and (not counts[0] or not counts[1]):
             has, lacks = ("changed", "unchanged (change = 0)") if counts[1] else ("unchanged", "changed (change = 1)")
             raise GeochangeError(f"{path}: all {len(self.values)} marks are {has}; mark a few {lacks} areas too")
         self.n_changed, self.n_unchanged = counts[1], counts[0]
         self.tree = shapely.STRtree(self.geoms)
+
+    def close(self) -> None:
+        """Nothing to close: the layer was read whole (marks are few)."""
 
     def __len__(self) -> int:
         return len(self.geoms)

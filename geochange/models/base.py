@@ -124,11 +124,13 @@ class TrainableModel(ChangeModel):
         clustering); returns scalars to log. Default: nothing."""
         return {}
 
-    def fit_marks(self, scene, seed: int = 0) -> dict:
-        """Learn from an analyst's marks on the scene (``detect --labels``), in the paper's own way.
+    def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
+        """Learn from an analyst's marks (``detect --labels``, ``train --labels``), in the paper's own way.
 
         ``scene`` is a :class:`~geochange.train.marks.MarkedScene`: patches around the marks and the
-        scene's cheap negatives, normalised as ``predict`` will see windows. Returns the trainer's summary.
+        scenes' cheap negatives, normalised as ``predict`` will see windows. ``options``: the trainer's
+        :class:`~geochange.train.trainer.TrainOptions` (run folder, epochs) or None (nothing kept).
+        Returns the trainer's summary.
         """
         raise GeochangeError(f"{self.name} does not learn from marks")
 

@@ -111,6 +111,7 @@ class CDClusterConfig:
     balance: bool = True                   # weight the loss by inverse cluster size (DeepCluster's uniform sampling)
     bn_samples: int = 256                  # pairs whose batch statistics refresh BN before a clustering (not in the paper)
     warmup_balance: bool | None = None     # weigh warm-up loss and votes by inverse class size; None: with marks only
+    prior_adjust: bool = True              # with a balanced warm-up: move the probability to the scene's prior (Saerens 2002)
     marks_patch: int = 64                  # detect --labels: side of the patches around marks and of cheap negatives
     marks_negatives: int = 96              # detect --labels: cheap negatives cropped from the scene
 
@@ -269,6 +270,7 @@ class CDCluster(TrainableModel):
         self._warm = torch.zeros(0, dtype=torch.int64)
         self._warmup_weight: torch.Tensor | None = None  # (k,) warm-up loss weights when balanced
         self._pixel_counts: np.ndarray | None = None      # labelled (unchanged, changed) warm-up pixels
+        self.scene_prior: float | None = None             # the scene's share of change (prior_adjust), or None
         #: what the last clustering did: ``pairs`` clustered, ``rows_here`` (pixel features this process
         #: extracted), ``rows`` (pixel features the k-means ran on: every rank's, gathered on rank 0)
         self.clustering: dict = {}
@@ -539,21 +541,36 @@ class CDCluster(TrainableModel):
                 m.momentum = momentum
 
     # -- learning from marks ---------------------------------------------------------------------------
-    def fit_marks(self, scene, seed: int = 0) -> dict:
+    def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
         """``detect --labels``: the marks (and the scene's cheap negatives, labelled unchanged) are the
         warm-up's labelled pairs (Sec. 2.3), all of them; the unsupervised phase then clusters the same
         pairs. A handful of changed pixels against a scene of unchanged ones: the warm-up loss and the
         cluster votes weigh each class by the inverse of its pixel count (``warmup_balance``)."""
         import dataclasses
 
-        from geochange.train.trainer import TrainOptions, train
+        from geochange.train.marks import marks_options
+        from geochange.train.trainer import train
 
         items = scene.items()
         self.warmup_positions = np.arange(len(items), dtype=np.int64)
         if self.config.warmup_balance is None:
             self.config = dataclasses.replace(self.config, warmup_balance=True)
         self._set_warmup_weight(items)
-        return train(self, items, TrainOptions(device=self.device, seed=seed, standardize=False))
+        self.scene_prior = None
+        summary = train(self, items, marks_options(options, self.device, seed))
+        if self.config.warmup_balance and self.config.prior_adjust and scene.negatives:
+            self.scene_prior = self._estimate_prior(scene.negatives)
+        return summary
+
+    def _estimate_prior(self, negatives) -> float:
+        """The share of change in the scene (Saerens et al. 2002 EM) from the balanced model's probability
+        over the cheap negatives: random crops of the scene, so a fair sample of it."""
+        from geochange.threshold import estimate_prior
+
+        b = np.stack([it["before"] for it in negatives]).astype(np.float32)
+        a = np.stack([it["after"] for it in negatives]).astype(np.float32)
+        p = self._balanced_probability(b, a)
+        return estimate_prior(p.ravel())
 
     def _set_warmup_weight(self, items) -> None:
         """Loss weights of the warm-up classes 0 and 1 (the inverse of their labelled pixel counts,
@@ -583,7 +600,8 @@ class CDCluster(TrainableModel):
     def extra_state(self) -> dict:
         return {"change_clusters": [int(c) for c in self.change_clusters],
                 "centroids": torch.as_tensor(self.centroids) if self.centroids is not None else None,
-                "warmup_positions": (self.warmup_positions.tolist() if self.warmup_positions is not None else None)}
+                "warmup_positions": (self.warmup_positions.tolist() if self.warmup_positions is not None else None),
+                "scene_prior": self.scene_prior}
 
     def load_extra_state(self, state: dict) -> None:
         self.change_clusters = [int(c) for c in state.get("change_clusters", [1])]
@@ -591,9 +609,24 @@ class CDCluster(TrainableModel):
         self.centroids = cent.numpy() if cent is not None else None
         warm = state.get("warmup_positions")
         self.warmup_positions = np.asarray(warm, np.int64) if warm is not None else None
+        prior = state.get("scene_prior")
+        self.scene_prior = float(prior) if prior is not None else None
 
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Change probability ``m_c / (m_c + m_u)`` (see :func:`change_probability`), in chunks of a batch."""
+        """Change probability ``m_c / (m_c + m_u)`` (see :func:`change_probability`); after a balanced
+        warm-up on marks, moved to the scene's share of change (:func:`~geochange.threshold.adjust_to_prior`)."""
+        p = self._balanced_probability(before, after)
+        if self.scene_prior is None:
+            return p
+        from geochange.threshold import adjust_to_prior
+
+        return adjust_to_prior(p, self.scene_prior)
+
+    def params(self) -> dict:
+        return {**super().params(), "change_clusters": list(self.change_clusters), "scene_prior": self.scene_prior}
+
+    def _balanced_probability(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """``m_c / (m_c + m_u)`` (see :func:`change_probability`), in chunks of a batch."""
         self.net.eval()
         out = np.empty((before.shape[0],) + before.shape[2:], np.float32)
         step = max(1, int(self.config.batch_size))

@@ -122,6 +122,7 @@ class VAEConfig:
     undersample: bool = True                  # fine-tuning: negatives undersampled to #positives (Sec. 3.4)
     scene_patches: int = 2000                 # detect without a checkpoint: noisy negatives cut from the pair (ours)
     scene_epochs: int = 10                    # detect without a checkpoint: epochs on them (ours; App. B: 30)
+    marks_negatives: int = 500                # detect --labels: cheap negatives cropped from the scene (ours)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -593,6 +594,23 @@ class DisentangledVAE(TrainableModel):
         if len(before) < 2:
             raise GeochangeError(f"vae: the scene sample holds fewer than two valid {p}x{p} patches")
         self.fit_anomaly(np.stack(before), np.stack(after), seed)
+
+    def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
+        """``detect --labels``, the Table 3 protocol: the representation learns from the scene's unlabelled
+        pairs (the cheap negatives, ``scene_epochs``; Sec. 3.3), then the event classifier is fine-tuned
+        (Eq. 13, encoder at x``encoder_lr_factor``) on the patches around the marks, changed when they hold
+        a changed pixel, and the negatives under-sampled to the positives each epoch (Sec. 3.4)."""
+        import dataclasses
+
+        from geochange.train.marks import marks_options
+        from geochange.train.trainer import train
+
+        cfg = self.config
+        self.config = dataclasses.replace(cfg, stage="represent")
+        train(self, scene.negatives, marks_options(options, self.device, seed, epochs=cfg.scene_epochs, out=None,
+                                                   resume=False))
+        self.config = dataclasses.replace(self.config, stage="finetune", epochs=cfg.epochs)
+        return train(self, scene.items(), marks_options(options, self.device, seed))
 
     def _need_net(self) -> None:
         if self.net is None:

@@ -42,7 +42,7 @@ class MarkedScene:
 
 
 def marked_scene(pair, marks: Marks, samples: Sequence, *, patch: int, negatives: int,
-                 seed: int = 0, name: str = "scene") -> MarkedScene:
+                 seed: int = 0, name: str = "scene", require_both: bool = True) -> MarkedScene:
     """Patches of ``patch`` px around every mark of ``marks`` on ``pair`` (normalised already), and
     ``negatives`` cheap negatives cropped from ``samples`` (``WindowPair`` s of the scene sample)."""
     marked = []
@@ -55,10 +55,10 @@ def marked_scene(pair, marks: Marks, samples: Sequence, *, patch: int, negatives
         marked.append({"before": wp.before, "after": wp.after, "label": label,
                        "meta": {"pair": name, "negative": False, "window": _win(win)}})
     changed = sum(int((it["label"] == 1).any()) for it in marked)
-    if not marked or not changed:
+    if not marked or (require_both and not changed):
         raise GeochangeError(f"{marks.path}: no changed mark covers a pixel with data in both dates; "
                              "mark changed areas where both images have data")
-    if not any((it["label"] == 0).any() for it in marked):
+    if require_both and not any((it["label"] == 0).any() for it in marked):
         raise GeochangeError(f"{marks.path}: no unchanged mark covers a pixel with data in both dates; "
                              "mark unchanged areas where both images have data")
     return MarkedScene(marked, negative_patches(samples, marks, patch, negatives, seed, name), marks.describe())
@@ -91,5 +91,68 @@ def negative_patches(samples: Sequence, marks: Marks | None, size: int, n: int, 
     return items
 
 
+def marks_options(options, device: str, seed: int, **changes):
+    """The trainer's options for learning from marks: ``options`` (``train --labels``: run folder, epochs,
+    device) or a bare run on ``device``; items are normalised already, so never standardised again."""
+    import dataclasses
+
+    from geochange.train.trainer import TrainOptions
+
+    base = options if options is not None else TrainOptions(device=device, seed=seed)
+    return dataclasses.replace(base, standardize=False, **changes)
+
+
 def _win(win: Window) -> list[int]:
     return [int(win.col_off), int(win.row_off), int(win.width), int(win.height)]
+
+
+def train_on_marks(name: str, pairs: Sequence[tuple[str, str]], labels: str, options=None, params: dict | None = None,
+                   *, field: str = "change", layer: str | None = None, bands: list[int] | None = None,
+                   normalize: str = "meanstd") -> dict:
+    """``geochange train MODEL --labels MARKS --pair BEFORE,AFTER ...``: train ``name`` on one file of marks
+    over several scenes (each scene takes the marks that lie on it), with each scene's cheap negatives,
+    normalised as ``detect`` normalises that scene. Returns the trainer's summary (checkpoint in
+    ``options.out``), which ``detect --checkpoint`` then applies to any scene."""
+    from geochange.io.pair import RasterPair
+    from geochange.models import create_model
+    from geochange.progress import say, warn
+
+    if not pairs:
+        raise GeochangeError("--labels needs the scenes the marks were drawn on: give --pair BEFORE,AFTER")
+    model = create_model(name, **(params or {}))
+    from geochange.detect import learns_from_marks, marks_models
+
+    if not learns_from_marks(name):
+        raise GeochangeError(f"--labels: {name} does not learn from marks; use one of {', '.join(marks_models())}")
+    cfg = model.config
+    patch = getattr(cfg, "marks_patch", None) or getattr(cfg, "patch", None) or 64
+    n_neg = getattr(cfg, "marks_negatives", None) or getattr(cfg, "scene_patches", None) or 64
+    seed = options.seed if options is not None else 0
+    marked, negatives, counts = [], [], {"changed": 0, "unchanged": 0, "pairs": 0}
+    for i, (before, after) in enumerate(pairs):
+        with RasterPair.open(before, after, bands=bands) as pair:
+            try:
+                marks = Marks(labels, pair.grid, field, layer, outside="drop", both_classes=False)
+            except GeochangeError as exc:
+                if "none of the" not in str(exc):
+                    raise
+                warn(f"{before}: no mark lies on this scene; skipped")
+                continue
+            samples = pair.fit_normalization(normalize, seed=seed)
+            scene = marked_scene(pair, marks, samples, patch=int(patch), negatives=int(n_neg), seed=seed + i,
+                                 name=f"pair{i}", require_both=False)
+        marked += scene.marked
+        negatives += scene.negatives
+        counts["changed"] += marks.n_changed
+        counts["unchanged"] += marks.n_unchanged
+        counts["pairs"] += 1
+    if not marked:
+        raise GeochangeError(f"{labels}: no mark lies on any of the {len(pairs)} scenes (check the marks' CRS and extent)")
+    if not counts["changed"] or not counts["unchanged"]:
+        lacks = "unchanged (change = 0)" if counts["changed"] else "changed (change = 1)"
+        raise GeochangeError(f"{labels}: the marks on these scenes are of one class; mark a few {lacks} areas too")
+    say(f"{name}: learning from {counts['changed']} changed and {counts['unchanged']} unchanged marks on "
+        f"{counts['pairs']} scenes ({len(marked)} patches) and {len(negatives)} cheap negatives")
+    combined = MarkedScene(marked, negatives, {"path": str(labels), "field": field, **counts})
+    summary = model.fit_marks(combined, seed=seed, options=options) or {}
+    return {**summary, "model": name, "labels": combined.marks, "samples": len(combined.items())}
