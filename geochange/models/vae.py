@@ -378,6 +378,7 @@ class DisentangledVAE(TrainableModel):
     def __init__(self, config: VAEConfig | None = None, device: str = "cpu") -> None:
         super().__init__(config or VAEConfig(), device)
         self.anomaly: dict = {}
+        self.scene_prior: float | None = None  # detect --labels: the scene's share of events (Saerens 2002)
         self._steps_per_epoch = 0
         self._step = 0
 
@@ -540,7 +541,12 @@ class DisentangledVAE(TrainableModel):
         classifier's probability, or the anomaly posterior of a representation-only model.
         A ``PatchScorer`` for :func:`geochange.engine.patchwise.patch_heatmap`."""
         if self.config.stage == "finetune":
-            return self.classifier_probability(before, after)
+            p = self.classifier_probability(before, after)
+            if self.scene_prior is None:
+                return p
+            from geochange.threshold import adjust_to_prior
+
+            return adjust_to_prior(p, self.scene_prior)
         return self.anomaly_probability(self.common_distance(before, after))
 
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -610,18 +616,29 @@ class DisentangledVAE(TrainableModel):
         train(self, scene.negatives, marks_options(options, self.device, seed, epochs=cfg.scene_epochs, out=None,
                                                    resume=False))
         self.config = dataclasses.replace(self.config, stage="finetune", epochs=cfg.epochs)
-        return train(self, scene.items(), marks_options(options, self.device, seed))
+        self.scene_prior = None
+        summary = train(self, scene.items(), marks_options(options, self.device, seed))
+        if cfg.undersample and scene.negatives:  # a balanced classifier: moved to the scene's share of events
+            from geochange.threshold import estimate_prior
+
+            b = np.stack([it["before"] for it in scene.negatives])
+            a = np.stack([it["after"] for it in scene.negatives])
+            self.scene_prior = estimate_prior(self.classifier_probability(b, a))
+        return summary
 
     def _need_net(self) -> None:
         if self.net is None:
             raise GeochangeError("vae: the network is not built (train it or load a checkpoint)")
 
     def extra_state(self) -> dict:
-        """The fitted anomaly clustering (plain numbers)."""
-        return dict(self.anomaly)
+        """The fitted anomaly clustering and scene prior (plain numbers)."""
+        return {**self.anomaly, **({"scene_prior": self.scene_prior} if self.scene_prior is not None else {})}
 
     def load_extra_state(self, state: dict) -> None:
-        self.anomaly = {k: (int(v) if k in ("n", "events") else float(v)) for k, v in (state or {}).items()}
+        state = dict(state or {})
+        prior = state.pop("scene_prior", None)
+        self.scene_prior = float(prior) if prior is not None else None
+        self.anomaly = {k: (int(v) if k in ("n", "events") else float(v)) for k, v in state.items()}
 
     def params(self) -> dict:
-        return {**super().params(), "anomaly": dict(self.anomaly)}
+        return {**super().params(), "anomaly": dict(self.anomaly), "scene_prior": self.scene_prior}
