@@ -9,7 +9,6 @@ Every file appears under its final name only when complete.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from geochange.io.journal import WORK_DIR, BlockJournal, file_identity, state_di
 from geochange.io.marks import Marks
 from geochange.io.outdir import OutputFolder
 from geochange.io.pair import RasterPair
+from geochange.io.provenance import now, run_provenance
 from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -46,8 +46,11 @@ LABELS_MODEL = "cdcluster"
 PROB_STEPS = 2**20
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("change_probability.tif", "change_mask.tif", "change_type.tif", "changes.gpkg", "changes.shp", "changes.qml",
-           "quicklook.png", "summary.json")
+OUTPUTS = ("change_probability.tif", "change_probability.qml", "change_mask.tif", "change_mask.qml", "change_type.tif",
+           "change_type.qml", "change_type.tif.aux.xml", "changes.gpkg", "changes.shp", "changes.qml", "quicklook.png",
+           "summary.json")
+#: the outputs of models that tell change types apart (io.styles: the type raster's style and class names)
+TYPE_OUTPUTS = ("change_type.tif", "change_type.qml", "change_type.tif.aux.xml")
 
 
 @dataclass
@@ -215,19 +218,22 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
             f"{narrowed}")
     n_types = getattr(model, "n_types", 0)
+    provenance = run_provenance(pair.before_path, pair.after_path, model.params(), now(), checkpoint=opts.checkpoint,
+                                labels=opts.labels, rule=rule.as_dict(), settings=_settings(pair, plan, opts))
     if cluster is None:
-        result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings)
+        result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings, provenance)
     else:
-        result = _run_blocks(pair, model, rule, plan, out_dir, opts, device, timings, cluster)
+        result = _run_blocks(pair, model, rule, plan, out_dir, opts, device, timings, cluster, provenance)
     if not n_types:  # an earlier (overwritten) run's type map would not match this run
-        (out_dir / "change_type.tif").unlink(missing_ok=True)
+        for name in TYPE_OUTPUTS:
+            (out_dir / name).unlink(missing_ok=True)
     t = time.perf_counter()
     result["quicklook"].load_mask(out_dir / "change_mask.tif")
     result["quicklook"].save(out_dir / "quicklook.png")
     timings["quicklook"] = round(time.perf_counter() - t, 3)
     return {
         "geochange_version": geochange.__version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": provenance["CREATED"],
         "inputs": pair.describe(),
         "crs": {"wkt": grid.crs.to_wkt(), "epsg": grid.crs.to_epsg()},
         "grid": {"width": grid.width, "height": grid.height, "transform": list(grid.transform)[:6],
@@ -242,8 +248,14 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         **result["stats"].as_dict(),
         "polygons": result["polygons"],
         **rule.as_dict(),
-        "outputs": [name for name in OUTPUTS if name != "change_type.tif" or n_types],
+        "outputs": [name for name in OUTPUTS if name not in TYPE_OUTPUTS or n_types],
     }
+
+
+def _settings(pair: RasterPair, plan, opts: DetectOptions) -> dict:
+    """The engine's settings recorded in every output (io.provenance)."""
+    return {"bands": pair.bands_before, "normalize": opts.normalize, "coregister": opts.coregister,
+            "resampling": opts.resampling, "tile": plan.tile_w, "overlap": plan.overlap, "seed": opts.seed}
 
 
 def _fit_marks(model, pair: RasterPair, marks: Marks, samples, seed: int) -> dict:
@@ -276,9 +288,10 @@ def region_rule(opts: DetectOptions, threshold: float, pixel_area_m2: float) -> 
 
 
 def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
-               timings: dict) -> dict:
+               timings: dict, provenance: dict | None = None) -> dict:
     """The plan in this process: the engine streams every output as it goes."""
-    outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count)
+    outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count,
+                            provenance=provenance)
     try:
         t = time.perf_counter()
         with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
@@ -301,7 +314,7 @@ def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, o
 
 
 def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
-                timings: dict, cluster) -> dict:
+                timings: dict, cluster, provenance: dict | None = None) -> dict:
     """The plan in blocks on a Dask cluster (engine.blocks), resumable, then assembled here."""
     from geochange.engine.blocks import BlockJob, assemble, run_blocks
 
@@ -310,7 +323,7 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     threads = max(1, (os.cpu_count() or 1) // opts.workers) if opts.workers and not opts.scheduler else None
     job = BlockJob(pair.before_path, pair.after_path, pair.bands_before, opts.resampling, pair.normalizer, model,
                    plan, pair.grid, str(journal.root), opts.batch_size, PROB_STEPS, rule,
-                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads, pair.after_shift)
+                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads, pair.after_shift, provenance)
     t = time.perf_counter()
     try:
         client = cluster.client()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 import shapely
@@ -86,10 +87,22 @@ def assert_same_outputs(a: Path, b: Path) -> None:
     for name in RASTERS:
         with rasterio.open(a / name) as da, rasterio.open(b / name) as db:
             assert da.profile == db.profile and da.descriptions == db.descriptions, name
+            # the same provenance (but the date) and band meaning, colour table, style and class names
+            stamp = ("CREATED", "TIFFTAG_DATETIME")
+            assert {k: v for k, v in da.tags().items() if k not in stamp} == \
+                {k: v for k, v in db.tags().items() if k not in stamp} and "MODEL_PARAMS" in da.tags(), name
+            assert da.tags(1) == db.tags(1) and da.units == db.units and da.tags(1)["VALUES"], name
+            if name == "change_type.tif":
+                assert da.colormap(1) == db.colormap(1), name
             assert np.array_equal(da.read(1), db.read(1)), name
             assert da.overviews(1) == db.overviews(1) and da.overviews(1), name
             shape = (da.height // 2, da.width // 2)
             assert np.array_equal(da.read(1, out_shape=shape), db.read(1, out_shape=shape)), name
+    for name in ("change_probability.qml", "change_mask.qml", "change_type.qml", "change_type.tif.aux.xml",
+                 "changes.qml"):
+        assert (a / name).read_text() == (b / name).read_text(), name
+    metadata = [pyogrio.read_info(d / "changes.gpkg", layer="changes")["layer_metadata"] for d in (a, b)]
+    assert metadata[0]["MODEL"] == metadata[1]["MODEL"] == "slow_typed_cva"
     frames = [normalised(gpd.read_file(d / "changes.gpkg", layer="changes")) for d in (a, b)]
     assert len(frames[0]) > 10
     assert list(frames[0].columns) == list(frames[1].columns)

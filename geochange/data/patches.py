@@ -102,6 +102,7 @@ class PatchWriter:
         self._index_file = open(self._tmp / "index.csv", "w", newline="", encoding="utf-8")
         self._index = csv.writer(self._index_file)
         self._index.writerow(INDEX_COLUMNS + self.extra_columns)
+        self._tags = shard_tags(self.sources)
         self._shard: rasterio.io.DatasetWriter | None = None
         self._shard_no = -1
         self._in_shard = 0
@@ -187,7 +188,7 @@ class PatchWriter:
         self._shard_no += 1
         self._in_shard = 0
         self._shard = _open_shard(self._tmp / shard_name(self._shard_no), self.size, self.shard_size,
-                                  self.bands, self.dtype, self.band_names, self.compress)
+                                  self.bands, self.dtype, self.band_names, self.compress, self._tags)
 
     def _close_shard(self) -> None:
         """Close the shard being written; one holding fewer than ``shard_size`` patches is cut to its length."""
@@ -203,7 +204,7 @@ class PatchWriter:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 src = rasterio.open(path)
             with src, _open_shard(short, n, self._in_shard, self.bands, self.dtype, self.band_names,
-                                  self.compress) as dst:
+                                  self.compress, self._tags) as dst:
                 for k in range(self._in_shard):
                     win = Window(0, k * n, n, n)
                     dst.write(src.read(window=win), window=win)
@@ -313,8 +314,19 @@ def shard_name(number: int) -> str:
     return f"shards/shard_{number:05d}.tif"
 
 
+def shard_tags(sources: list[dict]) -> dict[str, str]:
+    """What every shard says about how it was made (``io.provenance``): geochange's version, the date,
+    the imagery it was cut from."""
+    from geochange import __version__
+    from geochange.io.provenance import now, source_path, tiff_tags
+
+    pairs = [{k: source_path(s[k]) for k in ("before", "after") if s.get(k)} for s in sources]
+    return tiff_tags({"GEOCHANGE_VERSION": __version__, "CREATED": now().isoformat(),
+                      "SOURCES": json.dumps(pairs)}, "patch pairs of a geochange dataset (see dataset.json)")
+
+
 def _open_shard(path: Path, size: int, n: int, bands: int, dtype: np.dtype, band_names: Sequence[str],
-                compress: str) -> rasterio.io.DatasetWriter:
+                compress: str, tags: dict[str, str] | None = None) -> rasterio.io.DatasetWriter:
     profile = dict(driver="GTiff", width=size, height=n * size, count=2 * bands + 1, dtype=dtype.name,
                    interleave="pixel", bigtiff="if_safer", blockysize=size, sparse_ok=True)
     if compress != "none":
@@ -332,7 +344,8 @@ def _open_shard(path: Path, size: int, n: int, bands: int, dtype: np.dtype, band
     names = [f"before_{b}" for b in band_names] + [f"after_{b}" for b in band_names] + ["label"]
     for i, name in enumerate(names, start=1):
         ds.set_band_description(i, name)
-    ds.update_tags(FORMAT=FORMAT, PATCH_SIZE=str(size), PATCHES=str(n))
+    ds.update_tags(FORMAT=FORMAT, PATCH_SIZE=str(size), PATCHES=str(n), **(tags or {}))
+    ds.update_tags(len(names), VALUES=f"0: unchanged, 1: changed, {UNKNOWN}: unknown")
     return ds
 
 

@@ -29,7 +29,8 @@ import rasterio
 from rasterio.enums import Resampling
 
 from geochange.engine.fixups import MaskFixups
-from geochange.engine.outputs import DetectOutputs, ground_scale, polygon_schema, raster_specs, rows_writers
+from geochange.engine.outputs import (DetectOutputs, ground_scale, polygon_schema, polygon_style, publish_styles,
+                                      raster_specs, rows_writers)
 from geochange.engine.plan import Block, WindowPlan
 from geochange.engine.polygons import BorderPieces
 from geochange.engine.regions import RegionRule
@@ -64,6 +65,7 @@ class BlockJob:
     gdal_cache_bytes: int = 64 * 2**20
     torch_threads: int | None = None  # CPU threads for torch on each worker (None: as the worker is set up)
     after_shift: tuple[float, float] | None = None  # AFTER's co-registration shift (RasterPair.coregister)
+    provenance: dict | None = None  # the run's, for the published outputs (io.provenance)
 
     @property
     def n_types(self) -> int:
@@ -172,7 +174,8 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
     scale = ground_scale(grid)
     stats = StatsSink(scale, rule.low)
     quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high)
-    vectors = VectorWriter(out_dir, grid.crs, polygon_schema(job.n_types > 0))
+    vectors = VectorWriter(out_dir, grid.crs, polygon_schema(job.n_types > 0), style=polygon_style(job.n_types),
+                           metadata=job.provenance)
     fixups = MaskFixups(journal.root / "fixups.bin", scale)
     polygons = PolygonSink(vectors, grid, rule, fixups, job.n_types)
     parts: list[list[tuple[Path, int]]] = [[] for _ in specs]
@@ -203,12 +206,13 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
                 parts[k].append((folder / spec.name, block.body[0]))
         n_polygons = polygons.close()
         sources = [write_vrt(journal.root / f"{spec.name}.vrt", grid, spec.dtype, spec.nodata, parts[k],
-                             spec.description) for k, spec in enumerate(specs)]
+                             meta=spec.meta(job.provenance)) for k, spec in enumerate(specs)]
         # the mask and types get the border regions' decisions: in one GeoTIFF each, edited in place
         sources[1:] = [flatten(vrt, vrt.with_suffix(".tif")) for vrt in sources[1:]]
         stats.correct(fixups.apply(*sources[1:]), fixups)
         for spec, src in zip(specs, sources):
             publish_cog(src, out_dir / spec.name, spec.overview_resampling)
+        publish_styles(out_dir, specs)
         vectors.close()
     except BaseException:
         vectors.abort()

@@ -10,9 +10,11 @@ publishes the mosaic of those parts (a VRT, :func:`write_vrt`) as the COG (:func
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 import rasterio
@@ -28,13 +30,66 @@ COG_OPTIONS = {"compress": "DEFLATE", "level": 1, "blocksize": 512, "overviews":
                "num_threads": "ALL_CPUS"}
 
 
+@dataclass(frozen=True)
+class RasterMeta:
+    """What a single-band raster says about itself: dataset tags (the run's provenance), and its band's
+    description, units, tags (what its values mean) and colour table. Written into the GeoTIFF
+    (``GDAL_METADATA``, TIFF tags, the colour map), so the COG copy carries it."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str | None = None
+    units: str | None = None
+    band_tags: dict[str, str] = field(default_factory=dict)
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+
+    def apply(self, ds) -> None:
+        """Set everything on ``ds``, a GeoTIFF open for writing."""
+        if self.tags:
+            ds.update_tags(**self.tags)
+        if self.description:
+            ds.set_band_description(1, self.description)
+        if self.units:
+            ds.set_band_unit(1, self.units)
+        if self.band_tags:
+            ds.update_tags(1, **self.band_tags)
+        if self.colormap:
+            ds.write_colormap(1, self.colormap)
+
+    def vrt_dataset_xml(self) -> str:
+        return _vrt_metadata(self.tags, "  ")
+
+    def vrt_band_xml(self) -> str:
+        xml = []
+        if self.description:
+            xml.append(f"    <Description>{escape(self.description)}</Description>")
+        if self.band_tags:
+            xml.append(_vrt_metadata(self.band_tags, "    "))
+        if self.units:
+            xml.append(f"    <UnitType>{escape(self.units)}</UnitType>")
+        if self.colormap:
+            xml.append("    <ColorInterp>Palette</ColorInterp>\n    <ColorTable>")
+            for value in range(max(self.colormap) + 1):
+                r, g, b, a = self.colormap.get(value, (0, 0, 0, 0))
+                xml.append(f'      <Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>')
+            xml.append("    </ColorTable>")
+        return "\n".join(xml)
+
+
+def _vrt_metadata(items: dict[str, str], indent: str) -> str:
+    if not items:
+        return ""
+    entries = "".join(f"\n{indent}  <MDI key={quoteattr(k)}>{escape(str(v))}</MDI>" for k, v in items.items())
+    return f"{indent}<Metadata>{entries}\n{indent}</Metadata>"
+
+
 class RasterWriter:
     """Write a single-band raster on ``grid`` row strip by row strip, atomically, as a COG."""
 
     def __init__(self, path: str | Path, grid: Grid, dtype: str, nodata: float | int,
                  overview_resampling: str = "average", description: str | None = None, cog: bool = True,
-                 first_row: int = 0) -> None:
-        """``grid`` may be a band of rows of a larger grid whose row ``first_row`` is its row 0."""
+                 first_row: int = 0, meta: RasterMeta | None = None) -> None:
+        """``grid`` may be a band of rows of a larger grid whose row ``first_row`` is its row 0; ``meta``:
+        tags, units, colour table (and a description that replaces ``description``)."""
         self.path = Path(path)
         self.first_row = first_row
         self.grid = grid
@@ -48,6 +103,8 @@ class RasterWriter:
         self._ds = rasterio.open(self._tmp, "w", **profile)
         if description:
             self._ds.set_band_description(1, description)
+        if meta is not None:
+            meta.apply(self._ds)
 
     def write_rows(self, row_off: int, rows: np.ndarray) -> None:
         """Write a full-width strip ``rows`` (h, width) starting at (larger) grid row ``row_off``."""
@@ -105,8 +162,9 @@ def flatten(src: str | Path, dst: str | Path) -> Path:
 
 
 def write_vrt(path: str | Path, grid: Grid, dtype: str, nodata: float | int, parts: list[tuple[str | Path, int]],
-              description: str | None = None) -> Path:
-    """A VRT of ``grid`` mosaicking full-width row bands: ``parts`` are (GeoTIFF, first grid row) pairs."""
+              description: str | None = None, meta: RasterMeta | None = None) -> Path:
+    """A VRT of ``grid`` mosaicking full-width row bands: ``parts`` are (GeoTIFF, first grid row) pairs;
+    ``meta`` is carried by the copies made of it (:func:`flatten`, :func:`publish_cog`)."""
     path = Path(path)
     sources = []
     for part, row_off in parts:
@@ -120,12 +178,15 @@ def write_vrt(path: str | Path, grid: Grid, dtype: str, nodata: float | int, par
       <DstRect xOff="0" yOff="{row_off}" xSize="{grid.width}" ySize="{h}"/>
     </SimpleSource>""")
     gdal_type = {"float32": "Float32", "uint8": "Byte"}[dtype]
-    desc = f"\n    <Description>{escape(description)}</Description>" if description else ""
+    meta = meta or RasterMeta()
+    if description and not meta.description:
+        meta = dataclasses.replace(meta, description=description)
+    dataset_xml, band_xml = meta.vrt_dataset_xml(), meta.vrt_band_xml()
     t = grid.transform
     text = f"""<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">
   <SRS>{escape(grid.crs.to_wkt())}</SRS>
-  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>
-  <VRTRasterBand dataType="{gdal_type}" band="1">{desc}
+  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>{chr(10) + dataset_xml if dataset_xml else ""}
+  <VRTRasterBand dataType="{gdal_type}" band="1">{chr(10) + band_xml if band_xml else ""}
     <NoDataValue>{nodata}</NoDataValue>
 {chr(10).join(sources)}
   </VRTRasterBand>

@@ -1,8 +1,10 @@
 """The one vector writer: change polygons streamed into a GeoPackage and a Shapefile, published atomically.
 
 Both files are written in a hidden temporary folder beside the outputs and moved onto their final
-names on ``close``. A QGIS style (red outlines) goes beside them as ``<name>.qml`` (QGIS loads it
-with the Shapefile) and into the GeoPackage's ``layer_styles`` table (QGIS's default style for it).
+names on ``close``. A QGIS style (red outlines, or one colour per ``type``: ``io.styles``) goes beside
+them as ``<name>.qml`` (QGIS loads it with the Shapefile) and into the GeoPackage's ``layer_styles``
+table (QGIS's default style for it). The run's provenance is the GeoPackage layer's metadata (GDAL's
+``gpkg_metadata`` tables) and its description; a Shapefile keeps only the date (its ``.dbf`` header).
 Field names are at most 10 characters so the Shapefile keeps them whole.
 """
 
@@ -17,6 +19,7 @@ import pandas as pd
 import pyogrio
 
 from geochange.io.atomic import commit, discard, temp_path, write_text
+from geochange.io.provenance import dbf_date, describe_run
 
 LAYER = "changes"
 STYLE_QML = resources.files("geochange.io").joinpath("changes.qml").read_text(encoding="utf-8")
@@ -31,9 +34,12 @@ class VectorWriter:
     """
 
     def __init__(self, out_dir: str | Path, crs, schema: gpd.GeoDataFrame, name: str = "changes",
-                 flush_every: int = 20_000, shapefile: bool = True) -> None:
+                 flush_every: int = 20_000, shapefile: bool = True, style: str = STYLE_QML,
+                 metadata: dict[str, str] | None = None) -> None:
+        """``style``: the QGIS style (QML); ``metadata``: the run's provenance (``io.provenance``)."""
         self.out_dir, self.name, self.crs = Path(out_dir), name, crs
         self.shapefile = shapefile
+        self.style, self.metadata = style, dict(metadata or {})
         self.flush_every = flush_every
         self._buffer: list[gpd.GeoDataFrame] = []
         self._buffered = 0
@@ -64,20 +70,34 @@ class VectorWriter:
         # the GeoPackage is a temporary file until close(): no fsync per transaction
         previous = pyogrio.get_gdal_config_option("OGR_SQLITE_SYNCHRONOUS")
         pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": "OFF"})
+        create = {} if append else self._creation()
         try:
             # GeoPackage 1.2: read without warnings by the GDAL of older QGIS releases too
-            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.gpkg", layer=LAYER,
-                                    dataset_options={"VERSION": "1.2"} if not append else None, **kw)
+            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.gpkg", layer=LAYER, **create.get("gpkg", {}),
+                                    **kw)
         finally:
             pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": previous})
         if self.shapefile:
-            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.shp", encoding="UTF-8", **kw)
+            pyogrio.write_dataframe(frame, self._tmp_dir / f"{self.name}.shp", encoding="UTF-8",
+                                    **create.get("shp", {}), **kw)
+
+    def _creation(self) -> dict:
+        """Options of the layers' creation: the GeoPackage's version, metadata and description, the
+        Shapefile's date."""
+        gpkg: dict = {"dataset_options": {"VERSION": "1.2"}}
+        shp: dict = {}
+        if self.metadata:
+            gpkg["layer_metadata"] = self.metadata
+            gpkg["layer_options"] = {"DESCRIPTION": describe_run(self.metadata)}
+            if dbf_date(self.metadata):
+                shp["layer_options"] = {"DBF_DATE_LAST_UPDATE": dbf_date(self.metadata)}
+        return {"gpkg": gpkg, "shp": shp}
 
     def close(self) -> list[Path]:
         """Write what is buffered, add the styles and move every file onto its final name."""
         try:
             self._flush()
-            _add_gpkg_style(self._tmp_dir / f"{self.name}.gpkg", LAYER, STYLE_QML)
+            _add_gpkg_style(self._tmp_dir / f"{self.name}.gpkg", LAYER, self.style)
             published = []
             for ext in (".gpkg", *_SHP_SIDECARS):
                 src = self._tmp_dir / f"{self.name}{ext}"
@@ -85,7 +105,7 @@ class VectorWriter:
                     commit(src, self.out_dir / src.name)
                     published.append(self.out_dir / src.name)
             if self.shapefile:
-                write_text(self.out_dir / f"{self.name}.qml", STYLE_QML)
+                write_text(self.out_dir / f"{self.name}.qml", self.style)
             return published
         finally:
             discard(self._tmp_dir)
