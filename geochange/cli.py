@@ -469,6 +469,28 @@ def _report_ia(model: Optional[str], data: Path, out: Optional[Path], seeds: lis
     stdout.print(f"-> {folder / 'initial_alignment.csv'}", highlight=False)
 
 
+@app.command("qgis-install", epilog="Examples:\n\n"
+             "  geochange qgis-install\n\n"
+             "  geochange qgis-install --profile work\n\n"
+             "  geochange qgis-install --plugins-dir /path/to/QGIS3/profiles/default/python/plugins\n\n"
+             "Then enable 'geochange' once in QGIS: Plugins > Manage and Install Plugins > Installed (docs/qgis.md).")
+@user_errors
+def qgis_install(
+    plugins_dir: Optional[Path] = typer.Option(None, "--plugins-dir", help="QGIS's plugin folder \\[default: the profile's python/plugins]."),
+    profile: str = typer.Option("default", "--profile", help="QGIS user profile."),
+) -> None:
+    """Install the QGIS plugin: a Processing provider (Detect, Evaluate) that runs this environment's geochange."""
+    from geochange.qgis.install import install
+
+    try:
+        target = install(plugins_dir, profile)
+    except OSError as exc:
+        raise GeochangeError(f"cannot install the QGIS plugin: {exc}") from None
+    stdout.print(f"[green]done[/green]: QGIS plugin in {target}; enable 'geochange' once in QGIS (Plugins > "
+                 "Manage and Install Plugins > Installed), then find it in the Processing toolbox",
+                 highlight=False, soft_wrap=True)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"geochange {__version__}")
