@@ -2,8 +2,8 @@
 
 Open and align the pair, fit the radiometric normalisation and the model on windows sampled over
 the whole scene, run the sliding-window engine, and publish on BEFORE's grid: change_probability.tif,
-change_mask.tif (COGs), changes.gpkg / changes.shp (+ changes.qml), quicklook.png, summary.json.
-Every file appears under its final name only when complete.
+change_mask.tif (COGs, each with its QGIS style <name>.qml), changes.gpkg / changes.shp (+ changes.qml),
+quicklook.png, summary.json. Every file appears under its final name only when complete, and says how it was made.
 """
 
 from __future__ import annotations
