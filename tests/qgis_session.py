@@ -101,6 +101,14 @@ try:
     report["started"] = bool(qgis.utils.loadPlugin("geochange_qgis") and qgis.utils.startProcessingPlugin("geochange_qgis"))
     provider = QgsApplication.processingRegistry().providerById("geochange")
     report["algorithms"] = sorted(a.id() for a in provider.algorithms()) if provider else []
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    # the provider's setting (Settings > Options > Processing > Providers) comes first
+    report["setting"] = ProcessingConfig.getSetting("GEOCHANGE_EXECUTABLE")
+    ProcessingConfig.setSettingValue("GEOCHANGE_EXECUTABLE", os.path.join(cfg["plugins"], "no-geochange-here"))
+    report["bad_setting"] = run("geochange:detect", {"BEFORE": cfg["before"], "AFTER": cfg["after"],
+                                                     "OUTPUT": cfg["cancel_out"]}, Feedback())
+    ProcessingConfig.setSettingValue("GEOCHANGE_EXECUTABLE", "")
 
     # 2. Detect, loaded into the project as from the toolbox
     report["detect"] = run("geochange:detect", {"BEFORE": cfg["before"], "AFTER": cfg["after"], "MIN_AREA": 20,

@@ -87,6 +87,10 @@ def test_plugin_installs_and_registers_its_algorithms(session):
     assert installed["command"] == [sys.executable, "-m", "geochange"]
     assert report["available"] and report["started"]
     assert report["algorithms"] == ["geochange:detect", "geochange:evaluate"]
+    # the provider's setting exists (empty: the installed command) and, when set, is what runs
+    assert report["setting"] == ""
+    error = report["bad_setting"]["error"]
+    assert "no-geochange-here, which does not exist" in error and report["bad_setting"]["log"]["commands"] == []
 
 
 def test_detect_writes_the_outputs_and_loads_them_styled(session):

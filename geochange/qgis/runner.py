@@ -6,8 +6,8 @@ standard library only (it is tested without QGIS).
 
 Progress: geochange writes status lines on stderr when it is not attached to a terminal; any ``N/M``
 in a line (``detecting (cva, cpu): 12/40``) is taken as progress, and the start and the end are
-always reported. Cancelling sends SIGTERM (on Windows TerminateProcess): geochange then removes what
-it had half-written and leaves its output folder as it was.
+always reported. Cancelling sends SIGTERM: geochange then removes what it had half-written and leaves
+its output folder as it was (on Windows, TerminateProcess ends it at once: see docs/qgis.md).
 """
 
 from __future__ import annotations
