@@ -105,8 +105,8 @@ try:
 
     # the provider's setting (Settings > Options > Processing > Providers) comes first
     report["setting"] = ProcessingConfig.getSetting("GEOCHANGE_EXECUTABLE")
-    ProcessingConfig.setSettingValue("GEOCHANGE_EXECUTABLE", os.path.join(cfg["plugins"], "no-geochange-here"))
-    report["bad_setting"] = run("geochange:detect", {"BEFORE": cfg["before"], "AFTER": cfg["after"],
+    ProcessingConfig.setSettingValue("GEOCHANGE_EXECUTABLE", cfg["fake_geochange"])
+    report["other_geochange"] = run("geochange:detect", {"BEFORE": cfg["before"], "AFTER": cfg["after"],
                                                      "OUTPUT": cfg["cancel_out"]}, Feedback())
     ProcessingConfig.setSettingValue("GEOCHANGE_EXECUTABLE", "")
 

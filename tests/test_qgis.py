@@ -72,6 +72,11 @@ def session(tmp_path_factory):
            "marks_after": str(marked.after), "marks_out": str(tmp / "marks_out"), "cancel_out": str(tmp / "canceled"),
            "scores": str(tmp / "scores.json"), "typed": str(typed), "bare": str(tmp / "bare"),
            "report": str(tmp / "report.json")}
+    fake = tmp / "fake-geochange"   # what the provider's setting names, in one test
+    fake.write_text(f"#!{sys.executable}\nimport sys\n"
+                    "print('error: the geochange of the setting ran:', sys.argv[1], file=sys.stderr)\nsys.exit(2)\n")
+    fake.chmod(0o755)
+    cfg["fake_geochange"] = str(fake)
     (tmp / "session.json").write_text(json.dumps(cfg))
     proc = subprocess.run([QGIS_PYTHON, str(ROOT / "tests" / "qgis_session.py"), str(tmp / "session.json")],
                           env=qgis_env(tmp), cwd=tmp, capture_output=True, text=True, timeout=600)
@@ -89,8 +94,9 @@ def test_plugin_installs_and_registers_its_algorithms(session):
     assert report["algorithms"] == ["geochange:detect", "geochange:evaluate"]
     # the provider's setting exists (empty: the installed command) and, when set, is what runs
     assert report["setting"] == ""
-    error = report["bad_setting"]["error"]
-    assert "no-geochange-here, which does not exist" in error and report["bad_setting"]["log"]["commands"] == []
+    run = report["other_geochange"]
+    assert run["error"] == "geochange detect failed: the geochange of the setting ran: detect"
+    assert run["log"]["commands"][0].startswith(str(tmp / "fake-geochange") + " detect ")
 
 
 def test_detect_writes_the_outputs_and_loads_them_styled(session):
