@@ -126,7 +126,7 @@ class VAEConfig:
     common: tuple[int, ...] | None = None     # common latent channels per hidden layer (Table 6)
     specific: tuple[int, ...] | None = None   # specific latent channels per hidden layer (Table 6)
     kernels: tuple[int, ...] | None = None    # hidden-layer kernel sizes (Table 6 / Table 8: 64, 32, 16, 8, 1)
-    width: float = 1.0                        # Enc-VGG channel multiplier (1.0 = VGG-16; not in the paper)
+    width: float = 0.25                       # Enc-VGG channel multiplier: 1.0 = VGG-16 (Table 6b); 0.25 for CPUs (ours)
     classifier: tuple[int, ...] | None = None  # hidden FC sizes of the event classifier (Sec. 4.2)
     encoder_lr_factor: float = 0.1            # fine-tuning: encoder lr x0.1 (Sec. 4.2); 1.0 = from-scratch baseline
     undersample: bool = True                  # fine-tuning: negatives undersampled to #positives (Sec. 3.4)
