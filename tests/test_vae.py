@@ -276,6 +276,22 @@ def test_anomaly_posterior_is_the_kmeans_split():
         DisentangledVAE(VAEConfig()).anomaly_probability(np.zeros(2))
 
 
+def test_anomaly_mode_refuses_what_it_cannot_split():
+    """Too few pairs, or pairs whose distances are all one value (a posterior of 0.5 everywhere would
+    flag every pixel), are refused in one line with the counts."""
+    torch.manual_seed(0)
+    model = DisentangledVAE(VAEConfig())
+    model.build(1)
+    x = np.random.default_rng(0).normal(size=(6, 1, 28, 28)).astype(np.float32)
+    with pytest.raises(GeochangeError, match="1 pair to cluster, needs at least 2"):
+        model.fit_anomaly(x[:1], x[1:2])
+    with pytest.raises(GeochangeError, match="distances of the 6 pairs are all 0"):
+        model.fit_anomaly(x, x)   # both dates the same: every distance is 0
+    assert not model.anomaly
+    info = model.fit_anomaly(x, x[::-1])
+    assert info["high"] > info["low"] and 0 < info["events"] < 6
+
+
 # -- learning through the shared trainer -----------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -537,8 +537,9 @@ class DisentangledVAE(TrainableModel):
             return chosen
         pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
         if len(pos) == 0 or len(neg) == 0:
-            raise GeochangeError(f"vae fine-tuning needs changed and unchanged labelled pairs "
-                                 f"(got {len(pos)} changed, {len(neg)} unchanged)")
+            raise GeochangeError(f"vae fine-tuning needs changed and unchanged labelled pairs: it has {len(pos)} "
+                                 f"changed, {len(neg)} unchanged, needs at least 1 of each; add labelled pairs of the "
+                                 "missing kind")
         if self.config.undersample and len(neg) > len(pos):
             neg = np.sort(rng.choice(neg, size=len(pos), replace=False))
         return np.concatenate([pos, neg])
@@ -632,10 +633,15 @@ class DisentangledVAE(TrainableModel):
         ((N, C, patch, patch) each). The higher centre is the event cluster; stored in checkpoints."""
         d = self.common_distance(before, after).astype(np.float64)
         if len(d) < 2:
-            raise GeochangeError("vae anomaly mode needs at least two pairs to cluster")
+            raise GeochangeError(f"vae anomaly mode: {len(d)} pair{'s' if len(d) != 1 else ''} to cluster, needs at "
+                                 "least 2 (k-means, k = 2); add pairs to the training data or the scene sample")
         centres, labels = kmeans(d[:, None].astype(np.float32), 2, seed=seed, gpu=False)
         hi = int(np.argmax(centres[:, 0]))
         c_lo, c_hi = float(centres[1 - hi, 0]), float(centres[hi, 0])
+        if not c_hi - c_lo > 1e-6 * abs(c_hi):   # one value: the posterior would be 0.5 everywhere (all "change")
+            raise GeochangeError(f"vae anomaly mode: the common-feature distances of the {len(d)} pairs are all "
+                                 f"{c_hi:.6g}, nothing to split into event and non-event; add pairs that differ "
+                                 "(are both dates copies of each other?)")
         resid = d - np.where(labels == hi, c_hi, c_lo)
         var = float(max(resid.var(), 1e-12 * max(1.0, c_hi - c_lo) ** 2, 1e-12))
         self.anomaly = {"low": c_lo, "high": c_hi, "var": var, "n": int(len(d)),
@@ -709,7 +715,9 @@ class DisentangledVAE(TrainableModel):
                         before.append(b[:, r:r + p, c:c + p])
                         after.append(a[:, r:r + p, c:c + p])
         if len(before) < 2:
-            raise GeochangeError(f"vae: the scene sample holds fewer than two valid {p}x{p} patches")
+            raise GeochangeError(f"vae: the scene sample holds {len(before)} fully valid {p}x{p} patch pair"
+                                 f"{'s' if len(before) != 1 else ''}, the anomaly mode needs at least 2; a larger or "
+                                 "less empty scene sample")
         self.fit_anomaly(np.stack(before), np.stack(after), seed)
 
     def _need_net(self) -> None:
