@@ -72,7 +72,8 @@ class TrainableModel(ChangeModel):
     device and AMP, optimiser steps, checkpoints every epoch, ``--resume``, the metrics CSV and
     progress. A model adds only what is its own:
 
-    * :meth:`build` creates ``self.net`` (a ``torch.nn.Module``) for ``in_bands`` bands per date;
+    * :meth:`build` creates ``self.net`` (a ``torch.nn.Module``) for ``in_bands`` bands per date
+      (after :meth:`configure`, which may settle settings that follow the data);
     * :meth:`training_step` returns the loss of one batch (and any scalars worth logging);
     * optional hooks: :meth:`make_optimizer` / :meth:`make_scheduler` (paper's optimiser),
       :meth:`select` (which samples an epoch trains on: warm-up subsets, undersampling),
@@ -89,6 +90,11 @@ class TrainableModel(ChangeModel):
 
     net: Any = None
     in_bands: int = 0
+
+    def configure(self, data) -> None:
+        """Called before :meth:`build` with the trainer's :class:`~geochange.train.data.TrainData`
+        (``in_bands``, ``patch_shape``, ``index``): settle settings that follow the data (vae's
+        ``arch="auto"``) in ``self.config``, which checkpoints then record. Default: nothing."""
 
     @abstractmethod
     def build(self, in_bands: int) -> None:

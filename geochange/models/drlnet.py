@@ -456,7 +456,9 @@ class DRLnet(ChangeModel):
         x1_np, x2_np = self.collect_samples(samples, seed)
         n = x1_np.shape[0]
         if n <= cfg.k0:
-            raise GeochangeError(f"drlnet: only {n} superpixels in the scene sample, need more than K0 = {cfg.k0}")
+            raise GeochangeError(f"drlnet: {n} superpixels in the scene sample, needs more than K0 = {cfg.k0} to "
+                                 "over-cluster; a larger scene sample, more superpixels (-p n_segments) or a smaller K0 "
+                                 "(-p schedule)")
         self.n_samples = n
         self.history, self.stages = [], []
         self.fitted = self.net = self.unchanged_centre = self.change_centres = None

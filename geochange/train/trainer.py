@@ -66,13 +66,15 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
     if resume_from:  # the run's own configuration; --epochs may extend it
         model.config = model.config_class(**config_values(resume_from))
     _apply_overrides(model, opts)
+    items = open_training_data(data, opts.split)
+    tdata = TrainData(items, opts.standardize, device, opts.workers, opts.seed)
+    tdata.dist = ctx
+    if model.net is None:
+        model.configure(tdata)   # settings that follow the data (before the batch size is read)
     epochs = int(getattr(model.config, "epochs", 1))
     batch_size = int(getattr(model.config, "batch_size", 16))
     if epochs < 0 or batch_size < 1:
         raise GeochangeError(f"epochs must be >= 0 and batch size >= 1 (got {epochs}, {batch_size})")
-    items = open_training_data(data, opts.split)
-    tdata = TrainData(items, opts.standardize, device, opts.workers, opts.seed)
-    tdata.dist = ctx
     if model.net is None:
         torch.manual_seed(opts.seed)
         model.build(tdata.in_bands)
