@@ -248,10 +248,8 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
 
 def _fit_marks(model, pair: RasterPair, marks: Marks, samples, seed: int) -> dict:
     """Train ``model`` on the marks and the scene's cheap negatives; what it learned from, for summary.json."""
-    cfg = model.config
-    patch = getattr(cfg, "marks_patch", None) or getattr(cfg, "patch", None) or 64   # the patches it scores
-    negatives = getattr(cfg, "marks_negatives", None) or getattr(cfg, "scene_patches", None) or 64
-    scene = marked_scene(pair, marks, samples, patch=int(patch), negatives=int(negatives), seed=seed)
+    patch, negatives = model.marks_sizes()
+    scene = marked_scene(pair, marks, samples, patch=patch, negatives=negatives, seed=seed)
     changed, unchanged = scene.pixel_counts()
     say(f"{model.name}: learning from {marks.n_changed} changed and {marks.n_unchanged} unchanged marks "
         f"({len(scene.marked)} patches) and {len(scene.negatives)} cheap negatives of the scene")

@@ -249,7 +249,7 @@ def test_rscvae_takes_unchanged_marks_and_negatives_as_its_normal_class(marked_s
         samples = pair.fit_normalization(n_windows=4, size=96)
         scene = cut_marked_scene(pair, marks, samples, patch=32, negatives=120, seed=0)
     model = RSCVAE(device="cpu")
-    model.config.scene_epochs, model.config.patch = 2, 32
+    model.config.scene_epochs, model.config.patch, model.config.threshold_quantile = 2, 32, 0.9
     summary = model.fit_marks(scene)
     normal = sum(1 for it in scene.items() if not (np.asarray(it["label"]) == 1).any())
     assert model.stats["n_normal"] == normal < len(scene.items())

@@ -130,6 +130,14 @@ class TrainableModel(ChangeModel):
         clustering); returns scalars to log. Default: nothing."""
         return {}
 
+    def marks_sizes(self) -> tuple[int, int]:
+        """(patch side, cheap negatives) to cut for :meth:`fit_marks`: ``marks_patch`` (else ``patch``, else 64)
+        and ``marks_negatives`` (else ``scene_patches``, else 64) of the config."""
+        cfg = self.config
+        patch = getattr(cfg, "marks_patch", None) or getattr(cfg, "patch", None) or 64
+        negatives = getattr(cfg, "marks_negatives", None) or getattr(cfg, "scene_patches", None) or 64
+        return int(patch), int(negatives)
+
     def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
         """Learn from an analyst's marks (``detect --labels``, ``train --labels``), in the paper's own way.
 

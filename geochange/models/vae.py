@@ -727,6 +727,10 @@ class DisentangledVAE(TrainableModel):
                                  "less empty scene sample")
         self.fit_anomaly(np.stack(before), np.stack(after), seed)
 
+    def marks_sizes(self) -> tuple[int, int]:
+        """The settled architecture's patch side (28 for ``auto``: Enc-MNIST) and ``marks_negatives``."""
+        return int(self.config.settled().patch), int(self.config.marks_negatives)
+
     def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
         """``detect --labels``, the Table 3 protocol: the representation learns from the scene's unlabelled
         pairs (the cheap negatives, ``scene_epochs``; Sec. 3.3), then the event classifier is fine-tuned
