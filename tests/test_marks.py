@@ -227,7 +227,7 @@ def test_vae_learns_from_marks_by_the_table3_protocol(marked_scene, tmp_path):
     """vae: representation on the scene's cheap negatives, classifier fine-tuned on the marks; the
     right half's roofs are found, its distractors are not."""
     s = marked_scene
-    params = {"scene_patches": 200, "scene_epochs": 3, "marks_negatives": 200, "epochs": 10}
+    params = {"scene_patches": 200, "scene_epochs": 3, "marks_negatives": 200, "epochs": 10, "prior_adjust": True}
     summary = detect(str(s.before), str(s.after), tmp_path / "v", DetectOptions(model="vae", labels=str(s.marks),
                                                                                 model_params=params))
     with rasterio.open(tmp_path / "v" / "change_mask.tif") as ds:
