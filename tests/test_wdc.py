@@ -224,6 +224,22 @@ def test_the_cli_prints_the_summary_and_errors_in_one_line(city, tmp_path):
     assert res.exit_code == 2 and "holds a dataset already" in res.output
 
 
+def test_the_manifests_options_are_defaults_that_flags_and_python_override(city, tmp_path):
+    manifest = city.manifest(options={"patch": 32, "block": 4, "noisy": 20, "margin": 4, "split": [1, 1, 1]})
+    res = CliRunner().invoke(app, ["build-wdc", "-m", str(manifest), "-o", str(tmp_path / "cli"), "--noisy", "10",
+                                   "--workers", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    params = json.loads((tmp_path / "cli" / "dataset.json").read_text())["params"]
+    assert (params["patch"], params["block"], params["noisy"], params["margin"]) == (32, 4, 10, 4)
+    assert params["split"] == pytest.approx({"train": 1 / 3, "val": 1 / 3, "test": 1 / 3})
+    summary = build_wdc(manifest, tmp_path / "py", options={"noisy": 5, "workers": 0})
+    assert summary["patch"] == 32 and summary["noisy"]["written"] == 5
+    summary = build_wdc(manifest, tmp_path / "all", options=WdcOptions(patch=16, block=4, noisy=5, workers=0))
+    assert summary["patch"] == 16            # a WdcOptions is taken as it is
+    with pytest.raises(GeochangeError, match="unknown build-wdc option 'patches'"):
+        build_wdc(manifest, tmp_path / "x", options={"patches": 3})
+
+
 def test_inputs_that_cannot_work_are_refused_in_one_line(city, tmp_path):
     remote = city.manifest(imagery={2010: {"url": "http://127.0.0.1:9/ortho.tif"}, 2015: {"source": city.imagery[2015].name}})
     with pytest.raises(GeochangeError, match=r"imagery.2010: .* is not in the cache .*run with --download"):

@@ -53,7 +53,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -155,17 +155,20 @@ class Candidates:
 
 
 def build_wdc(manifest: str | Path | Manifest, out: str | Path, *, cache: str | Path | None = None,
-              download: bool = False, options: WdcOptions | None = None) -> dict:
+              download: bool = False, options: WdcOptions | Mapping | None = None) -> dict:
     """Annotate the manifest's footprint pairs and write the patch dataset into ``out``; return the summary.
 
-    ``cache`` holds downloaded files (``download`` fetches missing ones first). Returns (and writes
-    as ``summary.json`` in ``out``) buildings per year, changes per pair, patches per split and kind.
+    ``options``: a :class:`WdcOptions` is used as it is; a mapping (or None) names the options to
+    set on top of the manifest's ``options`` (its defaults for this city), which are on top of
+    :class:`WdcOptions`' defaults (what the command line does with the flags given). ``cache`` holds
+    downloaded files (``download`` fetches missing ones first). Returns (and writes as
+    ``summary.json`` in ``out``) buildings per year, changes per pair, patches per split and kind.
     Raises :class:`GeochangeError` on bad input.
     """
     t0 = time.perf_counter()
-    opts = options or WdcOptions()
-    _check_options(opts)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    opts = resolve_options(m, options)
+    _check_options(opts)
     out = Path(out)
     check_out_dir(out, opts.overwrite)
     cache_dir = Path(cache) if cache is not None else default_cache()
@@ -253,6 +256,19 @@ def build_wdc(manifest: str | Path | Manifest, out: str | Path, *, cache: str | 
     finally:
         _close_cached_pairs()
     return summary
+
+
+def resolve_options(m: Manifest, options: WdcOptions | Mapping | None = None) -> WdcOptions:
+    """``options`` as they are, or the given ones over the manifest's ``options`` over the defaults."""
+    if isinstance(options, WdcOptions):
+        return options
+    given = {**m.options, **dict(options or {})}
+    unknown = sorted(set(given) - set(WdcOptions.__dataclass_fields__))
+    if unknown:
+        raise GeochangeError(f"unknown build-wdc option {unknown[0]!r} (known: {', '.join(WdcOptions.__dataclass_fields__)})")
+    if given.get("split") is not None:
+        given["split"] = tuple(given["split"])
+    return WdcOptions(**given)
 
 
 def default_cache() -> Path:
