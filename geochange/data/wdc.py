@@ -450,7 +450,8 @@ class _Barriers:
 
 
 def _changed_buildings(pairs: list[PairPlan], block_splits) -> _Barriers:
-    """Every pair's changed buildings with the split of the block holding their centre (-1 block: none)."""
+    """Every pair's changed buildings with the split of the block holding their centre ("none", which no
+    patch may touch, for a centre outside the block grid)."""
     geoms, splits = [], []
     for p in pairs:
         if p.changes is None or len(p.changes.geoms) == 0:
@@ -849,8 +850,10 @@ def _summary(m: Manifest, out: Path, footprints, plans, writer: PatchWriter, sta
                          f"({stats[kind]['candidates']} candidates)")
     empty = [s for s, f in zip(SPLITS, split_fractions(opts.split)) if f > 0 and writer.counts[s] == 0]
     if empty:
-        notes.append(f"no patch in {' and '.join(empty)}: {len(block_splits)} block(s) of {block_m:g} m; "
-                     "a smaller --block gives more blocks to share out")
+        held = " and ".join(f"{sp} ({int(np.count_nonzero(block_splits == sp))} blocks)" for sp in empty)
+        notes.append(f"no patch in {held} of {len(block_splits)} blocks of {block_m:g} m: positives and negatives "
+                     "sit on buildings, and noisy negatives come from train blocks only; a smaller --block shares "
+                     "the buildings out between more blocks")
     return {
         "manifest": str(m.path), "name": m.name, "out": str(out), "crs": crs,
         "buildings": {str(y): len(f) for y, f in sorted(footprints.items())},
