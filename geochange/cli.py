@@ -400,6 +400,7 @@ def train(
              "  geochange build-wdc --manifest data_manifests/wdc.yaml --out wdc/ --download\n\n"
              "  geochange build-wdc --manifest city.yaml --out ds/ --patch 128 --noisy 20000 --workers 8\n\n"
              "  geochange build-wdc --manifest city.yaml --out ds/ --scheduler tcp://10.0.0.5:8786\n\n"
+             "  geochange build-wdc --manifest examples/wdc_naip.yaml --out wdc_example/   (offline, seconds)\n\n"
              "The manifest format and the summary are described in docs/datasets.md.")
 @user_errors
 def build_wdc(
@@ -407,16 +408,16 @@ def build_wdc(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (shards/, index.csv, dataset.json, changes_*.gpkg, summary.json)."),
     download: bool = typer.Option(False, "--download", help="Fetch the manifest's url entries into --cache first (resumes, checks SHA-256)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Folder for downloaded files \\[default: $GEOCHANGE_CACHE or ~/.cache/geochange]."),
-    patch: int = typer.Option(128, "--patch", help="Patch side in pixels of the earlier image's grid."),
-    noisy: int = typer.Option(250_000, "--noisy", help="Noisy negatives in all (random crops, 9:1 with/without buildings)."),
+    patch: Optional[int] = typer.Option(None, "--patch", show_default=False, help="Patch side in pixels of the earlier image's grid \\[default: 128]."),
+    noisy: Optional[int] = typer.Option(None, "--noisy", show_default=False, help="Noisy negatives in all (random crops, 9:1 with/without buildings) \\[default: 250000]."),
     positives: Optional[int] = typer.Option(None, "--positives", help="Positive patches at most \\[default: one per annotated change]."),
     negatives: Optional[int] = typer.Option(None, "--negatives", help="Negative patches \\[default: as many as the positives]."),
-    building_share: float = typer.Option(0.9, "--building-share", help="Share of noisy patches containing a building of the filter year."),
-    split: str = typer.Option("0.7,0.1,0.2", help="Train,val,test fractions of the spatial blocks."),
-    block: int = typer.Option(8, help="Side of a split block, in patches: each block goes whole to one split."),
+    building_share: Optional[float] = typer.Option(None, "--building-share", show_default=False, help="Share of noisy patches containing a building of the filter year \\[default: 0.9]."),
+    split: Optional[str] = typer.Option(None, show_default=False, help="Train,val,test fractions of the spatial blocks \\[default: 0.7,0.1,0.2]."),
+    block: Optional[int] = typer.Option(None, show_default=False, help="Side of a split block, in patches \\[default: 8]: each block goes whole to one split, and so does each changed building (the split of the block holding its centre)."),
     margin: Optional[int] = typer.Option(None, help="Pixels around a negative patch that hold no change \\[default: patch/2]."),
-    seed: int = typer.Option(0, help="Seed of the splits and of every random draw (same seed, same dataset)."),
-    min_valid: float = typer.Option(0.99, "--min-valid", help="Skip patches with a smaller share of pixels valid in both dates."),
+    seed: Optional[int] = typer.Option(None, show_default=False, help="Seed of the splits and of every random draw (same seed, same dataset) \\[default: 0]."),
+    min_valid: Optional[float] = typer.Option(None, "--min-valid", show_default=False, help="Skip patches with a smaller share of pixels valid in both dates \\[default: 0.99]."),
     bands: Optional[str] = typer.Option(None, help="Bands to keep, e.g. 1,2,3 \\[default: the common first N]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler \\[default: a local cluster]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes of the local cluster; 0 runs in this process \\[default: min(4, CPUs)]."),
@@ -424,17 +425,20 @@ def build_wdc(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
 ) -> None:
-    """Building-change patch dataset from multi-year footprints and imagery (Hamaguchi et al. 2019, appendix A)."""
-    from geochange.data.wdc import WdcOptions
+    """Building-change patch dataset from multi-year footprints and imagery (Hamaguchi et al. 2019, appendix A).
+
+    Defaults of the options that shape the dataset (--patch, --noisy, --block, ...): the manifest's `options:` where it sets them (a flag given here wins), else the ones shown.
+    """
     from geochange.data.wdc import build_wdc as run_build
 
     _set_quiet(quiet)
     check_local_folder(out)
-    opts = WdcOptions(patch=patch, noisy=noisy, positives=positives, negatives=negatives,
-                      building_share=building_share, split=_parse_split(split), block=block, margin=margin,
-                      seed=seed, min_valid=min_valid, bands=_parse_bands(bands), scheduler=scheduler,
-                      workers=workers, shard_size=shard_size, overwrite=overwrite)
-    summary = run_build(manifest, out, cache=cache, download=download, options=opts)
+    given = dict(patch=patch, noisy=noisy, positives=positives, negatives=negatives, building_share=building_share,
+                 split=_parse_split(split) if split is not None else None, block=block, margin=margin, seed=seed,
+                 min_valid=min_valid, bands=_parse_bands(bands), scheduler=scheduler, workers=workers)
+    options = {k: v for k, v in given.items() if v is not None}   # the others: the manifest's options, or the defaults
+    summary = run_build(manifest, out, cache=cache, download=download,
+                        options={**options, "shard_size": shard_size, "overwrite": overwrite})
     if not quiet:
         p = summary["patches"]
         stdout.print("buildings: " + ", ".join(f"{y} {n}" for y, n in summary["buildings"].items()), highlight=False)
