@@ -188,14 +188,18 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
                  ckpt: dict | None, cluster, marks: Marks | None = None) -> dict:
     grid = pair.grid
     t = time.perf_counter()
-    with task("fitting on the scene", None):
+    # three steps: co-registration, normalisation, the model (a model that trains shows its epochs too)
+    with task("fitting on the scene", 3, unit="steps") as advance:
+        advance(0, "co-registration")
         coreg = pair.coregister(opts.coregister, seed=opts.seed)  # first: the normalisation sees the corrected pair
         if coreg.applied:
             say(f"AFTER is off by {coreg.shift_px[0]:+.2f}, {coreg.shift_px[1]:+.2f} px (rows, columns): corrected")
+        advance(1, "normalisation")
         samples = pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
                                          seed=opts.seed)
         if not samples:
             raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
+        advance(1, f"{opts.model} model")
         learned = None
         if ckpt is not None:
             model = _trained_model(ckpt, opts, device, pair.count)
@@ -206,6 +210,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
             model = create_model(opts.model, device=device, **opts.model_params)
             model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
         del samples
+        advance(1)
     timings["fit"] = round(time.perf_counter() - t, 3)
 
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
@@ -281,16 +286,18 @@ def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, o
     outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count)
     try:
         t = time.perf_counter()
-        with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
+        with task(f"detecting ({opts.model}, {device})", len(plan), unit="windows") as advance:
             engine = run_sliding(pair, model, plan, outputs.sinks, batch_size=opts.batch_size,
                                  prob_steps=PROB_STEPS, window_hooks=[outputs.quicklook.add_window],
                                  advance=advance)
         timings["inference"] = round(time.perf_counter() - t, 3)
         timings["model"] = round(engine.predict_s, 3)
         t = time.perf_counter()
-        n_polygons = outputs.polygons.close()
-        with task("writing outputs", None):
-            outputs.close()
+        with task("writing outputs", outputs.close_steps + 1, unit="steps") as advance:
+            advance(0, "last regions")
+            n_polygons = outputs.polygons.close()
+            advance(1)
+            outputs.close(advance)
         timings["publish"] = round(time.perf_counter() - t, 3)
     except BaseException:
         outputs.abort()
@@ -314,7 +321,7 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     t = time.perf_counter()
     try:
         client = cluster.client()
-        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan)) as advance:
+        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan), unit="windows") as advance:
             n_workers = len(client.nthreads())
             records, resumed = run_blocks(job, blocks, journal, client, advance, opts.resume)
     except BaseException:
@@ -326,8 +333,8 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     timings["inference"] = round(time.perf_counter() - t, 3)
     timings["model"] = round(sum(r["predict_s"] for r in records), 3)
     t = time.perf_counter()
-    with task("writing outputs", None):
-        assembled = assemble(job, blocks, journal, out_dir, pair.count)
+    with task("assembling the blocks", len(blocks) + 1, unit="steps") as advance:
+        assembled = assemble(job, blocks, journal, out_dir, pair.count, advance)
     journal.remove()
     timings["publish"] = round(time.perf_counter() - t, 3)
     return {"windows": sum(r["windows"] for r in records), "stats": assembled.stats, "polygons": assembled.polygons,

@@ -74,7 +74,7 @@ def evaluate(pred_path: str, truth_path: str, *, truth_layer: str | None = None,
         cm = ConfusionMatrix()
         n_255 = 0
         windows = list(_windows(grid.width, grid.height, window_size))
-        with task("Evaluating", total=len(windows)) as advance:
+        with task("evaluating", total=len(windows), unit="windows") as advance:
             for window in windows:
                 values = pred.read(1, window=window)
                 valid = read_valid_mask(pred, window, [1])

@@ -164,8 +164,10 @@ class Assembled:
     polygons: int
 
 
-def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir: Path, bands: int) -> Assembled:
-    """Finish the seams, publish the COGs, the polygons (GeoPackage + Shapefile) of all blocks."""
+def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir: Path, bands: int,
+             advance=lambda n=1, note=None: None) -> Assembled:
+    """Finish the seams, publish the COGs, the polygons (GeoPackage + Shapefile) of all blocks;
+    ``advance(n, note)`` is told of each block, then of the publishing (``len(blocks) + 1`` steps)."""
     grid, rule, specs = job.grid, job.region_rule, raster_specs(job.n_types)
     seams_dir = journal.root / "seams"
     seams_dir.mkdir(exist_ok=True)
@@ -201,6 +203,8 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
                 polygons.attach(BorderPieces.from_arrays({k: z[k] for k in z.files}))
             for k, spec in enumerate(specs):
                 parts[k].append((folder / spec.name, block.body[0]))
+            advance(1, f"block {block.index + 1}")
+        advance(0, "publishing")
         n_polygons = polygons.close()
         sources = [write_vrt(journal.root / f"{spec.name}.vrt", grid, spec.dtype, spec.nodata, parts[k],
                              spec.description) for k, spec in enumerate(specs)]
@@ -210,6 +214,7 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
         for spec, src in zip(specs, sources):
             publish_cog(src, out_dir / spec.name, spec.overview_resampling)
         vectors.close()
+        advance(1)
     except BaseException:
         vectors.abort()
         raise
