@@ -14,7 +14,7 @@
   writes no final line.
 
 ``advance(n=1, note=None)``: ``n`` more units done; ``note`` names what the step does now (e.g. the fit's
-``normalisation``), shown after the description.
+``normalisation``), shown after the description until the next ``advance``.
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def _bar(description: str, total: int | None, unit: str, transient: bool) -> Ite
     ok = False
 
     def advance(n: int = 1, note: str | None = None) -> None:
-        display.update(tid, advance=n, **({"description": f"{description}: {note}"} if note else {}))
+        if note or n:   # a note names the sub-step now running; done units without one end it
+            display.update(tid, advance=n, description=f"{description}: {note}" if note else description)
 
     try:
         yield advance
@@ -190,12 +191,13 @@ def _lines(description: str, total: int | None, unit: str, transient: bool) -> I
 
     def advance(n: int = 1, note: str | None = None) -> None:
         state["done"] += n
-        if note:
+        if note or n:
             state["note"] = note
         now = time.monotonic()
         done, since = state["done"], now - last
         tenth = int(10 * done / total) if total else 0
-        if (total and tenth > state["tenth"] and since >= LINE_EVERY_S) or since >= HEARTBEAT_S:
+        unfinished = not total or done < total   # the final line tells of the end
+        if unfinished and ((total and tenth > state["tenth"] and since >= LINE_EVERY_S) or since >= HEARTBEAT_S):
             _line(now, tenth)
 
     def _line(now: float, tenth: int) -> None:
@@ -204,7 +206,7 @@ def _lines(description: str, total: int | None, unit: str, transient: bool) -> I
         counted = count_text(done, total or None, unit)
         if total:
             left = elapsed * (total - done) / done if done else None
-            more = f"{100 * done / total:.0f} %, {_seconds(elapsed)}" + (f", ~{_seconds(left)} left" if left else "")
+            more = f"{100 * done / total:.0f} %, {_seconds(elapsed)}" + (f", ~{_seconds(left)} left" if left and left >= 1 else "")
         else:
             more = _seconds(elapsed)
         note = f" ({state['note']})" if state["note"] else ""

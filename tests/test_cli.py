@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -76,6 +77,32 @@ def test_detect_region_options(planted_same_grid, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["min_area_m2"] == 0.0 and summary["hysteresis_low"] == 0.3
+
+
+@pytest.mark.parametrize("command", ["detect", "detect-many", "evaluate", "info", "tile", "train", "build-wdc"])
+def test_help_shows_flags_as_flags(command):
+    """An on/off option takes no value: --help must not suggest one (``--overwrite <bool>``)."""
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "<bool>" not in res.stdout
+    flag = next(line for line in res.stdout.splitlines() if "--help" in line)
+    assert re.search(r"--help\s+-h\s+Show this message", flag)
+
+
+def test_help_names_the_arguments_and_offers_shell_completion():
+    res = runner.invoke(app, ["detect", "--help"], env={"COLUMNS": "200"})
+    assert "BEFORE" in res.stdout and "AFTER" in res.stdout and "{before}" not in res.stdout
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--install-completion" in res.stdout and "--show-completion" in res.stdout and "<bool>" not in res.stdout
+
+
+def test_a_flag_given_a_value_is_one_line_naming_the_value(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "--overwrite", "true"],
+                        prog_name="geochange")
+    assert res.exit_code == 2
+    assert res.stderr.splitlines() == ["error: Got unexpected extra argument(s) (true) (see geochange detect --help)"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_version():
