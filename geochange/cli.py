@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Callable, List, NoReturn, Optional
 
@@ -119,6 +120,17 @@ def _int_list(text: str, option: str, what: str = "integers", example: str = "0,
         return [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise GeochangeError(f"{option} {text}: give {what} separated by commas, e.g. {example}") from None
+
+
+def _number_list(text: str, option: str, what: str, example: str) -> list[float | int]:
+    """``"255"`` -> ``[255]``, ``"-1,0.5"`` -> ``[-1, 0.5]``: whole numbers as ints; a one-line error otherwise."""
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise GeochangeError(f"{option} {text}: give {what} separated by commas, e.g. {example}")
+    return [int(v) if v.is_integer() else v for v in values]
 
 
 def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
@@ -260,13 +272,17 @@ def detect_many(
 
 @app.command(cls=_Command, epilog="Examples:\n\n"
              "  geochange evaluate run1/change_mask.tif truth.tif\n\n"
-             "  geochange evaluate run1/change_mask.tif buildings_changed.gpkg --truth-layer changes --json")
+             "  geochange evaluate run1/change_mask.tif buildings_changed.gpkg --truth-layer changes --json\n\n"
+             "  geochange evaluate run1/change_mask.tif taizhou_truth.tif --ignore-value 255\n\n"
+             "Truth pixels on the truth raster's nodata (value, mask or alpha) and those of an --ignore-value\n"
+             "are not scored: a sparse truth (a few labelled pixels, the rest e.g. 255) is scored on its labels.")
 @user_errors
 def evaluate(
     pred: str = typer.Argument(..., metavar="PRED", help="Change mask to score (uint8: 1 changed, 0 unchanged, 255 nodata)."),
     truth: str = typer.Argument(..., metavar="TRUTH", help="Ground truth: a raster (brought onto PRED's grid) or a polygon layer."),
     truth_layer: Optional[str] = typer.Option(None, "--truth-layer", help="Layer of a vector truth with several layers."),
     change_values: Optional[str] = typer.Option(None, "--change-values", help="Truth raster values meaning 'changed', e.g. 2 \\[default: any value > 0]."),
+    ignore_value: List[str] = typer.Option([], "--ignore-value", help="Truth raster value not to score, e.g. 255 for unlabelled pixels of a sparse truth (repeatable, or several separated by commas); the truth's nodata is never scored."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -275,7 +291,8 @@ def evaluate(
 
     _set_quiet(quiet or as_json)
     values = (_int_list(change_values, "--change-values", "raster values", "1,2") or None) if change_values else None
-    result = run_evaluate(pred, truth, truth_layer=truth_layer, change_values=values)
+    ignore = [v for text in ignore_value for v in _number_list(text, "--ignore-value", "raster values", "255")]
+    result = run_evaluate(pred, truth, truth_layer=truth_layer, change_values=values, ignore_values=ignore)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -287,6 +304,10 @@ def evaluate(
         table.add_row(key, f"{s[key]:.4f}")
     (tn, fp), (fn, tp) = s["confusion_matrix"]
     table.add_row(escape("confusion [[tn, fp], [fn, tp]]"), escape(f"[[{tn}, {fp}], [{fn}, {tp}]]"))
+    table.add_row("pixels scored", f"{s['n_pixels']:,}")
+    if "ignored" in result:
+        values = ", ".join(str(v) for v in result["ignored"]["values"])
+        table.add_row(f"pixels ignored (truth {values})", f"{result['ignored']['pixels']:,}")
     stdout.print(table)
 
 

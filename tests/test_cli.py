@@ -38,6 +38,34 @@ def test_evaluate_prints_a_table(planted_same_grid, tmp_path):
     assert res.exit_code == 0 and "kappa" in res.stdout and "[[" in res.stdout
 
 
+def test_evaluate_ignores_truth_values(planted_same_grid, tmp_path):
+    """A sparse truth: the planted truth labelled in a few rows only, 255 elsewhere (no nodata declared)."""
+    import numpy as np
+    import rasterio
+
+    s = planted_same_grid
+    with rasterio.open(s.truth) as ds:
+        truth, profile = ds.read(1), ds.profile
+    sparse = np.where(np.arange(truth.shape[0])[:, None] % 32 == 0, truth, 255).astype(np.uint8)
+    with rasterio.open(tmp_path / "sparse.tif", "w", **(profile | {"nodata": None})) as ds:
+        ds.write(sparse, 1)
+    runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-q"])
+    mask = str(tmp_path / "o" / "change_mask.tif")
+    with rasterio.open(mask) as ds:
+        scored = ds.read(1) != 255      # the prediction's own nodata is never scored
+    whole = runner.invoke(app, ["evaluate", mask, str(tmp_path / "sparse.tif"), "--json"])
+    assert whole.exit_code == 0 and "--ignore-value 255 " in whole.stderr
+    for args in (["--ignore-value", "254,255"], ["--ignore-value", "255", "--ignore-value", "254"]):
+        res = runner.invoke(app, ["evaluate", mask, str(tmp_path / "sparse.tif"), "--json", *args])
+        assert res.exit_code == 0, res.output
+        result = json.loads(res.stdout)
+        assert result["ignored"] == {"values": [254, 255], "pixels": int((scored & (sparse == 255)).sum())}
+        assert result["scores"]["n_pixels"] == int((scored & (sparse <= 1)).sum()) and "warning" not in res.stderr
+    res = runner.invoke(app, ["evaluate", mask, str(tmp_path / "sparse.tif"), "--ignore-value", "x"])
+    assert res.exit_code == 2 and res.stderr.splitlines() == [
+        "error: --ignore-value x: give raster values separated by commas, e.g. 255"]
+
+
 @pytest.mark.parametrize("command", ["detect", "evaluate", "info", "tile", "train"])
 def test_help_shows_an_example(command):
     res = runner.invoke(app, [command, "--help"])
