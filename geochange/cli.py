@@ -169,6 +169,7 @@ def _set_quiet(quiet: bool) -> None:
              "  geochange detect 2009.tif 2020.tif\n\n"
              "  geochange detect before.tif after.tif --out run1/ --min-area 50 --tile 1024\n\n"
              "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite\n\n"
+             "  geochange detect landsat7_2001.tif landsat7_2011.tif --bands 1,2,3,4 --rgb 3,2,1\n\n"
              "  geochange detect before.tif after.tif --model drlnet --types 5 --seed 1\n\n"
              "  geochange detect before.tif after.tif --checkpoint runs/cdcluster/last.pt\n\n"
              "  geochange detect before.tif after.tif --labels marks.gpkg\n\n"
@@ -192,6 +193,7 @@ def detect(
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per model call."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     bands: Optional[str] = typer.Option(None, help="Bands to compare, e.g. 1,2,3 \\[default: the common first N]."),
+    rgb: Optional[str] = typer.Option(None, "--rgb", help="Bands the quicklook shows as red, green, blue, numbered as compared (after --bands), e.g. 3,2,1 for bands 1, 2, 3 that are blue, green, red \\[default: from the bands' colour interpretation or descriptions, else the first three]."),
     normalize: str = typer.Option("meanstd", help="Radiometric normalisation of AFTER to BEFORE: meanstd, histogram or none."),
     resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
     coregister: str = typer.Option("auto", "--coregister", help="auto: measure AFTER's residual shift (sub-pixel) and correct it when above 0.2 px; off: leave AFTER as aligned."),
@@ -215,7 +217,8 @@ def detect(
         params["types"] = types
     opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, labels=labels,
                          label_field=label_field, label_layer=label_layer, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
-                         bands=_parse_bands(bands), normalize=normalize, resampling=resampling, coregister=coregister,
+                         bands=_parse_bands(bands), rgb=_int_list(rgb, "--rgb", "band numbers", "3,2,1") if rgb else None,
+                         normalize=normalize, resampling=resampling, coregister=coregister,
                          min_area=min_area, hysteresis_low=hysteresis, seed=seed, overwrite=overwrite, workers=workers, scheduler=scheduler,
                          resume=resume, block_size=block_size)
     summary = run_detect(before, after, out, opts)

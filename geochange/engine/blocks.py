@@ -64,6 +64,7 @@ class BlockJob:
     gdal_cache_bytes: int = 64 * 2**20
     torch_threads: int | None = None  # CPU threads for torch on each worker (None: as the worker is set up)
     after_shift: tuple[float, float] | None = None  # AFTER's co-registration shift (RasterPair.coregister)
+    quicklook_bands: list[int] | None = None  # the bands the quicklook shows (io.quicklook.true_colour)
 
     @property
     def n_types(self) -> int:
@@ -91,7 +92,8 @@ def run_block(job: BlockJob, block: Block) -> dict:
                 RasterPair.open(job.before, job.after, bands=job.bands, resampling=Resampling[job.resampling],
                                 after_shift=job.after_shift) as pair:
             pair.normalizer = job.normalizer
-            outputs = DetectOutputs(folder, job.grid, job.region_rule, job.n_types, pair.count, rows=block.body)
+            outputs = DetectOutputs(folder, job.grid, job.region_rule, job.n_types, pair.count, rows=block.body,
+                                    rgb=job.quicklook_bands)
             try:
                 engine = run_sliding(pair, job.model, job.plan, outputs.sinks, batch_size=job.batch_size,
                                      prob_steps=job.prob_steps, window_hooks=[outputs.quicklook.add_window],
@@ -173,7 +175,7 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
     seams_dir.mkdir(exist_ok=True)
     scale = ground_scale(grid)
     stats = StatsSink(scale, rule.low)
-    quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high)
+    quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high, rgb=job.quicklook_bands)
     vectors = VectorWriter(out_dir, grid.crs, polygon_schema(job.n_types > 0))
     fixups = MaskFixups(journal.root / "fixups.bin", scale)
     polygons = PolygonSink(vectors, grid, rule, fixups, job.n_types)

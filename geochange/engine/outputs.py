@@ -77,7 +77,7 @@ class DetectOutputs:
     """Writers and sinks of one run (``rows=None``) or of one block's body rows (``rows=(y0, y1)``)."""
 
     def __init__(self, folder: Path, grid: Grid, rule: RegionRule, n_types: int, bands: int,
-                 rows: tuple[int, int] | None = None) -> None:
+                 rows: tuple[int, int] | None = None, rgb: list[int] | None = None) -> None:
         block = rows is not None
         self.first_row = rows[0] if block else 0
         scale = ground_scale(grid)
@@ -87,7 +87,7 @@ class DetectOutputs:
         self.fixups = MaskFixups(temp_path(folder / "change_mask.tif", ".fixups"), scale)
         self.polygons = PolygonSink(self.vectors, grid, rule, self.fixups, n_types, hold_top=block)
         self.stats = StatsSink(scale, rule.low)
-        self.quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high)
+        self.quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high, rgb=rgb)
         raster = RasterSink(self.writers[0], self.writers[1], rule.low, self.writers[2] if n_types else None)
         self.sinks = [raster, self.polygons, self.stats, self.quicklook]
 
