@@ -680,7 +680,7 @@ def _fill_list(ex, sink: _Sink, c: Candidates, quota: int | None, kind: str, tit
     want = {kind: quota}
     written = 0
     start = 0
-    with task(title, total=min(quota, len(c))) as advance:
+    with task(title, total=min(quota, len(c)), unit="patches") as advance:
         while want[kind] > 0 and start < len(c):
             n = max(want[kind], 1)
             part = c.take(slice(start, start + n))
@@ -699,7 +699,7 @@ def _fill_noisy(ex, sink: _Sink, pairs: list[int], block_splits, filter_fp: Foot
     quotas = np.full(n_pairs, opts.noisy // n_pairs) + (np.arange(n_pairs) < opts.noisy % n_pairs)
     totals = {1: 0, 0: 0}
     notes = []
-    with task("Noisy negatives", total=int(opts.noisy)) as advance:
+    with task("noisy negatives", total=int(opts.noisy), unit="patches") as advance:
         for k, q in zip(pairs, quotas):
             p = sink.pairs[k]
             with_b = int(round(q * opts.building_share)) if tree is not None else 0
