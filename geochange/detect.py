@@ -33,6 +33,7 @@ from geochange.io.marks import Marks
 from geochange.io.outdir import OutputFolder
 from geochange.io.pair import RasterPair
 from geochange.io.provenance import now, run_provenance
+from geochange.io.quicklook import acquisition_date, captions, true_colour
 from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -82,6 +83,7 @@ class DetectOptions:
     scheduler: str | None = None  # ... or on the Dask cluster at this address
     resume: bool = False          # go on with an interrupted blocked run in the same output folder
     block_size: int = 2048        # rows of the grid per block (rounded to whole window rows)
+    rgb: list[int] | None = None  # the quicklook's red, green, blue bands (1-based, as compared); None: found
 
     @property
     def distributed(self) -> bool:
@@ -120,6 +122,9 @@ def detect(before: str, after: str, out: str | Path | None = None,
     with rasterio.Env(GDAL_CACHEMAX=_cache_bytes(before, opts.gdal_cache_mb)), \
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
         marks = Marks(opts.labels, pair.grid, opts.label_field, opts.label_layer) if opts.labels else None
+        if opts.rgb and max(opts.rgb) > pair.count:
+            raise GeochangeError(f"--rgb {','.join(map(str, opts.rgb))}: the pair has {pair.count} bands as "
+                                 "compared (numbered 1.. in the order of --bands)")
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite, opts.resume)
         try:
             with OutputFolder(out_dir, OUTPUTS):   # locked; as it was before if the run fails
@@ -149,6 +154,11 @@ def check_options(opts: DetectOptions) -> None:
     check_number(opts.sample_windows, "sample_windows", low=1, integer=True)
     check_number(opts.sample_size, "sample_size", low=1, integer=True)
     check_bands(opts.bands)
+    if opts.rgb is not None:
+        check_bands(opts.rgb, "--rgb")
+        if len(opts.rgb) not in (1, 3):
+            raise GeochangeError(f"--rgb {','.join(map(str, opts.rgb))}: give three bands (red, green, blue), "
+                                 "e.g. --rgb 3,2,1, or one (grey)")
     if opts.resume and not opts.distributed:
         raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
     if opts.coregister not in ("auto", "off"):
@@ -191,14 +201,18 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
                  ckpt: dict | None, cluster, marks: Marks | None = None) -> dict:
     grid = pair.grid
     t = time.perf_counter()
-    with task("fitting on the scene", None):
+    # three steps: co-registration, normalisation, the model (a model that trains shows its epochs too)
+    with task("fitting on the scene", 3, unit="steps") as advance:
+        advance(0, "co-registration")
         coreg = pair.coregister(opts.coregister, seed=opts.seed)  # first: the normalisation sees the corrected pair
         if coreg.applied:
             say(f"AFTER is off by {coreg.shift_px[0]:+.2f}, {coreg.shift_px[1]:+.2f} px (rows, columns): corrected")
+        advance(1, "normalisation")
         samples = pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
                                          seed=opts.seed)
         if not samples:
             raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
+        advance(1, f"{opts.model} model")
         learned = None
         if ckpt is not None:
             model = _trained_model(ckpt, opts, device, pair.count)
@@ -209,6 +223,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
             model = create_model(opts.model, device=device, **opts.model_params)
             model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
         del samples
+        advance(1)
     timings["fit"] = round(time.perf_counter() - t, 3)
 
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
@@ -220,16 +235,20 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     n_types = getattr(model, "n_types", 0)
     provenance = run_provenance(pair.before_path, pair.after_path, model.params(), now(), checkpoint=opts.checkpoint,
                                 labels=opts.labels, rule=rule.as_dict(), settings=_settings(pair, plan, opts))
+    shown, shown_by = true_colour(pair.band_labels(), opts.rgb)   # the quicklook's red, green, blue
     if cluster is None:
-        result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings, provenance)
+        result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings, shown, provenance)
     else:
-        result = _run_blocks(pair, model, rule, plan, out_dir, opts, device, timings, cluster, provenance)
+        result = _run_blocks(pair, model, rule, plan, out_dir, opts, device, timings, cluster, shown, provenance)
     if not n_types:  # an earlier (overwritten) run's type map would not match this run
         for name in TYPE_OUTPUTS:
             (out_dir / name).unlink(missing_ok=True)
     t = time.perf_counter()
     result["quicklook"].load_mask(out_dir / "change_mask.tif")
-    result["quicklook"].save(out_dir / "quicklook.png")
+    dates = [acquisition_date(tags) for tags in pair.tags()]
+    result["quicklook"].save(out_dir / "quicklook.png", captions(
+        pair.before_path, pair.after_path, opts.model, result["stats"].as_dict()["changed_fraction"], dates=dates,
+        rgb=[b + 1 for b in shown]))
     timings["quicklook"] = round(time.perf_counter() - t, 3)
     return {
         "geochange_version": geochange.__version__,
@@ -249,6 +268,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         "polygons": result["polygons"],
         **rule.as_dict(),
         "outputs": [name for name in OUTPUTS if name not in TYPE_OUTPUTS or n_types],
+        "quicklook": {"bands": [b + 1 for b in shown], "chosen_by": shown_by, "dates": dates},
     }
 
 
@@ -260,10 +280,8 @@ def _settings(pair: RasterPair, plan, opts: DetectOptions) -> dict:
 
 def _fit_marks(model, pair: RasterPair, marks: Marks, samples, seed: int) -> dict:
     """Train ``model`` on the marks and the scene's cheap negatives; what it learned from, for summary.json."""
-    cfg = model.config
-    patch = getattr(cfg, "marks_patch", None) or getattr(cfg, "patch", None) or 64   # the patches it scores
-    negatives = getattr(cfg, "marks_negatives", None) or getattr(cfg, "scene_patches", None) or 64
-    scene = marked_scene(pair, marks, samples, patch=int(patch), negatives=int(negatives), seed=seed)
+    patch, negatives = model.marks_sizes()
+    scene = marked_scene(pair, marks, samples, patch=patch, negatives=negatives, seed=seed)
     changed, unchanged = scene.pixel_counts()
     say(f"{model.name}: learning from {marks.n_changed} changed and {marks.n_unchanged} unchanged marks "
         f"({len(scene.marked)} patches) and {len(scene.negatives)} cheap negatives of the scene")
@@ -288,22 +306,24 @@ def region_rule(opts: DetectOptions, threshold: float, pixel_area_m2: float) -> 
 
 
 def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
-               timings: dict, provenance: dict | None = None) -> dict:
+               timings: dict, shown: list[int] | None = None, provenance: dict | None = None) -> dict:
     """The plan in this process: the engine streams every output as it goes."""
-    outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count,
+    outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count, rgb=shown,
                             provenance=provenance)
     try:
         t = time.perf_counter()
-        with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
+        with task(f"detecting ({opts.model}, {device})", len(plan), unit="windows") as advance:
             engine = run_sliding(pair, model, plan, outputs.sinks, batch_size=opts.batch_size,
                                  prob_steps=PROB_STEPS, window_hooks=[outputs.quicklook.add_window],
                                  advance=advance)
         timings["inference"] = round(time.perf_counter() - t, 3)
         timings["model"] = round(engine.predict_s, 3)
         t = time.perf_counter()
-        n_polygons = outputs.polygons.close()
-        with task("writing outputs", None):
-            outputs.close()
+        with task("writing outputs", outputs.close_steps + 1, unit="steps") as advance:
+            advance(0, "last regions")
+            n_polygons = outputs.polygons.close()
+            advance(1)
+            outputs.close(advance)
         timings["publish"] = round(time.perf_counter() - t, 3)
     except BaseException:
         outputs.abort()
@@ -314,7 +334,7 @@ def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, o
 
 
 def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
-                timings: dict, cluster, provenance: dict | None = None) -> dict:
+                timings: dict, cluster, shown: list[int] | None = None, provenance: dict | None = None) -> dict:
     """The plan in blocks on a Dask cluster (engine.blocks), resumable, then assembled here."""
     from geochange.engine.blocks import BlockJob, assemble, run_blocks
 
@@ -323,11 +343,12 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     threads = max(1, (os.cpu_count() or 1) // opts.workers) if opts.workers and not opts.scheduler else None
     job = BlockJob(pair.before_path, pair.after_path, pair.bands_before, opts.resampling, pair.normalizer, model,
                    plan, pair.grid, str(journal.root), opts.batch_size, PROB_STEPS, rule,
-                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads, pair.after_shift, provenance)
+                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads, pair.after_shift, shown,
+                   provenance)
     t = time.perf_counter()
     try:
         client = cluster.client()
-        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan)) as advance:
+        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan), unit="windows") as advance:
             n_workers = len(client.nthreads())
             records, resumed = run_blocks(job, blocks, journal, client, advance, opts.resume)
     except BaseException:
@@ -339,8 +360,8 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     timings["inference"] = round(time.perf_counter() - t, 3)
     timings["model"] = round(sum(r["predict_s"] for r in records), 3)
     t = time.perf_counter()
-    with task("writing outputs", None):
-        assembled = assemble(job, blocks, journal, out_dir, pair.count)
+    with task("assembling the blocks", len(blocks) + 1, unit="steps") as advance:
+        assembled = assemble(job, blocks, journal, out_dir, pair.count, advance)
     journal.remove()
     timings["publish"] = round(time.perf_counter() - t, 3)
     return {"windows": sum(r["windows"] for r in records), "stats": assembled.stats, "polygons": assembled.polygons,

@@ -91,8 +91,13 @@ def test_warmup_sample_takes_the_fraction_from_pairs_with_enough_change():
     assert all(p % 2 == 1 and p != 1 for p in picked)
     anything = warmup_sample(index, 0.5, 0.0, np.random.default_rng(0))
     assert len(anything) == 10 and 2 not in anything.tolist()
-    with pytest.raises(GeochangeError, match="no labelled pair"):
+    with pytest.raises(GeochangeError, match=r"0 labelled pairs with >= 3% changed pixels .* needs at least 1"):
         warmup_sample(index.assign(changed_fraction=0.0), 0.3, 0.03, np.random.default_rng(0))
+    # any labelled pair, but none changed: the warm-up could not learn the changed class (issue 13)
+    with pytest.raises(GeochangeError, match="warm-up pairs hold no changed pixel, needs at least 1"):
+        warmup_sample(index.assign(changed_fraction=0.0), 0.3, 0.0, np.random.default_rng(0))
+    with pytest.raises(GeochangeError, match="hold no unchanged pixel"):
+        warmup_sample(index.assign(changed_fraction=1.0), 0.3, 0.0, np.random.default_rng(0))
 
 
 def test_warmup_makes_the_loss_fall_and_finds_planted_changes():

@@ -21,7 +21,7 @@ from geochange.errors import GeochangeError
 from geochange.io.align import Grid
 from geochange.io.marks import Marks
 from geochange.io.pair import RasterPair
-from geochange.train.marks import marked_scene
+from geochange.train.marks import marked_scene as cut_marked_scene
 from tests.conftest import UTM
 
 runner = CliRunner()
@@ -125,7 +125,7 @@ def test_marked_scene_patches(marked_scene):
 
 
 def marked_scene_of(pair, marks, samples):
-    return marked_scene(pair, marks, samples, patch=48, negatives=8, seed=0)
+    return cut_marked_scene(pair, marks, samples, patch=48, negatives=8, seed=0)
 
 
 def test_detect_learns_from_marks(marked_scene, tmp_path):
@@ -221,3 +221,36 @@ def test_train_on_marks_refuses_what_it_cannot_use(marked_scene, tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert text in res.output and "Traceback" not in res.output, res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_vae_learns_from_marks_by_the_table3_protocol(marked_scene, tmp_path):
+    """vae: representation on the scene's cheap negatives, classifier fine-tuned on the marks; the
+    right half's roofs are found, its distractors are not."""
+    s = marked_scene
+    params = {"scene_patches": 200, "scene_epochs": 3, "marks_negatives": 200, "epochs": 10, "prior_adjust": True}
+    summary = detect(str(s.before), str(s.after), tmp_path / "v", DetectOptions(model="vae", labels=str(s.marks),
+                                                                                model_params=params))
+    with rasterio.open(tmp_path / "v" / "change_mask.tif") as ds:
+        mask = ds.read(1) == 1
+    right = np.zeros(s.shape, bool)
+    right[:, s.shape[1] // 2 + 8:] = True
+    roofs, distractors = mask[s.roofs & right].mean(), mask[s.distractors & right].mean()
+    assert roofs > 0.5 and distractors < 0.1, (roofs, distractors)
+    assert summary["model"]["config"]["stage"] == "finetune"
+    assert 0 < summary["model"]["scene_prior"] < 0.5   # the balanced classifier moved to the scene's share
+
+
+def test_rscvae_takes_unchanged_marks_and_negatives_as_its_normal_class(marked_scene):
+    from geochange.models.rscvae import RSCVAE
+
+    s = marked_scene
+    with RasterPair.open(str(s.before), str(s.after)) as pair:
+        marks = Marks(str(s.marks), pair.grid)
+        samples = pair.fit_normalization(n_windows=4, size=96)
+        scene = cut_marked_scene(pair, marks, samples, patch=32, negatives=120, seed=0)
+    model = RSCVAE(device="cpu")
+    model.config.scene_epochs, model.config.patch, model.config.threshold_quantile = 2, 32, 0.9
+    summary = model.fit_marks(scene)
+    normal = sum(1 for it in scene.items() if not (np.asarray(it["label"]) == 1).any())
+    assert model.stats["n_normal"] == normal < len(scene.items())
+    assert summary["history"][-1]["samples"] == normal   # one-class: the changed marks are not trained on

@@ -22,6 +22,10 @@ PLUGIN_SOURCE = Path(installer.__file__).parent
 
 @pytest.mark.parametrize("line, progress", [
     ("detecting (cva, cpu): 12/40", 30.0),
+    ("detecting (cva, cpu): 120/480 windows (25 %, 12 s)", 25.0),
+    ("detecting (cva, cpu): 480/480 windows in 48 s", 100.0),
+    ("downloading: 3.2/10.0 MB", 32.0),
+    ("epochs 3/4.", 75.0),
     ("cdcluster epoch 3/30: loss 0.45", 10.0),
     ("windows 5 / 10", 50.0),
     ("block 2/6, window 10/20", 50.0),          # the last N/M of a line

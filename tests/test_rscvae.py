@@ -139,11 +139,12 @@ def _stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[RSCVAE, dict, list[dict]]:
-    """RSC-VAE_o trained by the shared trainer on 64 unchanged pairs, score statistics fitted."""
-    normal = _pairs(64, seed=0)
+    """RSC-VAE_o trained by the shared trainer on 100 unchanged pairs (what the 0.99 quantile threshold
+    needs), score statistics fitted."""
+    normal = _pairs(100, seed=0)
     model = _small()
     summary = train(model, normal, TrainOptions(device="cpu", standardize=False))
-    assert model.extra_state()["n_normal"] == 64  # the trainer's finish hook fitted the score statistics
+    assert model.extra_state()["n_normal"] == 100  # the trainer's finish hook fitted the score statistics
     return model, summary, normal
 
 
@@ -201,7 +202,7 @@ def test_an_unfitted_model_refuses_to_score():
 
 def test_shifted_mode_trains_pseudo_anomalies_without_reconstructing_them():
     model = _small(mode="shifted", dsa_p=0.5, epochs=3)
-    summary = train(model, _pairs(32, seed=2), TrainOptions(device="cpu", standardize=False))
+    summary = train(model, _pairs(100, seed=2), TrainOptions(device="cpu", standardize=False))
     shares = [row["anomalous"] for row in summary["history"]]
     assert 0.2 < np.mean(shares) < 0.8 and all(np.isfinite(r["loss"]) for r in summary["history"])
 
@@ -213,7 +214,28 @@ def test_imbalanced_mode_uses_a_few_real_anomalies_and_needs_some():
     assert summary["history"][0]["samples"] == 100 + 2  # 2 % of 100 normals
     assert summary["history"][0]["anomalous"] > 0
     with pytest.raises(GeochangeError, match="changed pairs"):
-        train(_small(mode="imbalanced", epochs=1), _pairs(8, seed=5), TrainOptions(device="cpu", standardize=False))
+        train(_small(mode="imbalanced", epochs=1), _pairs(100, seed=5), TrainOptions(device="cpu", standardize=False))
+
+
+def test_too_few_normal_pairs_are_refused_before_training_not_fitted_to_a_zero_threshold(tmp_path):
+    """Issue 13: one unchanged pair gave Eq. 16 no range and a threshold of 0.0 that flagged every pixel.
+    The threshold is the 0.99 quantile of the normal scores: 100 pairs needed, 99 refused (one line that
+    says how many there are, how many are needed and what to add), and nothing written."""
+    for n in (1, 99):
+        with pytest.raises(GeochangeError, match=rf"^rscvae: {n} normal .* needs at least 100 .*add unchanged pairs"):
+            train(_small(epochs=1), _pairs(n, seed=6), TrainOptions(device="cpu", standardize=False, out=tmp_path / "r"))
+        assert not (tmp_path / "r").exists()
+    model = _small(epochs=1, threshold_quantile=0.9)   # a coarser quantile needs fewer: 10
+    assert model.normal_pairs_needed() == 10
+    train(model, _pairs(10, seed=6), TrainOptions(device="cpu", standardize=False))
+    assert model.stats["n_normal"] == 10 and 0.0 < model.threshold < 1.0
+    # called directly (a checkpoint, other data), the statistics refuse too, and pairs without a score range
+    with pytest.raises(GeochangeError, match="needs at least 10"):
+        model.fit_score_statistics(_pairs(9, seed=7), standardize=False)
+    same = _pairs(1, seed=8) * 10
+    with pytest.raises(GeochangeError, match="same outlier score"):
+        model.fit_score_statistics(same, standardize=False)
+    assert not model.stats   # no half-fitted statistics left behind
 
 
 def test_config_is_checked():

@@ -14,9 +14,9 @@ from geochange.data.digits import digit_pairs
 from geochange.device import torch_threads
 from geochange.errors import GeochangeError
 from geochange.models import create_model
-from geochange.models.vae import (DisentangledVAE, VAEConfig, activation_loss, cosine_distance, gaussian_nll,
-                                  invmax_loss, jeffreys, kl_weight, l1_distance, l2_distance, latent_distance,
-                                  mmd_gaussians, modified_l2, sparsity_loss)
+from geochange.models.vae import (DisentangledVAE, VAEConfig, activation_loss, cosine_distance, fft_conv2d,
+                                  fft_conv_transpose2d, gaussian_nll, invmax_loss, jeffreys, kl_weight, l1_distance,
+                                  l2_distance, latent_distance, mmd_gaussians, modified_l2, sparsity_loss)
 from geochange.progress import set_quiet
 from geochange.train import TrainOptions, load_model, train, train_model
 
@@ -115,22 +115,65 @@ def test_kl_annealing():
 # -- configuration and architectures ---------------------------------------------------------------
 
 def test_appendix_b_defaults_per_architecture():
-    m = VAEConfig()
+    m = VAEConfig(arch="mnist").settled()
     assert (m.lr, m.batch_size, m.lambda_sim, m.lambda_act, m.lr_decay, m.kl_anneal) == (1e-3, 100, 1.0, 1.0, False, 0.0)
     assert (m.common, m.specific, m.classifier, m.patch) == ((20,), (10,), (100, 100), 28)
-    v = VAEConfig(arch="vgg")
+    v = VAEConfig(arch="vgg").settled()
+    assert v.patch == 112
     assert (v.lr, v.batch_size, v.lambda_sim, v.lambda_act, v.lr_decay, v.kl_anneal) == (1e-4, 50, 10.0, 1.0, True, 1.0)
     assert v.kernels == (64, 32, 16, 8, 1) and v.common == (0, 0, 0, 16, 16) and v.classifier == (2048, 2048)
     assert m.weight_decay == v.weight_decay == 5e-4 and m.epochs == v.epochs == 30 and m.sparsity == 0.5
     assert VAEConfig(lr=0.01).lr == 0.01  # an explicit value wins
-    for bad in (dict(arch="x"), dict(stage="x"), dict(distance="x"), dict(arch="vgg", patch=100), dict(sparsity=1.0)):
+    for bad in (dict(arch="x"), dict(stage="x"), dict(distance="x"), dict(arch="vgg", patch=100), dict(sparsity=1.0),
+                dict(arch="mnist", patch=32), dict(patch=64)):
         with pytest.raises(GeochangeError):
             VAEConfig(**bad)
 
 
+def test_auto_architecture_follows_the_patch_size():
+    """arch=auto (the default): Enc-MNIST for 28 px, Enc-VGG otherwise, with the side as patch."""
+    assert VAEConfig().arch == "auto" and VAEConfig().lr is None   # open until the data settles it
+    assert VAEConfig().settled(28).arch == "mnist"
+    v = VAEConfig().settled(128)
+    assert (v.arch, v.patch, v.lr, v.kernels) == ("vgg", 128, 1e-4, (64, 32, 16, 8, 1))
+    assert VAEConfig(patch=112).arch == "vgg" and VAEConfig(patch=28).arch == "mnist"
+    assert VAEConfig(arch="vgg").settled(128).patch == 128          # a patch left open takes the data's side
+    assert VAEConfig(lr=0.5).settled(128).lr == 0.5                  # explicit values survive
+    assert VAEConfig().settled().arch == "mnist"                     # no data (detect's self-training): 28 px
+    with pytest.raises(GeochangeError, match="multiple of 16"):
+        VAEConfig().settled(64)
+
+
+def _patches(n: int, side: int, bands: int = 1) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [{"before": rng.normal(size=(bands, side, side)).astype(np.float32),
+             "after": rng.normal(size=(bands, side, side)).astype(np.float32),
+             "label": np.full((side, side), 255, np.uint8)} for _ in range(n)]
+
+
+def test_training_settles_the_architecture_from_the_data_and_the_checkpoint_keeps_it(tmp_path):
+    """`geochange train vae --data <build-wdc dataset>` (128 px patches) builds Enc-VGG, and the
+    checkpoint rebuilds the same network; a patch side neither encoder takes says what to give."""
+    cfg = dict(epochs=1, batch_size=2, width=1 / 16)
+    model = create_model("vae", **cfg)
+    summary = train(model, _patches(2, 128), TrainOptions(standardize=False, out=tmp_path / "vgg"))
+    assert (model.config.arch, model.config.patch) == ("vgg", 128)
+    assert summary["config"]["arch"] == "vgg" and summary["config"]["patch"] == 128
+    loaded = load_model(summary["checkpoint"])
+    assert (loaded.config.arch, loaded.config.patch) == ("vgg", 128)
+    assert [h.kernel_size for h in loaded.net.hidden] == [h.kernel_size for h in model.net.hidden]
+    x = np.random.default_rng(1).normal(size=(2, 1, 128, 128)).astype(np.float32)
+    np.testing.assert_allclose(loaded.common_distance(x, x[::-1]), model.common_distance(x, x[::-1]), rtol=1e-5)
+    with pytest.raises(GeochangeError, match="patch=128"):   # an explicit arch that does not fit: which -p
+        train(create_model("vae", arch="mnist", **cfg), _patches(2, 128), TrainOptions(standardize=False))
+    with pytest.raises(GeochangeError, match="multiple of 16"):
+        train(create_model("vae", **cfg), _patches(2, 64), TrainOptions(standardize=False))
+
+
 def test_enc_mnist_shapes():
-    model = DisentangledVAE(VAEConfig())
+    model = DisentangledVAE(VAEConfig())   # built without data: arch auto settles on Enc-MNIST
     model.build(1)
+    assert model.config.arch == "mnist"
     x = torch.randn(5, 1, 28, 28)
     (mu_c, lv_c, mu_s, lv_s), = model.net.encode(x)
     assert mu_c.shape == lv_c.shape == (5, 20, 1, 1) and mu_s.shape == lv_s.shape == (5, 10, 1, 1)
@@ -156,6 +199,28 @@ def test_enc_vgg_shapes(patch, sides):
         assert model.net.classify(x, x).shape == (2, 2)
     assert model.net.classifier[0].out_features == 2048
     assert [h.kernel_size[0] for h in model.net.hidden] == [64, 32, 16, 8, 1]
+
+
+def test_fft_convolutions_equal_the_direct_ones():
+    """Enc-VGG's wide hidden kernels run through the FFT: the same outputs and gradients as torch's
+    convolutions, on non-square maps and kernels."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 23, 19, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 5, 9, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    y = fft_conv2d(x, w, b)
+    ref = F.conv2d(x, w, b)
+    assert y.shape == ref.shape == (2, 4, 15, 8)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-4)
+    grads = torch.autograd.grad((y * ref.detach()).sum(), (x, w))
+    for got, want in zip(grads, torch.autograd.grad((ref * ref.detach()).sum(), (x, w))):
+        torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=1e-3)
+    z = torch.randn(2, 4, 15, 8, generator=g, dtype=torch.float64)
+    wt = torch.randn(4, 3, 9, 12, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(fft_conv_transpose2d(z, wt, b[:3]).double(), F.conv_transpose2d(z, wt, b[:3]),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_enc_vgg_learns_on_real_arithmetic():
@@ -209,6 +274,22 @@ def test_anomaly_posterior_is_the_kmeans_split():
     assert np.all(np.diff(p) > 0)
     with pytest.raises(GeochangeError):
         DisentangledVAE(VAEConfig()).anomaly_probability(np.zeros(2))
+
+
+def test_anomaly_mode_refuses_what_it_cannot_split():
+    """Too few pairs, or pairs whose distances are all one value (a posterior of 0.5 everywhere would
+    flag every pixel), are refused in one line with the counts."""
+    torch.manual_seed(0)
+    model = DisentangledVAE(VAEConfig())
+    model.build(1)
+    x = np.random.default_rng(0).normal(size=(6, 1, 28, 28)).astype(np.float32)
+    with pytest.raises(GeochangeError, match="1 pair to cluster, needs at least 2"):
+        model.fit_anomaly(x[:1], x[1:2])
+    with pytest.raises(GeochangeError, match="distances of the 6 pairs are all 0"):
+        model.fit_anomaly(x, x)   # both dates the same: every distance is 0
+    assert not model.anomaly
+    info = model.fit_anomaly(x, x[::-1])
+    assert info["high"] > info["low"] and 0 < info["events"] < 6
 
 
 # -- learning through the shared trainer -----------------------------------------------------------

@@ -114,7 +114,7 @@ def tile(before: str, after: str, out: str | Path, *, labels: str | None = None,
                              band_names=[str(b) for b in pair.bands_before], sources=[source], params=params)
         skipped = 0
         try:
-            with task("Tiling", total=len(chips)) as advance:
+            with task("tiling", total=len(chips), unit="chips") as advance:
                 for chip in chips:
                     window = Window(chip.col_off, chip.row_off, size, size)
                     wp = pair.read_raw(window)

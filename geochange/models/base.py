@@ -72,7 +72,8 @@ class TrainableModel(ChangeModel):
     device and AMP, optimiser steps, checkpoints every epoch, ``--resume``, the metrics CSV and
     progress. A model adds only what is its own:
 
-    * :meth:`build` creates ``self.net`` (a ``torch.nn.Module``) for ``in_bands`` bands per date;
+    * :meth:`build` creates ``self.net`` (a ``torch.nn.Module``) for ``in_bands`` bands per date
+      (after :meth:`configure`, which may settle settings that follow the data);
     * :meth:`training_step` returns the loss of one batch (and any scalars worth logging);
     * optional hooks: :meth:`make_optimizer` / :meth:`make_scheduler` (paper's optimiser),
       :meth:`select` (which samples an epoch trains on: warm-up subsets, undersampling),
@@ -89,6 +90,11 @@ class TrainableModel(ChangeModel):
 
     net: Any = None
     in_bands: int = 0
+
+    def configure(self, data) -> None:
+        """Called before :meth:`build` with the trainer's :class:`~geochange.train.data.TrainData`
+        (``in_bands``, ``patch_shape``, ``index``): settle settings that follow the data (vae's
+        ``arch="auto"``) in ``self.config``, which checkpoints then record. Default: nothing."""
 
     @abstractmethod
     def build(self, in_bands: int) -> None:
@@ -123,6 +129,14 @@ class TrainableModel(ChangeModel):
         checkpoint): fit what scoring needs on the training data (score statistics, an anomaly
         clustering); returns scalars to log. Default: nothing."""
         return {}
+
+    def marks_sizes(self) -> tuple[int, int]:
+        """(patch side, cheap negatives) to cut for :meth:`fit_marks`: ``marks_patch`` (else ``patch``, else 64)
+        and ``marks_negatives`` (else ``scene_patches``, else 64) of the config."""
+        cfg = self.config
+        patch = getattr(cfg, "marks_patch", None) or getattr(cfg, "patch", None) or 64
+        negatives = getattr(cfg, "marks_negatives", None) or getattr(cfg, "scene_patches", None) or 64
+        return int(patch), int(negatives)
 
     def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
         """Learn from an analyst's marks (``detect --labels``, ``train --labels``), in the paper's own way.

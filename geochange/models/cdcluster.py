@@ -458,7 +458,8 @@ class CDCluster(TrainableModel):
         """FAISS k-means of the sampled features, refill, loss weights, classifier refit (rank 0 only)."""
         cfg = self.config
         if x.shape[0] < cfg.k:
-            raise GeochangeError(f"cdcluster: {x.shape[0]} pixels cannot make {cfg.k} clusters")
+            raise GeochangeError(f"cdcluster: {x.shape[0]} sampled pixels cannot make k = {cfg.k} clusters, needs at "
+                                 f"least {cfg.k}; add pairs, raise -p cluster_points or lower -p k")
         t0 = time.perf_counter()
         centroids, labels = kmeans(x, cfg.k, seed=seed, niter=cfg.kmeans_niter)
         seconds = time.perf_counter() - t0
@@ -651,17 +652,28 @@ def warmup_sample(index, fraction: float, min_changed: float, rng: np.random.Gen
     """Positions of the warm-up pairs (Sec. 2.3): ``round(fraction * len(index))`` (at least one) drawn
     from the labelled pairs, only from those with at least ``min_changed`` changed pixels when > 0."""
     labelled = index["label"].to_numpy() >= 0
+    changed = np.nan_to_num(index["changed_fraction"].to_numpy(dtype=float))
+    n_labelled = int(labelled.sum())
     if min_changed > 0:
-        labelled &= np.nan_to_num(index["changed_fraction"].to_numpy(dtype=float)) >= min_changed
+        labelled &= changed >= min_changed
     pool = np.flatnonzero(labelled)
     if pool.size == 0:
         what = f" with >= {min_changed:.0%} changed pixels" if min_changed > 0 else ""
-        raise GeochangeError(f"cdcluster: no labelled pair{what} for the warm-up (-p min_changed=0 samples any "
-                             "labelled pair; -p warmup_epochs=0 skips the warm-up)")
+        raise GeochangeError(f"cdcluster: 0 labelled pairs{what} for the warm-up (of {n_labelled} labelled, "
+                             f"{len(index)} in all), needs at least 1; add labelled pairs with change (-p min_changed=0 "
+                             "samples any labelled pair; -p warmup_epochs=0 skips the warm-up)")
     wanted = max(1, round(fraction * len(index)))
     if pool.size < wanted:
         warn(f"cdcluster: warm-up wants {wanted} pairs, only {pool.size} qualify; using them all")
-    return np.sort(rng.choice(pool, min(wanted, pool.size), replace=False)).astype(np.int64)
+    picked = np.sort(rng.choice(pool, min(wanted, pool.size), replace=False)).astype(np.int64)
+    # the warm-up's targets are its pixels' labels, and its pixels later decide which clusters are change:
+    # without a changed (or an unchanged) pixel among them the map would silently hold one class
+    for name, present in (("changed", changed[picked] > 0), ("unchanged", changed[picked] < 1)):
+        if not present.any():
+            raise GeochangeError(f"cdcluster: the {len(picked)} warm-up pair{'s' if len(picked) != 1 else ''} hold no "
+                                 f"{name} pixel, needs at least 1 pair with {name} pixels to learn the class from; add "
+                                 f"labelled pairs with {name} pixels (or raise -p warmup_fraction)")
+    return picked
 
 
 def initial_alignment(data, seeds, ks, *, config: CDClusterConfig | None = None, max_pixels: int = 200_000,

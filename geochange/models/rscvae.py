@@ -50,7 +50,10 @@ Choices the paper leaves open, and where this implementation departs from it:
   (:meth:`RSCVAE.fit_score_statistics`, to call after training; stored in checkpoints as
   ``extra``); scores are clipped to [0, 1]. The paper evaluates by AUC only and gives no operating
   point; the model's ``threshold`` is the normalised score at ``threshold_quantile`` (0.99) of the
-  normal training samples.
+  normal training samples. That takes at least ``1 / (1 - threshold_quantile)`` normal samples (100;
+  with fewer the quantile is only their largest score, and one sample gave Eq. 16 no range and a
+  threshold of 0 that flagged everything): training refuses fewer before its first epoch, saying how
+  many there are and what to add (:meth:`RSCVAE.normal_pairs_needed`).
 * **DSA on patch pairs.** The paper shifts single images. A flipped or rotated *unchanged* pair is
   still an unchanged pair of aerial imagery, so by default (``dsa_dates="one"``) DSA transforms one
   date of the pair (chosen at random): the pair no longer agrees, a pseudo change.
@@ -66,6 +69,7 @@ Choices the paper leaves open, and where this implementation departs from it:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -279,9 +283,31 @@ class RSCVAE(TrainableModel):
 
     # -- TrainableModel ----------------------------------------------------------------------------
 
+    def configure(self, data) -> None:
+        """Refuse, before any epoch, training data with too few normal pairs to fit the score statistics."""
+        self.check_normal_count(int(np.count_nonzero(data.index["label"].to_numpy() != 1)))
+
     def build(self, in_bands: int) -> None:
         self.in_bands = in_bands
         self.net = _build_net(2 * in_bands, self.config)
+
+    def normal_pairs_needed(self) -> int:
+        """Normal pairs the score statistics need: the threshold is their ``threshold_quantile`` quantile,
+        which takes ``1 / (1 - q)`` of them for one to lie above it on average (100 at 0.99; with fewer
+        it is only their largest score); at least 2 for the min and max of Eq. 16."""
+        q = self.config.threshold_quantile
+        return 2 if q >= 1.0 else max(2, math.ceil(1.0 / (1.0 - q) - 1e-9))
+
+    def check_normal_count(self, n_normal: int) -> None:
+        """A one-line refusal when ``n_normal`` normal pairs cannot give the score statistics."""
+        need = self.normal_pairs_needed()
+        if n_normal < need:
+            q = self.config.threshold_quantile
+            raise GeochangeError(
+                f"rscvae: {n_normal} normal (unchanged or unlabelled) pair{'s' if n_normal != 1 else ''} to fit the "
+                f"score statistics on, needs at least {need} (the threshold is their {q:g} quantile, "
+                f"threshold_quantile); add unchanged pairs to the training data, cut them into smaller patches, "
+                f"or lower -p threshold_quantile (0.9 needs 10)")
 
     def make_scheduler(self, optimizer, epochs: int, steps_per_epoch: int):
         """Cosine annealing with T_max = ``cosine_t_max`` epochs (Sec. 4.1), stepped per batch."""
@@ -305,7 +331,8 @@ class RSCVAE(TrainableModel):
         """Positions of the real anomalies RSC-VAE_e trains on: the same ones every epoch."""
         positives = np.flatnonzero(np.asarray(labels) == 1)
         if len(positives) == 0:
-            raise GeochangeError("rscvae mode imbalanced needs a few changed pairs (patch_label 1) in the data")
+            raise GeochangeError("rscvae mode imbalanced needs a few changed pairs (patch_label 1) in the data: it has 0, "
+                                 "needs at least 1; add labelled changed pairs, or use -p mode=one-class")
         share = self.config.anomaly_share
         k = len(positives) if share is None else max(1, int(round(share * np.count_nonzero(labels != 1))))
         return np.sort(np.random.default_rng(0).permutation(positives)[:k])
@@ -446,8 +473,7 @@ class RSCVAE(TrainableModel):
         if not isinstance(data, TrainData):
             data = TrainData(open_training_data(data), standardize, self.device)
         normal = np.flatnonzero(data.index["label"].to_numpy() != 1)
-        if len(normal) == 0:
-            raise GeochangeError("rscvae: no unchanged (normal) pairs to fit the score statistics on")
+        self.check_normal_count(len(normal))
         mut, recon = [], []
         with torch_threads(1, self.device):
             for batch in data.batches(normal, 4 * self.config.batch_size):
@@ -457,6 +483,10 @@ class RSCVAE(TrainableModel):
         mut, recon = np.concatenate(mut), np.concatenate(recon)
         self.stats = {"e_mut": float(mut.mean()), "e_recon": float(recon.mean()), "s_min": 0.0, "s_max": 1.0}
         s = self.raw_score(mut, recon)
+        if float(s.max() - s.min()) <= 1e-6 * max(1.0, abs(float(s.max()))):
+            self.stats = {}
+            raise GeochangeError(f"rscvae: the {len(s)} normal pairs all get the same outlier score ({float(s[0]):.6g}), "
+                                 "so Eq. 16 has no range to normalise by; are the training pairs constant or copies?")
         self.stats.update(s_min=float(s.min()), s_max=float(s.max()), n_normal=int(len(s)))
         self.threshold = float(np.quantile(self.normalize(s), self.config.threshold_quantile))
         self.stats["threshold"] = self.threshold

@@ -66,6 +66,7 @@ Choices the paper leaves open, or where this implementation departs from it:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -77,15 +78,17 @@ from geochange.errors import GeochangeError
 from geochange.models.base import Sample, TrainableModel
 from geochange.models.rscvae import kl_gaussians, kl_standard_normal  # the same closed forms (Eq. 6)
 
-ARCHS = ("mnist", "vgg")
+ARCHS = ("auto", "mnist", "vgg")
 STAGES = ("represent", "finetune")
 DISTANCES = ("modified-l2", "jeffreys", "l2", "l1", "cosine", "mmd")  # Table 5
 _CLAMP = 0.01  # sparsity: m_i clamped to [0.01, 0.99]; invmax: 1 / (max + 0.01)
+MNIST_PATCH = 28  # Enc-MNIST's input side; arch=auto takes Enc-VGG for any other
 
-#: Appendix B and Table 6 per architecture (values for fields left as None).
+#: Appendix B and Table 6 per architecture (values for fields left as None; ``patch`` only when no data
+#: says otherwise: a model built without training data, detect's self-training).
 ARCH_DEFAULTS: dict[str, dict] = {
     "mnist": dict(batch_size=100, lr=1e-3, lr_decay=False, lambda_sim=1.0, lambda_act=1.0, kl_anneal=0.0,
-                  patch=28, common=(20,), specific=(10,), kernels=(1,), classifier=(100, 100)),
+                  patch=MNIST_PATCH, common=(20,), specific=(10,), kernels=(1,), classifier=(100, 100)),
     "vgg": dict(batch_size=50, lr=1e-4, lr_decay=True, lambda_sim=10.0, lambda_act=1.0, kl_anneal=1.0,
                 patch=112, common=(0, 0, 0, 16, 16), specific=(32, 32, 32, 16, 16), kernels=(64, 32, 16, 8, 1),
                 classifier=(2048, 2048)),
@@ -94,9 +97,15 @@ ARCH_DEFAULTS: dict[str, dict] = {
 
 @dataclass
 class VAEConfig:
-    """Hyper-parameters of the disentangled VAE; None takes the architecture's paper value (ARCH_DEFAULTS)."""
+    """Hyper-parameters of the disentangled VAE; None takes the architecture's paper value (ARCH_DEFAULTS).
 
-    arch: str = "mnist"                       # "mnist": Enc-MNIST (Table 6a); "vgg": Enc-VGG (Table 6b)
+    ``arch="auto"`` and ``patch=None`` are settled by the training data (:meth:`settled`, called by the
+    trainer before the network is built): the data's patch side, Enc-MNIST for 28 px, Enc-VGG otherwise.
+    Checkpoints store the settled values, so ``detect`` rebuilds the same network.
+    """
+
+    arch: str = "auto"                        # "mnist": Enc-MNIST (Table 6a); "vgg": Enc-VGG (Table 6b);
+    #                                           "auto": by the patch side, Enc-MNIST for 28 px, Enc-VGG otherwise
     stage: str = "represent"                  # what training_step optimises: Eq. 3 or Eq. 13 (fine-tuning)
     epochs: int = 30                          # App. B (both settings)
     batch_size: int | None = None             # App. B: 100 MNIST, 50 aerial
@@ -111,17 +120,20 @@ class VAEConfig:
     kl_anneal: float | None = None            # share of training over which the KL weight rises 0 -> 1 (App. B
     #                                           aerial: all of it, 1.0; MNIST: none, 0.0)
     recon_sigma: float = 1.0                  # std of p(x|z) (not given; inputs are standardised)
-    patch: int | None = None                  # input side: 28 (MNIST), 112 (PCD; Table 6b lists 128)
+    patch: int | None = None                  # input side; None: the training data's (without data: 28 MNIST,
+    #                                           112 VGG, the PCD protocol; Table 6b lists 128)
     cell: int = 14                            # predict(): each cell x cell block scored by its centred patch (PCD)
     common: tuple[int, ...] | None = None     # common latent channels per hidden layer (Table 6)
     specific: tuple[int, ...] | None = None   # specific latent channels per hidden layer (Table 6)
     kernels: tuple[int, ...] | None = None    # hidden-layer kernel sizes (Table 6 / Table 8: 64, 32, 16, 8, 1)
-    width: float = 1.0                        # Enc-VGG channel multiplier (1.0 = VGG-16; not in the paper)
+    width: float = 0.25                       # Enc-VGG channel multiplier: 1.0 = VGG-16 (Table 6b); 0.25 for CPUs (ours)
     classifier: tuple[int, ...] | None = None  # hidden FC sizes of the event classifier (Sec. 4.2)
     encoder_lr_factor: float = 0.1            # fine-tuning: encoder lr x0.1 (Sec. 4.2); 1.0 = from-scratch baseline
     undersample: bool = True                  # fine-tuning: negatives undersampled to #positives (Sec. 3.4)
     scene_patches: int = 2000                 # detect without a checkpoint: noisy negatives cut from the pair (ours)
     scene_epochs: int = 10                    # detect without a checkpoint: epochs on them (ours; App. B: 30)
+    prior_adjust: bool = False                # detect --labels: move the balanced classifier to the scene's prior
+    #                                           (Saerens 2002); off: bench_labels mean kappa 0.146 on, 0.189 off
     marks_negatives: int = 500                # detect --labels: cheap negatives cropped from the scene (ours)
 
     def __post_init__(self) -> None:
@@ -131,24 +143,41 @@ class VAEConfig:
             raise GeochangeError(f"vae stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.distance not in DISTANCES:
             raise GeochangeError(f"vae distance must be one of {', '.join(DISTANCES)}, got {self.distance!r}")
+        if not 0.0 < self.sparsity < 1.0:
+            raise GeochangeError(f"vae sparsity must be in (0, 1), got {self.sparsity}")
+        if self.arch == "auto" and self.patch is not None:
+            self.arch = "mnist" if self.patch == MNIST_PATCH else "vgg"
+        if self.arch == "auto":
+            return   # settled by the training data (settled())
         for key, value in ARCH_DEFAULTS[self.arch].items():
-            if getattr(self, key) is None:
+            if key != "patch" and getattr(self, key) is None:
                 setattr(self, key, value)
         for key in ("common", "specific", "kernels", "classifier"):
             setattr(self, key, tuple(int(v) for v in getattr(self, key)))
         if not len(self.common) == len(self.specific) == len(self.kernels):
             raise GeochangeError("vae common, specific and kernels need one entry per hidden layer")
-        if self.arch == "mnist" and (len(self.kernels) != 1 or self.patch != 28):
-            raise GeochangeError("vae arch mnist has one hidden layer and 28x28 inputs")
-        if self.arch == "vgg" and (len(self.kernels) != 5 or self.patch < 112 or self.patch % 16):
-            raise GeochangeError(f"vae arch vgg has five hidden layers and needs a patch that is a multiple "
-                                 f"of 16, at least 112 (got {self.patch})")
         if sum(self.common) < 1:
             raise GeochangeError("vae needs at least one common latent unit")
-        if not 0.0 < self.sparsity < 1.0:
-            raise GeochangeError(f"vae sparsity must be in (0, 1), got {self.sparsity}")
+        if self.arch == "mnist" and len(self.kernels) != 1:
+            raise GeochangeError("vae arch mnist has one hidden layer")
+        if self.arch == "vgg" and len(self.kernels) != 5:
+            raise GeochangeError("vae arch vgg has five hidden layers")
+        if self.patch is None:
+            return
+        if self.arch == "mnist" and self.patch != MNIST_PATCH:
+            raise GeochangeError(f"vae arch mnist takes {MNIST_PATCH}x{MNIST_PATCH} inputs (got patch {self.patch})")
+        if self.arch == "vgg" and (self.patch < 112 or self.patch % 16):
+            raise GeochangeError(f"vae arch vgg needs a patch that is a multiple of 16, at least 112 (got {self.patch})")
         if self.patch < self.cell or (self.patch - self.cell) % 2:
             raise GeochangeError(f"vae cell ({self.cell}) must fit in the patch ({self.patch}) with an even margin")
+
+    def settled(self, patch: int | None = None) -> "VAEConfig":
+        """This config with ``arch`` and ``patch`` decided: a ``patch`` left open takes ``patch`` (the
+        training data's side), else the architecture's default (28 for auto and mnist, 112 for vgg)."""
+        if self.patch is not None and self.arch != "auto":
+            return self
+        side = self.patch or patch or ARCH_DEFAULTS["vgg" if self.arch == "vgg" else "mnist"]["patch"]
+        return dataclasses.replace(self, patch=int(side))
 
 
 # -- losses: per-sample tensors (N,) unless said otherwise ----------------------------------------
@@ -253,6 +282,54 @@ def kl_weight(progress: float, anneal: float) -> float:
     return 1.0 if anneal <= 0 else float(min(1.0, max(0.0, progress / anneal)))
 
 
+# -- large-kernel convolutions through the FFT ------------------------------------------------------
+
+#: kernels at least this wide go through the FFT (the hidden layers H1..H4 of Enc-VGG: 64, 32, 16, 8)
+FFT_MIN_KERNEL = 8
+
+
+def _spectral_mix(a, b):
+    """``out[n, o] = sum_c a[n, c] * b[c, o]`` at every frequency: ``a`` (N, C, h, f), ``b`` (C, O, h, f)
+    complex -> (N, O, h, f), as one batched matrix product over the frequencies."""
+    import torch
+
+    n, c, h, f = a.shape
+    out = torch.bmm(a.permute(2, 3, 0, 1).reshape(h * f, n, c), b.permute(2, 3, 0, 1).reshape(h * f, c, -1))
+    return out.reshape(h, f, n, -1).permute(2, 3, 0, 1)
+
+
+def fft_conv2d(x, weight, bias=None):
+    """``F.conv2d(x, weight, bias)`` (stride 1, no padding, no groups) computed through the FFT.
+
+    A valid cross-correlation of an ``H x W`` map with a ``k1 x k2`` kernel is the circular one of the
+    same size, cropped to ``(H - k1 + 1) x (W - k2 + 1)``: no output index wraps around, so the FFT
+    needs no padding beyond the map. Cost ``O(N C O H W)`` for the products instead of ``O(N C O H W
+    k1 k2)``: for Enc-VGG's H1 (a 64x64 kernel on a 128x128 map) about 4,000 times fewer
+    multiplications. Computed in float32 (complex64), whatever the input's precision.
+    """
+    import torch
+
+    size = tuple(x.shape[-2:])
+    k1, k2 = weight.shape[-2:]
+    spec = torch.fft.rfft2(x.float(), s=size)
+    kernel = torch.fft.rfft2(weight.float(), s=size).conj().transpose(0, 1)   # (C, O, h, f)
+    y = torch.fft.irfft2(_spectral_mix(spec, kernel), s=size)[..., :size[0] - k1 + 1, :size[1] - k2 + 1]
+    return y if bias is None else y + bias.float()[:, None, None]
+
+
+def fft_conv_transpose2d(z, weight, bias=None):
+    """``F.conv_transpose2d(z, weight, bias)`` (stride 1, no padding) through the FFT: the full
+    convolution of an ``h x w`` map with a ``k1 x k2`` kernel has side ``h + k1 - 1``, the FFT size,
+    so again nothing wraps around. ``weight`` is (in, out, k1, k2) as ``nn.ConvTranspose2d`` keeps it."""
+    import torch
+
+    k1, k2 = weight.shape[-2:]
+    size = (z.shape[-2] + k1 - 1, z.shape[-1] + k2 - 1)
+    spec = torch.fft.rfft2(z.float(), s=size)
+    y = torch.fft.irfft2(_spectral_mix(spec, torch.fft.rfft2(weight.float(), s=size)), s=size)
+    return y if bias is None else y + bias.float()[:, None, None]
+
+
 # -- networks ---------------------------------------------------------------------------------------
 
 def _vgg_channels(width: float) -> list[int]:
@@ -271,6 +348,22 @@ def _build_net(cfg: VAEConfig, in_bands: int):
         return layers
 
     up = lambda: nn.Upsample(scale_factor=2, mode="nearest")  # noqa: E731 - mirror of a 2x2 max-pool
+
+    class HiddenConv(nn.Conv2d):
+        """Conv(H_l): an ``nn.Conv2d`` (same parameters, same checkpoints) that runs wide kernels through the FFT."""
+
+        def forward(self, x):
+            if min(self.kernel_size) >= FFT_MIN_KERNEL:
+                return fft_conv2d(x, self.weight, self.bias)
+            return super().forward(x)
+
+    class HiddenConvTranspose(nn.ConvTranspose2d):
+        """The ladder's way back from a level's ``z`` to its tapped map, wide kernels through the FFT."""
+
+        def forward(self, z, output_size=None):
+            if min(self.kernel_size) >= FFT_MIN_KERNEL and output_size is None:
+                return fft_conv_transpose2d(z, self.weight, self.bias)
+            return super().forward(z, output_size)
 
     if cfg.arch == "mnist":  # Table 6a
         enc_stages = [nn.Sequential(*relu_convs([(in_bands, 20, 5, 0)]), nn.MaxPool2d(2),
@@ -304,10 +397,10 @@ def _build_net(cfg: VAEConfig, in_bands: int):
             self.common, self.specific = cfg.common, cfg.specific
             self.enc = nn.ModuleList(enc_stages)
             # Conv(H_l): mean and log-variance of (common, specific) in one convolution per level
-            self.hidden = nn.ModuleList(nn.Conv2d(t, 2 * (c + s), k) for t, c, s, k in
+            self.hidden = nn.ModuleList(HiddenConv(t, 2 * (c + s), k) for t, c, s, k in
                                         zip(taps, cfg.common, cfg.specific, cfg.kernels))
             # the ladder: each level's z back to its tapped map; the top level starts the decoder
-            self.unhidden = nn.ModuleList(nn.ConvTranspose2d(c + s, t, k) for t, c, s, k in
+            self.unhidden = nn.ModuleList(HiddenConvTranspose(c + s, t, k) for t, c, s, k in
                                           zip(taps, cfg.common, cfg.specific, cfg.kernels))
             self.merge = nn.ModuleList(nn.Conv2d(2 * t, t, 1) for t in taps[:-1])
             self.dec = nn.ModuleList(dec_stages)
@@ -355,6 +448,16 @@ def _build_net(cfg: VAEConfig, in_bands: int):
     return Net()
 
 
+def _patch_hint(side: int) -> str:
+    """Which ``-p`` settings fit patches of ``side`` pixels (for messages)."""
+    if side == MNIST_PATCH:
+        return "give -p arch=mnist, or leave arch at auto (the default)"
+    if side >= 112 and side % 16 == 0:
+        return f"give -p arch=vgg -p patch={side}, or leave arch and patch at auto (the default)"
+    return (f"cut the data at {MNIST_PATCH} px (Enc-MNIST) or at a multiple of 16 from 112 px (Enc-VGG), "
+            "e.g. geochange tile --size 112")
+
+
 def _latent_sides(cfg: VAEConfig) -> list[int]:
     """Spatial side of each hidden layer's latent map for ``cfg.patch`` inputs."""
     if cfg.arch == "mnist":
@@ -383,7 +486,24 @@ class DisentangledVAE(TrainableModel):
         self._step = 0
 
     # -- TrainableModel ---------------------------------------------------------------------------
+    def configure(self, data) -> None:
+        """Settle ``arch="auto"`` and an open ``patch`` by the training data's patch side (before build);
+        refuse, saying which ``-p`` to give, a patch side the configured architecture cannot take."""
+        h, w = data.patch_shape
+        if h != w:
+            raise GeochangeError(f"vae takes square patches; the training data's are {h}x{w}")
+        cfg = self.config
+        if cfg.patch is not None and cfg.patch != h:
+            raise GeochangeError(f"vae ({cfg.arch}) is set to {cfg.patch}x{cfg.patch} patches, the training data's "
+                                 f"are {h}x{h}; {_patch_hint(h)}")
+        try:
+            self.config = cfg.settled(h)
+        except GeochangeError as exc:
+            raise GeochangeError(f"vae: the training data's patches are {h}x{h}, and "
+                                 f"{str(exc).removeprefix('vae ')}; {_patch_hint(h)}") from None
+
     def build(self, in_bands: int) -> None:
+        self.config = self.config.settled()   # without training data (configure): the architecture's default side
         self.in_bands = int(in_bands)
         self.net = _build_net(self.config, self.in_bands)
 
@@ -421,8 +541,9 @@ class DisentangledVAE(TrainableModel):
             return chosen
         pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
         if len(pos) == 0 or len(neg) == 0:
-            raise GeochangeError(f"vae fine-tuning needs changed and unchanged labelled pairs "
-                                 f"(got {len(pos)} changed, {len(neg)} unchanged)")
+            raise GeochangeError(f"vae fine-tuning needs changed and unchanged labelled pairs: it has {len(pos)} "
+                                 f"changed, {len(neg)} unchanged, needs at least 1 of each; add labelled pairs of the "
+                                 "missing kind")
         if self.config.undersample and len(neg) > len(pos):
             neg = np.sort(rng.choice(neg, size=len(pos), replace=False))
         return np.concatenate([pos, neg])
@@ -436,7 +557,7 @@ class DisentangledVAE(TrainableModel):
         side = self.config.patch
         if x_a.shape[-2:] != (side, side):
             raise GeochangeError(f"vae ({self.config.arch}) takes {side}x{side} patches, got "
-                                 f"{tuple(x_a.shape[-2:])}; tile the data at that size")
+                                 f"{tuple(x_a.shape[-2:])}; {_patch_hint(x_a.shape[-1])}")
         if self.config.stage == "finetune":
             return self._finetune_step(x_a, x_b, batch["patch_label"])
         epochs = max(1, int(self.config.epochs))
@@ -449,18 +570,18 @@ class DisentangledVAE(TrainableModel):
         import torch
 
         cfg, net = self.config, self.net
-        terms = {}
-        for name, x in (("a", x_a), ("b", x_b)):
-            # losses in float32 (exp of log-variances overflows float16 under CUDA autocast)
-            levels = [tuple(t.float() for t in level) for level in net.encode(x)]
-            zs = [torch.cat([mu_c + torch.randn_like(mu_c) * (0.5 * lv_c).exp(),
-                             mu_s + torch.randn_like(mu_s) * (0.5 * lv_s).exp()], 1)
-                  for mu_c, lv_c, mu_s, lv_s in levels]  # Eq. 2
-            recon = gaussian_nll(x.float(), net.decode(zs).float(), cfg.recon_sigma).mean()
-            kl = sum(kl_standard_normal(mu_c, lv_c) + kl_standard_normal(mu_s, lv_s)
-                     for mu_c, lv_c, mu_s, lv_s in levels).mean()
-            terms[name] = (recon, kl, net.common_features(levels))
-        (rec_a, kl_a, (mu_a, lv_a)), (rec_b, kl_b, (mu_b, lv_b)) = terms["a"], terms["b"]
+        n = len(x_a)
+        x = torch.cat([x_a, x_b])  # both branches in one pass: the weights are shared (and there is no BN)
+        # losses in float32 (exp of log-variances overflows float16 under CUDA autocast)
+        levels = [tuple(t.float() for t in level) for level in net.encode(x)]
+        zs = [torch.cat([mu_c + torch.randn_like(mu_c) * (0.5 * lv_c).exp(),
+                         mu_s + torch.randn_like(mu_s) * (0.5 * lv_s).exp()], 1)
+              for mu_c, lv_c, mu_s, lv_s in levels]  # Eq. 2
+        recon = gaussian_nll(x.float(), net.decode(zs).float(), cfg.recon_sigma)
+        kl = sum(kl_standard_normal(mu_c, lv_c) + kl_standard_normal(mu_s, lv_s) for mu_c, lv_c, mu_s, lv_s in levels)
+        mu, lv = net.common_features(levels)
+        rec_a, rec_b, kl_a, kl_b = recon[:n].mean(), recon[n:].mean(), kl[:n].mean(), kl[n:].mean()
+        mu_a, mu_b, lv_a, lv_b = mu[:n], mu[n:], lv[:n], lv[n:]
         l_vae = rec_a + rec_b + beta * (kl_a + kl_b)
         l_sim = latent_distance(cfg.distance, mu_a, lv_a, mu_b, lv_b).mean()
         l_act = activation_loss(torch.cat([mu_a, mu_b]), cfg.sparsity, cfg.invmax)
@@ -516,10 +637,15 @@ class DisentangledVAE(TrainableModel):
         ((N, C, patch, patch) each). The higher centre is the event cluster; stored in checkpoints."""
         d = self.common_distance(before, after).astype(np.float64)
         if len(d) < 2:
-            raise GeochangeError("vae anomaly mode needs at least two pairs to cluster")
+            raise GeochangeError(f"vae anomaly mode: {len(d)} pair{'s' if len(d) != 1 else ''} to cluster, needs at "
+                                 "least 2 (k-means, k = 2); add pairs to the training data or the scene sample")
         centres, labels = kmeans(d[:, None].astype(np.float32), 2, seed=seed, gpu=False)
         hi = int(np.argmax(centres[:, 0]))
         c_lo, c_hi = float(centres[1 - hi, 0]), float(centres[hi, 0])
+        if not c_hi - c_lo > 1e-6 * abs(c_hi):   # one value: the posterior would be 0.5 everywhere (all "change")
+            raise GeochangeError(f"vae anomaly mode: the common-feature distances of the {len(d)} pairs are all "
+                                 f"{c_hi:.6g}, nothing to split into event and non-event; add pairs that differ "
+                                 "(are both dates copies of each other?)")
         resid = d - np.where(labels == hi, c_hi, c_lo)
         var = float(max(resid.var(), 1e-12 * max(1.0, c_hi - c_lo) ** 2, 1e-12))
         self.anomaly = {"low": c_lo, "high": c_hi, "var": var, "n": int(len(d)),
@@ -586,7 +712,7 @@ class DisentangledVAE(TrainableModel):
         if self.net is None:
             from geochange.train.trainer import train_on_scene
 
-            train_on_scene(self, samples, patch=self.config.patch, patches=self.config.scene_patches,
+            train_on_scene(self, samples, patch=self.config.settled().patch, patches=self.config.scene_patches,
                            epochs=self.config.scene_epochs, seed=seed)
             return
         p = self.config.patch
@@ -598,8 +724,14 @@ class DisentangledVAE(TrainableModel):
                         before.append(b[:, r:r + p, c:c + p])
                         after.append(a[:, r:r + p, c:c + p])
         if len(before) < 2:
-            raise GeochangeError(f"vae: the scene sample holds fewer than two valid {p}x{p} patches")
+            raise GeochangeError(f"vae: the scene sample holds {len(before)} fully valid {p}x{p} patch pair"
+                                 f"{'s' if len(before) != 1 else ''}, the anomaly mode needs at least 2; a larger or "
+                                 "less empty scene sample")
         self.fit_anomaly(np.stack(before), np.stack(after), seed)
+
+    def marks_sizes(self) -> tuple[int, int]:
+        """The settled architecture's patch side (28 for ``auto``: Enc-MNIST) and ``marks_negatives``."""
+        return int(self.config.settled().patch), int(self.config.marks_negatives)
 
     def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
         """``detect --labels``, the Table 3 protocol: the representation learns from the scene's unlabelled
@@ -618,7 +750,7 @@ class DisentangledVAE(TrainableModel):
         self.config = dataclasses.replace(self.config, stage="finetune", epochs=cfg.epochs)
         self.scene_prior = None
         summary = train(self, scene.items(), marks_options(options, self.device, seed))
-        if cfg.undersample and scene.negatives:  # a balanced classifier: moved to the scene's share of events
+        if cfg.prior_adjust and cfg.undersample and scene.negatives:  # balanced: moved to the scene's share
             from geochange.threshold import estimate_prior
 
             b = np.stack([it["before"] for it in scene.negatives])

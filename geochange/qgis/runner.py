@@ -4,9 +4,9 @@ QGIS's Python rarely has torch or rasterio, so the provider never imports geocha
 command of an environment where geochange is installed and reads what it prints. This module uses the
 standard library only (it is tested without QGIS).
 
-Progress: geochange writes status lines on stderr when it is not attached to a terminal; any ``N/M``
-in a line (``detecting (cva, cpu): 12/40``) is taken as progress, and the start and the end are
-always reported. Cancelling sends SIGTERM: geochange then removes what it had half-written and leaves
+Progress: geochange writes plain progress lines on stderr when it is not attached to a terminal
+(``detecting (cva, cpu): 120/480 windows (25 %, 12 s)``); any ``N/M`` in a line is taken as progress,
+and the start and the end are always reported. Cancelling sends SIGTERM: geochange then removes what it had half-written and leaves
 its output folder as it was (on Windows, TerminateProcess ends it at once: see docs/qgis.md).
 """
 
@@ -28,8 +28,8 @@ from typing import Callable, List, Optional
 #: the file ``geochange qgis-install`` writes beside the plugin's code: the command that runs geochange
 INSTALLED_COMMAND = "geochange_command.json"
 ENV_VAR = "GEOCHANGE_EXECUTABLE"
-#: N/M with neither side part of a path, a word or a decimal (``a/2020/10/b`` is not progress)
-_FRACTION = re.compile(r"(?<![\w./\\-])(\d+)\s*/\s*(\d+)(?![\w./\\-])")
+#: N/M (``120/480 windows``, ``3.2/10.0 MB``), neither side part of a path or a word (``a/2020/10/b`` is no progress)
+_FRACTION = re.compile(r"(?<![\w./\\-])(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)(?![\w/\\-]|\.\d)")
 
 
 class GeochangeNotFound(Exception):
@@ -75,7 +75,7 @@ def find_geochange(setting: Optional[str] = None, plugin_dir: Optional[str] = No
 def progress_of(line: str) -> Optional[float]:
     """The progress (0..100) a line tells, from its last ``N/M`` with 0 <= N <= M; None if none."""
     for n, m in reversed(_FRACTION.findall(line)):
-        n, m = int(n), int(m)
+        n, m = float(n), float(m)
         if 0 < m and n <= m:
             return 100.0 * n / m
     return None

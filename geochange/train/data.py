@@ -142,6 +142,7 @@ class TrainData:
         self.index = sample_index(items)
         first = items[0]
         self.in_bands = int(np.asarray(first["before"]).shape[0])
+        self.patch_shape = tuple(int(v) for v in np.asarray(first["before"]).shape[1:])  # (H, W) of the first item
 
     def __len__(self) -> int:
         return len(self.items)

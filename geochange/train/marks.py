@@ -124,9 +124,7 @@ def train_on_marks(name: str, pairs: Sequence[tuple[str, str]], labels: str, opt
 
     if not learns_from_marks(name):
         raise GeochangeError(f"--labels: {name} does not learn from marks; use one of {', '.join(marks_models())}")
-    cfg = model.config
-    patch = getattr(cfg, "marks_patch", None) or getattr(cfg, "patch", None) or 64
-    n_neg = getattr(cfg, "marks_negatives", None) or getattr(cfg, "scene_patches", None) or 64
+    patch, n_neg = model.marks_sizes()
     seed = options.seed if options is not None else 0
     marked, negatives, counts = [], [], {"changed": 0, "unchanged": 0, "pairs": 0}
     for i, (before, after) in enumerate(pairs):
