@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -114,12 +115,18 @@ def test_a_full_disk_is_one_line_and_leaves_the_folder_as_it_was(tmp_path, small
 
 
 def test_a_full_disk_from_the_command_line_is_exactly_one_line(tmp_path, small_disk):
-    """What a user sees: one line on stderr (no libtiff message, no progress residue), exit 2."""
+    """What a user sees: one line on stderr (no libtiff message), exit 2; without -q the progress lines
+    come first and the error is still one line, the last."""
     import sys
 
     s = make_planted_scene(tmp_path / "s", height=600, width=600, after_crs=None)
-    res = subprocess.run([sys.executable, "-m", "geochange", "detect", str(s.before), str(s.after),
-                          "--out", str(small_disk / "run")], capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "geochange", "detect", str(s.before), str(s.after), "--out", str(small_disk / "run")]
+    res = subprocess.run(cmd + ["-q"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ") and "disk full" in res.stderr, res.stderr
+    assert list(small_disk.iterdir()) == []
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and lines[-1].startswith("error: ") and "disk full" in lines[-1], res.stderr
+    assert all(re.search(r": \d+/\d+ ", ln) for ln in lines[:-1]), res.stderr  # progress lines only before it
     assert list(small_disk.iterdir()) == []
