@@ -13,6 +13,10 @@ trainer on the same data and seeds; printed per setting, mean over ``--seeds``:
   (clusters whose pixels are mostly changed called changed; how well the clusters isolate the change);
 * ``ami``: the adjusted mutual information of that clustering with the truth (logged ``ami_truth``).
 
+``unsup_lr=0`` in a setting (not a config key) sets the learning rate of the unsupervised epochs to 0:
+the phase still clusters, refits the output layer and votes, but no gradient step moves the network,
+which separates what its learning adds from what its clustering does.
+
     nice -n 10 python3 benchmarks/bench_cdcluster_synthetic.py [--seeds 0 1 2] \\
         [--setting warmup:epochs=4,warmup_epochs=4 --setting both:epochs=10,warmup_epochs=4 ...]
 """
@@ -43,6 +47,24 @@ def parse_setting(text: str) -> tuple[str, dict]:
         if params[key] is None:
             params[key] = float(value) if "." in value or "e-" in value else int(value)
     return name, params
+
+
+def freeze_after_warmup(model, lr: float) -> None:
+    """Set the optimiser's learning rate to ``lr`` for the unsupervised epochs (``unsup_lr=0``: the phase
+    clusters, refits the output layer and votes, but no gradient step moves the network)."""
+    made, make, start = [], model.make_optimizer, model.start_epoch
+
+    def make_optimizer():
+        made.append(make())
+        return made[-1]
+
+    def start_epoch(epoch, data):
+        if epoch >= model.config.warmup_epochs:
+            for group in made[-1].param_groups:
+                group["lr"] = lr
+        return start(epoch, data)
+
+    model.make_optimizer, model.start_epoch = make_optimizer, start_epoch
 
 
 def scores(model, items: list[dict]) -> tuple[float, float, float]:
@@ -99,7 +121,10 @@ def main() -> None:
         rows = []
         for seed in args.seeds:
             items = planted_patches(args.train, size=args.size, seed=seed)
-            model = CDCluster(CDClusterConfig(**{**BASE, **params}))
+            config = {k: v for k, v in params.items() if k != "unsup_lr"}
+            model = CDCluster(CDClusterConfig(**{**BASE, **config}))
+            if "unsup_lr" in params:
+                freeze_after_warmup(model, float(params["unsup_lr"]))
             t0 = time.perf_counter()
             summary = train(model, items, TrainOptions(device="cpu", seed=seed))
             amis = [row["ami_truth"] for row in summary["history"] if "ami_truth" in row]
