@@ -118,9 +118,10 @@ def run_detect(scene: dict, model: str, workdir: Path, seed: int, params: dict |
     t0 = time.perf_counter()
     polygons = specks = 0
     piles = []
+    timings = {"fit": 0.0, "inference": 0.0}
     for k, part in enumerate(scene.get("parts") or [scene]):
         out = workdir / "runs" / scene["name"] / f"{tag or model}-{k}"
-        opts = dict(options or {})
+        opts = {**(options or {}), **part.get("options", {})}   # a part may add its own (bench_labels: its marks)
         if "mmu_px" in opts:
             with rasterio.open(part["before"]) as ds:
                 px = GroundScale(ds.transform, ds.crs, ds.width, ds.height).pixel_area()
@@ -142,8 +143,11 @@ def run_detect(scene: dict, model: str, workdir: Path, seed: int, params: dict |
             piles.append((np.unique(changed, return_counts=True)[1].max(), changed.size))
         polygons += summary["polygons"]
         specks += summary.get("regions_dropped", 0)
+        for key in timings:
+            timings[key] += summary.get("timings_s", {}).get(key, 0.0)
     tally.extra = {"seconds": time.perf_counter() - t0, "polygons": polygons,
-                   "pile": max((a / b for a, b in piles), default=0.0)}
+                   "pile": max((a / b for a, b in piles), default=0.0),
+                   "fit_s": timings["fit"], "inference_s": timings["inference"]}
     return tally.row()
 
 

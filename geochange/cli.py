@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, NoReturn, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -21,13 +23,64 @@ from geochange import __version__
 from geochange.checks import check_local_folder
 from geochange.errors import GeochangeError, Terminated
 
+def _flags_take_no_value(params: list) -> list:
+    """Show an on/off option (``--overwrite``, ``--help``) in --help as the bare flag it is, without a
+    ``<bool>`` that suggests ``--overwrite true``."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def _usage_error_in_one_line(exc: typer.TyperException) -> NoReturn:
+    """A usage error (unknown option, bad value, missing argument) as the one line every error is."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())
+    stderr.print(f"[red]error:[/red] {escape(message)}{escape(hint)}", highlight=False)
+    raise typer.Exit(getattr(exc, "exit_code", 2))
+
+
+class _Command(TyperCommand):
+    """A geochange command: flags shown as flags in --help."""
+
+    def get_params(self, ctx):
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """The ``geochange`` group: flags shown as flags, usage errors of every command in one line on stderr
+    (exit status 2), as the library's errors are (``user_errors``)."""
+
+    def get_params(self, ctx):
+        return _flags_take_no_value(super().get_params(ctx))
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+                raise   # `geochange` alone prints the help
+            _usage_error_in_one_line(exc)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+                raise
+            _usage_error_in_one_line(exc)
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Find change between two dates of georeferenced imagery, on rasters of any size.\n\n"
          "Example: geochange detect before.tif after.tif --out changes/",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]})
-stdout = Console()
-stderr = Console(stderr=True)
+# soft wrap: a message is one line however long, in a terminal or a log file (no cut at 80 columns)
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -37,7 +90,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except GeochangeError as exc:
-            stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            stderr.print(f"[red]error:[/red] {escape(' '.join(str(exc).split()))}", highlight=False)
             raise typer.Exit(2) from None
         except Terminated:
             stderr.print("[red]terminated[/red]: no output was left half-written")
@@ -69,6 +122,17 @@ def _int_list(text: str, option: str, what: str = "integers", example: str = "0,
         raise GeochangeError(f"{option} {text}: give {what} separated by commas, e.g. {example}") from None
 
 
+def _number_list(text: str, option: str, what: str, example: str) -> list[float | int]:
+    """``"255"`` -> ``[255]``, ``"-1,0.5"`` -> ``[-1, 0.5]``: whole numbers as ints; a one-line error otherwise."""
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise GeochangeError(f"{option} {text}: give {what} separated by commas, e.g. {example}")
+    return [int(v) if v.is_integer() else v for v in values]
+
+
 def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
     return (_int_list(text, "--bands", "band numbers", "1,2,3") or None) if text else None
 
@@ -87,34 +151,49 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
+def _parse_pair(text: str) -> tuple[str, str]:
+    """``BEFORE,AFTER`` of ``--pair``."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise GeochangeError(f"--pair {text!r}: give BEFORE,AFTER (two paths separated by a comma)")
+    return parts[0], parts[1]
+
+
 def _set_quiet(quiet: bool) -> None:
     from geochange.progress import set_quiet
 
     set_quiet(quiet)
 
 
-@app.command(epilog="Examples:\n\n"
+@app.command(cls=_Command, epilog="Examples:\n\n"
              "  geochange detect 2009.tif 2020.tif\n\n"
              "  geochange detect before.tif after.tif --out run1/ --min-area 50 --tile 1024\n\n"
              "  geochange detect before.tif after_utm.vrt --bands 1,2,3 --normalize histogram --overwrite\n\n"
+             "  geochange detect landsat7_2001.tif landsat7_2011.tif --bands 1,2,3,4 --rgb 3,2,1\n\n"
              "  geochange detect before.tif after.tif --model drlnet --types 5 --seed 1\n\n"
              "  geochange detect before.tif after.tif --checkpoint runs/cdcluster/last.pt\n\n"
+             "  geochange detect before.tif after.tif --labels marks.gpkg\n\n"
+             "  geochange detect before.tif after.tif --labels marks.shp --label-field changed --model rscvae\n\n"
              "  geochange detect city_2015.tif city_2020.tif --workers 4\n\n"
              "  geochange detect city_2015.tif city_2020.tif --scheduler tcp://10.0.0.5:8786 --resume")
 @user_errors
 def detect(
-    before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
-    after: str = typer.Argument(..., help="Later image; warped onto BEFORE's grid on the fly if needed."),
+    before: str = typer.Argument(..., metavar="BEFORE", help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
+    after: str = typer.Argument(..., metavar="AFTER", help="Later image; warped onto BEFORE's grid on the fly if needed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder \\[default: <before stem>_change/ beside BEFORE]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold; the default), drlnet (Zhang et al. 2017: learns from the pair, also maps change types), vae or rscvae (learn from the pair itself without --checkpoint; anomaly mode); trained models come with --checkpoint."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A model trained with `geochange train` (its last.pt); --model is then read from it."),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Marks drawn on the scene (GeoPackage, Shapefile, GeoJSON; any CRS): polygons or points with a field change = 1 (changed) or 0 (unchanged). The model (default cdcluster) learns from them and the scene's cheap negatives, then maps the whole scene."),
+    label_field: str = typer.Option("change", "--label-field", help="The marks' field: 1 changed, 0 unchanged."),
+    label_layer: Optional[str] = typer.Option(None, "--label-layer", help="The marks' layer, when the file holds several."),
     types: Optional[int] = typer.Option(None, "--types", help="drlnet: number of change types K_T \\[default: 5]."),
-    param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable), e.g. -p variant=DRLnet1."),
+    param: List[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="Model hyper-parameter KEY=VALUE (repeatable), e.g. -p variant=DRLnet1."),
     tile: int = typer.Option(512, help="Window size in pixels (shrunk to the raster if larger)."),
     overlap: int = typer.Option(64, help="Overlap between windows in pixels; blended without seams."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per model call."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     bands: Optional[str] = typer.Option(None, help="Bands to compare, e.g. 1,2,3 \\[default: the common first N]."),
+    rgb: Optional[str] = typer.Option(None, "--rgb", help="Bands the quicklook shows as red, green, blue, numbered as compared (after --bands), e.g. 3,2,1 for bands 1, 2, 3 that are blue, green, red \\[default: from the bands' colour interpretation or descriptions, else the first three]."),
     normalize: str = typer.Option("meanstd", help="Radiometric normalisation of AFTER to BEFORE: meanstd, histogram or none."),
     resampling: str = typer.Option("bilinear", help="Resampling when AFTER is warped: nearest, bilinear, cubic, ..."),
     coregister: str = typer.Option("auto", "--coregister", help="auto: measure AFTER's residual shift (sub-pixel) and correct it when above 0.2 px; off: leave AFTER as aligned."),
@@ -136,8 +215,10 @@ def detect(
     params = _parse_params(param)
     if types is not None:
         params["types"] = types
-    opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
-                         bands=_parse_bands(bands), normalize=normalize, resampling=resampling, coregister=coregister,
+    opts = DetectOptions(model=model, checkpoint=str(checkpoint) if checkpoint else None, labels=labels,
+                         label_field=label_field, label_layer=label_layer, model_params=params, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+                         bands=_parse_bands(bands), rgb=_int_list(rgb, "--rgb", "band numbers", "3,2,1") if rgb else None,
+                         normalize=normalize, resampling=resampling, coregister=coregister,
                          min_area=min_area, hysteresis_low=hysteresis, seed=seed, overwrite=overwrite, workers=workers, scheduler=scheduler,
                          resume=resume, block_size=block_size)
     summary = run_detect(before, after, out, opts)
@@ -149,19 +230,19 @@ def detect(
                   highlight=False, soft_wrap=True)
 
 
-@app.command("detect-many", epilog="Examples:\n\n"
+@app.command("detect-many", cls=_Command, epilog="Examples:\n\n"
              "  geochange detect-many pairs.csv --workers 4\n\n"
              "  geochange detect-many pairs.csv --scheduler tcp://10.0.0.5:8786 --model drlnet --min-area 50\n\n"
              "pairs.csv has the columns before,after,out (and optionally model,checkpoint), one pair per row;\n"
              "relative paths are relative to the CSV.")
 @user_errors
 def detect_many(
-    pairs: Path = typer.Argument(..., help="CSV of pairs: before, after, out [, model, checkpoint]."),
+    pairs: Path = typer.Argument(..., metavar="PAIRS", help="CSV of pairs: before, after, out [, model, checkpoint]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a Dask scheduler, e.g. tcp://host:8786 \\[default: a local cluster]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes of the local cluster \\[default: one per core, at most 4]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for rows that name none \\[default: cva]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Trained model for rows that name none."),
-    param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable)."),
+    param: List[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="Model hyper-parameter KEY=VALUE (repeatable)."),
     tile: int = typer.Option(512, help="Window size in pixels."),
     overlap: int = typer.Option(64, help="Overlap between windows in pixels."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (on the workers)."),
@@ -192,15 +273,19 @@ def detect_many(
         raise typer.Exit(1)
 
 
-@app.command(epilog="Examples:\n\n"
+@app.command(cls=_Command, epilog="Examples:\n\n"
              "  geochange evaluate run1/change_mask.tif truth.tif\n\n"
-             "  geochange evaluate run1/change_mask.tif buildings_changed.gpkg --truth-layer changes --json")
+             "  geochange evaluate run1/change_mask.tif buildings_changed.gpkg --truth-layer changes --json\n\n"
+             "  geochange evaluate run1/change_mask.tif taizhou_truth.tif --ignore-value 255\n\n"
+             "Truth pixels on the truth raster's nodata (value, mask or alpha) and those of an --ignore-value\n"
+             "are not scored: a sparse truth (a few labelled pixels, the rest e.g. 255) is scored on its labels.")
 @user_errors
 def evaluate(
-    pred: str = typer.Argument(..., help="Change mask to score (uint8: 1 changed, 0 unchanged, 255 nodata)."),
-    truth: str = typer.Argument(..., help="Ground truth: a raster (brought onto PRED's grid) or a polygon layer."),
+    pred: str = typer.Argument(..., metavar="PRED", help="Change mask to score (uint8: 1 changed, 0 unchanged, 255 nodata)."),
+    truth: str = typer.Argument(..., metavar="TRUTH", help="Ground truth: a raster (brought onto PRED's grid) or a polygon layer."),
     truth_layer: Optional[str] = typer.Option(None, "--truth-layer", help="Layer of a vector truth with several layers."),
     change_values: Optional[str] = typer.Option(None, "--change-values", help="Truth raster values meaning 'changed', e.g. 2 \\[default: any value > 0]."),
+    ignore_value: List[str] = typer.Option([], "--ignore-value", metavar="V[,V...]", help="Truth raster value not to score, e.g. 255 for unlabelled pixels of a sparse truth (repeatable, or several separated by commas); the truth's nodata is never scored."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -209,7 +294,8 @@ def evaluate(
 
     _set_quiet(quiet or as_json)
     values = (_int_list(change_values, "--change-values", "raster values", "1,2") or None) if change_values else None
-    result = run_evaluate(pred, truth, truth_layer=truth_layer, change_values=values)
+    ignore = [v for text in ignore_value for v in _number_list(text, "--ignore-value", "raster values", "255")]
+    result = run_evaluate(pred, truth, truth_layer=truth_layer, change_values=values, ignore_values=ignore)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -221,13 +307,17 @@ def evaluate(
         table.add_row(key, f"{s[key]:.4f}")
     (tn, fp), (fn, tp) = s["confusion_matrix"]
     table.add_row(escape("confusion [[tn, fp], [fn, tp]]"), escape(f"[[{tn}, {fp}], [{fn}, {tp}]]"))
+    table.add_row("pixels scored", f"{s['n_pixels']:,}")
+    if "ignored" in result:
+        values = ", ".join(str(v) for v in result["ignored"]["values"])
+        table.add_row(f"pixels ignored (truth {values})", f"{result['ignored']['pixels']:,}")
     stdout.print(table)
 
 
-@app.command(epilog="Examples:\n\n  geochange info scene.tif\n\n  geochange info before.tif after.tif --json")
+@app.command(cls=_Command, epilog="Examples:\n\n  geochange info scene.tif\n\n  geochange info before.tif after.tif --json")
 @user_errors
 def info(
-    files: List[str] = typer.Argument(..., help="One or more rasters; with two, also how they overlap."),
+    files: List[str] = typer.Argument(..., metavar="FILES", help="One or more rasters; with two, also how they overlap."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """CRS, size, resolution, bands and nodata of rasters, and the overlap of a pair."""
@@ -268,15 +358,15 @@ def _parse_split(text: str) -> tuple[float, float, float]:
     return values
 
 
-@app.command(epilog="Examples:\n\n"
+@app.command(cls=_Command, epilog="Examples:\n\n"
              "  geochange tile 2009.tif 2020.tif --out chips/ --size 256\n\n"
              "  geochange tile before.tif after_wgs84.tif --labels changes.gpkg --size 128 --overlap 32 --out ds/\n\n"
              "  geochange tile 1999.tif 2005.tif --labels truth.tif --pair 1999-2005 --split 0.7,0.15,0.15 --seed 1 --out ds/\n\n"
              "Read the result with geochange.data.open_dataset(DIR); the format is described in docs/datasets.md.")
 @user_errors
 def tile(
-    before: str = typer.Argument(..., help="Earlier image (any GDAL-readable path); chips use its grid and CRS."),
-    after: str = typer.Argument(..., help="Later image; warped onto BEFORE's grid on the fly if needed (as in detect)."),
+    before: str = typer.Argument(..., metavar="BEFORE", help="Earlier image (any GDAL-readable path); chips use its grid and CRS."),
+    after: str = typer.Argument(..., metavar="AFTER", help="Later image; warped onto BEFORE's grid on the fly if needed (as in detect)."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (shards/, index.csv, dataset.json)."),
     labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Change labels: a raster (> 0 changed, nodata unknown) or polygons of changed areas."),
     label_layer: Optional[str] = typer.Option(None, "--label-layer", help="Layer of a vector label file with several layers."),
@@ -313,21 +403,25 @@ def tile(
             stdout.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
 
 
-@app.command(epilog="Examples:\n\n"
+@app.command(cls=_Command, epilog="Examples:\n\n"
              "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster\n\n"
              "  geochange train vae --data wdc/ --out runs/vae --epochs 30 --device cuda\n\n"
              "  geochange train vae --data wdc/ --init runs/vae/last.pt -p stage=finetune --out runs/vae_ft\n\n"
              "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster --resume\n\n"
+             "  geochange train cdcluster --labels marks.gpkg --pair 2015.tif,2020.tif --pair 2016.tif,2021.tif --out runs/marks\n\n"
              "  torchrun --nproc-per-node 4 -m geochange train cdcluster --data levir_cd/ --ddp --device cuda")
 @user_errors
 def train(
-    model: Optional[str] = typer.Argument(None, help="Model to train: vae, rscvae or cdcluster (optional with --init)."),
-    data: Path = typer.Option(..., "--data", "-d", help="A dataset from `geochange tile` / `build-wdc`, or a LEVIR-CD folder (A/, B/, label/)."),
+    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train: vae, rscvae or cdcluster (optional with --init)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="A dataset from `geochange tile` / `build-wdc`, or a LEVIR-CD folder (A/, B/, label/)."),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Marks (polygons or points with a field change = 1 or 0, any CRS) drawn on the scenes given by --pair; the format of detect --labels."),
+    pair: List[str] = typer.Option([], "--pair", metavar="BEFORE,AFTER", help="BEFORE,AFTER: a scene the --labels marks lie on (repeatable)."),
+    label_field: str = typer.Option("change", "--label-field", help="The marks' field: 1 changed, 0 unchanged."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: last.pt, epoch_NNN.pt, metrics.csv \\[default: runs/<model>]."),
     epochs: Optional[int] = typer.Option(None, help="Epochs \\[default: the paper's]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per step \\[default: the paper's]."),
     lr: Optional[float] = typer.Option(None, help="Learning rate \\[default: the paper's]."),
-    param: List[str] = typer.Option([], "--param", "-p", help="Model hyper-parameter KEY=VALUE (repeatable)."),
+    param: List[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="Model hyper-parameter KEY=VALUE (repeatable)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from the weights of this checkpoint (fine-tuning)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     split: str = typer.Option("train", help="Split of the dataset to train on."),
@@ -358,7 +452,18 @@ def train(
     folder = out or Path("runs") / (model or (init.parent.name + "_ft" if init else "model"))
     opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out=folder,
                         resume=resume, workers=workers, split=split, ddp=ddp)
-    summary = train_model(name, str(data), opts, _parse_params(param), init=str(init) if init else None)
+    if labels is not None:
+        from geochange.train.marks import train_on_marks
+
+        if data is not None or init is not None or not model:
+            raise GeochangeError("--labels trains a named model on marks over --pair scenes: give MODEL, "
+                                 "not --data or --init")
+        summary = train_on_marks(model, [_parse_pair(p) for p in pair], labels, opts, _parse_params(param),
+                                 field=label_field)
+    elif data is None:
+        raise GeochangeError("give --data (a dataset folder) or --labels with --pair (marks on scenes)")
+    else:
+        summary = train_model(name, str(data), opts, _parse_params(param), init=str(init) if init else None)
     if not quiet and summary.get("rank", 0) == 0:  # under torchrun, one line for the run, not one per rank
         last = summary["history"][-1] if summary["history"] else {}
         loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
@@ -367,10 +472,11 @@ def train(
                      highlight=False, soft_wrap=True)
 
 
-@app.command("build-wdc", epilog="Examples:\n\n"
+@app.command("build-wdc", cls=_Command, epilog="Examples:\n\n"
              "  geochange build-wdc --manifest data_manifests/wdc.yaml --out wdc/ --download\n\n"
              "  geochange build-wdc --manifest city.yaml --out ds/ --patch 128 --noisy 20000 --workers 8\n\n"
              "  geochange build-wdc --manifest city.yaml --out ds/ --scheduler tcp://10.0.0.5:8786\n\n"
+             "  geochange build-wdc --manifest examples/wdc_naip.yaml --out wdc_example/   (offline, seconds)\n\n"
              "The manifest format and the summary are described in docs/datasets.md.")
 @user_errors
 def build_wdc(
@@ -378,16 +484,16 @@ def build_wdc(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (shards/, index.csv, dataset.json, changes_*.gpkg, summary.json)."),
     download: bool = typer.Option(False, "--download", help="Fetch the manifest's url entries into --cache first (resumes, checks SHA-256)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Folder for downloaded files \\[default: $GEOCHANGE_CACHE or ~/.cache/geochange]."),
-    patch: int = typer.Option(128, "--patch", help="Patch side in pixels of the earlier image's grid."),
-    noisy: int = typer.Option(250_000, "--noisy", help="Noisy negatives in all (random crops, 9:1 with/without buildings)."),
+    patch: Optional[int] = typer.Option(None, "--patch", show_default=False, help="Patch side in pixels of the earlier image's grid \\[default: 128]."),
+    noisy: Optional[int] = typer.Option(None, "--noisy", show_default=False, help="Noisy negatives in all (random crops, 9:1 with/without buildings) \\[default: 250000]."),
     positives: Optional[int] = typer.Option(None, "--positives", help="Positive patches at most \\[default: one per annotated change]."),
     negatives: Optional[int] = typer.Option(None, "--negatives", help="Negative patches \\[default: as many as the positives]."),
-    building_share: float = typer.Option(0.9, "--building-share", help="Share of noisy patches containing a building of the filter year."),
-    split: str = typer.Option("0.7,0.1,0.2", help="Train,val,test fractions of the spatial blocks."),
-    block: int = typer.Option(8, help="Side of a split block, in patches: each block goes whole to one split."),
+    building_share: Optional[float] = typer.Option(None, "--building-share", show_default=False, help="Share of noisy patches containing a building of the filter year \\[default: 0.9]."),
+    split: Optional[str] = typer.Option(None, show_default=False, help="Train,val,test fractions of the spatial blocks \\[default: 0.7,0.1,0.2]."),
+    block: Optional[int] = typer.Option(None, show_default=False, help="Side of a split block, in patches \\[default: 8]: each block goes whole to one split, and so does each changed building (the split of the block holding its centre)."),
     margin: Optional[int] = typer.Option(None, help="Pixels around a negative patch that hold no change \\[default: patch/2]."),
-    seed: int = typer.Option(0, help="Seed of the splits and of every random draw (same seed, same dataset)."),
-    min_valid: float = typer.Option(0.99, "--min-valid", help="Skip patches with a smaller share of pixels valid in both dates."),
+    seed: Optional[int] = typer.Option(None, show_default=False, help="Seed of the splits and of every random draw (same seed, same dataset) \\[default: 0]."),
+    min_valid: Optional[float] = typer.Option(None, "--min-valid", show_default=False, help="Skip patches with a smaller share of pixels valid in both dates \\[default: 0.99]."),
     bands: Optional[str] = typer.Option(None, help="Bands to keep, e.g. 1,2,3 \\[default: the common first N]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler \\[default: a local cluster]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes of the local cluster; 0 runs in this process \\[default: min(4, CPUs)]."),
@@ -395,17 +501,20 @@ def build_wdc(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines."),
 ) -> None:
-    """Building-change patch dataset from multi-year footprints and imagery (Hamaguchi et al. 2019, appendix A)."""
-    from geochange.data.wdc import WdcOptions
+    """Building-change patch dataset from multi-year footprints and imagery (Hamaguchi et al. 2019, appendix A).
+
+    Defaults of the options that shape the dataset (--patch, --noisy, --block, ...): the manifest's `options:` where it sets them (a flag given here wins), else the ones shown.
+    """
     from geochange.data.wdc import build_wdc as run_build
 
     _set_quiet(quiet)
     check_local_folder(out)
-    opts = WdcOptions(patch=patch, noisy=noisy, positives=positives, negatives=negatives,
-                      building_share=building_share, split=_parse_split(split), block=block, margin=margin,
-                      seed=seed, min_valid=min_valid, bands=_parse_bands(bands), scheduler=scheduler,
-                      workers=workers, shard_size=shard_size, overwrite=overwrite)
-    summary = run_build(manifest, out, cache=cache, download=download, options=opts)
+    given = dict(patch=patch, noisy=noisy, positives=positives, negatives=negatives, building_share=building_share,
+                 split=_parse_split(split) if split is not None else None, block=block, margin=margin, seed=seed,
+                 min_valid=min_valid, bands=_parse_bands(bands), scheduler=scheduler, workers=workers)
+    options = {k: v for k, v in given.items() if v is not None}   # the others: the manifest's options, or the defaults
+    summary = run_build(manifest, out, cache=cache, download=download,
+                        options={**options, "shard_size": shard_size, "overwrite": overwrite})
     if not quiet:
         p = summary["patches"]
         stdout.print("buildings: " + ", ".join(f"{y} {n}" for y, n in summary["buildings"].items()), highlight=False)

@@ -30,12 +30,17 @@ from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
 from geochange.io.atomic import discard, run_token, write_text
 from geochange.io.journal import WORK_DIR, BlockJournal, file_identity, state_digest
+from geochange.io.marks import Marks
 from geochange.io.outdir import OutputFolder
 from geochange.io.pair import RasterPair
+from geochange.io.quicklook import acquisition_date, captions, true_colour
 from geochange.models import create_model, model_class
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
+from geochange.train.marks import marked_scene
 
+#: the model ``detect --labels`` trains when none is named (chosen by benchmarks/bench_labels.py)
+LABELS_MODEL = "cdcluster"
 #: change_probability.tif holds multiples of 2**-20: exact in float32, fine enough that no value piles
 #: up (cva's ranking probability reaches 1 - 2**-21 only at 1400x its threshold), and the mask,
 #: polygons and raster all see the same rounded values
@@ -52,6 +57,9 @@ class DetectOptions:
 
     model: str | None = None       # None: the checkpoint's model, or cva
     checkpoint: str | None = None  # a trained model (``geochange train``); it is not refitted on the scene
+    labels: str | None = None      # an analyst's marks (io.marks): the model learns from them, then maps the scene
+    label_field: str = "change"    # the marks' field: 1 changed, 0 unchanged
+    label_layer: str | None = None  # the marks' layer, when the file holds several
     model_params: dict = field(default_factory=dict)
     tile: int = 512
     overlap: int = 64
@@ -72,6 +80,7 @@ class DetectOptions:
     scheduler: str | None = None  # ... or on the Dask cluster at this address
     resume: bool = False          # go on with an interrupted blocked run in the same output folder
     block_size: int = 2048        # rows of the grid per block (rounded to whole window rows)
+    rgb: list[int] | None = None  # the quicklook's red, green, blue bands (1-based, as compared); None: found
 
     @property
     def distributed(self) -> bool:
@@ -109,10 +118,14 @@ def detect(before: str, after: str, out: str | Path | None = None,
         say(f"the {opts.model} model runs on the CPU")
     with rasterio.Env(GDAL_CACHEMAX=_cache_bytes(before, opts.gdal_cache_mb)), \
             RasterPair.open(before, after, bands=opts.bands, resampling=resampling) as pair:
+        marks = Marks(opts.labels, pair.grid, opts.label_field, opts.label_layer) if opts.labels else None
+        if opts.rgb and max(opts.rgb) > pair.count:
+            raise GeochangeError(f"--rgb {','.join(map(str, opts.rgb))}: the pair has {pair.count} bands as "
+                                 "compared (numbered 1.. in the order of --bands)")
         out_dir, created = _prepare_out_dir(out, before, opts.overwrite, opts.resume)
         try:
             with OutputFolder(out_dir, OUTPUTS):   # locked; as it was before if the run fails
-                summary = _run(pair, out_dir, opts, device, timings, ckpt)
+                summary = _run(pair, out_dir, opts, device, timings, ckpt, marks)
                 timings["total"] = round(time.perf_counter() - t0, 3)
                 summary["timings_s"] = timings
                 write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -138,42 +151,76 @@ def check_options(opts: DetectOptions) -> None:
     check_number(opts.sample_windows, "sample_windows", low=1, integer=True)
     check_number(opts.sample_size, "sample_size", low=1, integer=True)
     check_bands(opts.bands)
+    if opts.rgb is not None:
+        check_bands(opts.rgb, "--rgb")
+        if len(opts.rgb) not in (1, 3):
+            raise GeochangeError(f"--rgb {','.join(map(str, opts.rgb))}: give three bands (red, green, blue), "
+                                 "e.g. --rgb 3,2,1, or one (grey)")
     if opts.resume and not opts.distributed:
         raise GeochangeError("--resume goes on with a run of blocks: give --workers or --scheduler as well")
     if opts.coregister not in ("auto", "off"):
         raise GeochangeError(f"--coregister {opts.coregister}: give auto or off")
+    if opts.labels and opts.checkpoint:
+        raise GeochangeError("give --labels (train on marks of this scene) or --checkpoint (a trained model), not both")
+    if opts.labels and opts.model and not learns_from_marks(opts.model):
+        raise GeochangeError(f"--labels: {opts.model} does not learn from marks; use one of "
+                             f"{', '.join(marks_models())}")
+
+
+def learns_from_marks(name: str) -> bool:
+    """Whether model ``name`` implements ``fit_marks`` (``detect --labels``)."""
+    from geochange.models.base import TrainableModel
+
+    cls = model_class(name)
+    return issubclass(cls, TrainableModel) and cls.fit_marks is not TrainableModel.fit_marks
+
+
+def marks_models() -> list[str]:
+    """The models ``detect --labels`` can train."""
+    from geochange.models import MODELS
+
+    return [name for name in MODELS if learns_from_marks(name)]
 
 
 def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
-         ckpt: dict | None = None) -> dict:
+         ckpt: dict | None = None, marks: Marks | None = None) -> dict:
     if not opts.distributed:
-        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, None)
+        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, None, marks)
     from geochange.scheduler import BackgroundClient
 
     # the cluster starts, and its workers import what a block needs, while the scene is fitted here
     warm = ["geochange.engine.blocks", model_class(opts.model).__module__]
     with BackgroundClient(opts.scheduler, opts.workers, warm) as cluster:
-        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, cluster)
+        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, cluster, marks)
 
 
 def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
-                 ckpt: dict | None, cluster) -> dict:
+                 ckpt: dict | None, cluster, marks: Marks | None = None) -> dict:
     grid = pair.grid
     t = time.perf_counter()
-    with task("fitting on the scene", None):
+    # three steps: co-registration, normalisation, the model (a model that trains shows its epochs too)
+    with task("fitting on the scene", 3, unit="steps") as advance:
+        advance(0, "co-registration")
         coreg = pair.coregister(opts.coregister, seed=opts.seed)  # first: the normalisation sees the corrected pair
         if coreg.applied:
             say(f"AFTER is off by {coreg.shift_px[0]:+.2f}, {coreg.shift_px[1]:+.2f} px (rows, columns): corrected")
+        advance(1, "normalisation")
         samples = pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
                                          seed=opts.seed)
         if not samples:
             raise GeochangeError("no valid pixels where the two dates overlap (nodata or alpha everywhere)")
+        advance(1, f"{opts.model} model")
+        learned = None
         if ckpt is not None:
             model = _trained_model(ckpt, opts, device, pair.count)
+        elif marks is not None:
+            model = create_model(opts.model, device=device, **opts.model_params)
+            learned = _fit_marks(model, pair, marks, samples, opts.seed)
         else:
             model = create_model(opts.model, device=device, **opts.model_params)
             model.fit([(s.before, s.after, s.valid) for s in samples], seed=opts.seed)
         del samples
+        advance(1)
     timings["fit"] = round(time.perf_counter() - t, 3)
 
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
@@ -183,15 +230,19 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
             f"{narrowed}")
     n_types = getattr(model, "n_types", 0)
+    shown, shown_by = true_colour(pair.band_labels(), opts.rgb)   # the quicklook's red, green, blue
     if cluster is None:
-        result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings)
+        result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings, shown)
     else:
-        result = _run_blocks(pair, model, rule, plan, out_dir, opts, device, timings, cluster)
+        result = _run_blocks(pair, model, rule, plan, out_dir, opts, device, timings, cluster, shown)
     if not n_types:  # an earlier (overwritten) run's type map would not match this run
         (out_dir / "change_type.tif").unlink(missing_ok=True)
     t = time.perf_counter()
     result["quicklook"].load_mask(out_dir / "change_mask.tif")
-    result["quicklook"].save(out_dir / "quicklook.png")
+    dates = [acquisition_date(tags) for tags in pair.tags()]
+    result["quicklook"].save(out_dir / "quicklook.png", captions(
+        pair.before_path, pair.after_path, opts.model, result["stats"].as_dict()["changed_fraction"], dates=dates,
+        rgb=[b + 1 for b in shown]))
     timings["quicklook"] = round(time.perf_counter() - t, 3)
     return {
         "geochange_version": geochange.__version__,
@@ -202,6 +253,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
                  "res": list(grid.res), "bounds": list(grid.bounds)},
         "coregistration": coreg.as_dict(),
         "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
+        **({"labels": learned} if learned is not None else {}),
         "threshold": model.threshold,
         "engine": {"tile": plan.tile_w, "overlap": plan.overlap, "batch_size": opts.batch_size,
                    "device": device, "windows": result["windows"], "seed": opts.seed,
@@ -210,7 +262,24 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         "polygons": result["polygons"],
         **rule.as_dict(),
         "outputs": [name for name in OUTPUTS if name != "change_type.tif" or n_types],
+        "quicklook": {"bands": [b + 1 for b in shown], "chosen_by": shown_by, "dates": dates},
     }
+
+
+def _fit_marks(model, pair: RasterPair, marks: Marks, samples, seed: int) -> dict:
+    """Train ``model`` on the marks and the scene's cheap negatives; what it learned from, for summary.json."""
+    patch, negatives = model.marks_sizes()
+    scene = marked_scene(pair, marks, samples, patch=patch, negatives=negatives, seed=seed)
+    changed, unchanged = scene.pixel_counts()
+    say(f"{model.name}: learning from {marks.n_changed} changed and {marks.n_unchanged} unchanged marks "
+        f"({len(scene.marked)} patches) and {len(scene.negatives)} cheap negatives of the scene")
+    t = time.perf_counter()
+    trained = model.fit_marks(scene, seed=seed) or {}
+    history = trained.get("history") or []
+    return {**marks.describe(), "marked_patches": len(scene.marked), "negatives": len(scene.negatives),
+            "marked_pixels": {"changed": changed, "unchanged": unchanged},
+            "epochs": trained.get("epochs", len(history)), "final_loss": history[-1].get("loss") if history else None,
+            "seconds": round(time.perf_counter() - t, 3)}
 
 
 def region_rule(opts: DetectOptions, threshold: float, pixel_area_m2: float) -> RegionRule:
@@ -225,21 +294,23 @@ def region_rule(opts: DetectOptions, threshold: float, pixel_area_m2: float) -> 
 
 
 def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
-               timings: dict) -> dict:
+               timings: dict, shown: list[int] | None = None) -> dict:
     """The plan in this process: the engine streams every output as it goes."""
-    outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count)
+    outputs = DetectOutputs(out_dir, pair.grid, rule, getattr(model, "n_types", 0), pair.count, rgb=shown)
     try:
         t = time.perf_counter()
-        with task(f"detecting ({opts.model}, {device})", len(plan)) as advance:
+        with task(f"detecting ({opts.model}, {device})", len(plan), unit="windows") as advance:
             engine = run_sliding(pair, model, plan, outputs.sinks, batch_size=opts.batch_size,
                                  prob_steps=PROB_STEPS, window_hooks=[outputs.quicklook.add_window],
                                  advance=advance)
         timings["inference"] = round(time.perf_counter() - t, 3)
         timings["model"] = round(engine.predict_s, 3)
         t = time.perf_counter()
-        n_polygons = outputs.polygons.close()
-        with task("writing outputs", None):
-            outputs.close()
+        with task("writing outputs", outputs.close_steps + 1, unit="steps") as advance:
+            advance(0, "last regions")
+            n_polygons = outputs.polygons.close()
+            advance(1)
+            outputs.close(advance)
         timings["publish"] = round(time.perf_counter() - t, 3)
     except BaseException:
         outputs.abort()
@@ -250,7 +321,7 @@ def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, o
 
 
 def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,
-                timings: dict, cluster) -> dict:
+                timings: dict, cluster, shown: list[int] | None = None) -> dict:
     """The plan in blocks on a Dask cluster (engine.blocks), resumable, then assembled here."""
     from geochange.engine.blocks import BlockJob, assemble, run_blocks
 
@@ -259,11 +330,11 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     threads = max(1, (os.cpu_count() or 1) // opts.workers) if opts.workers and not opts.scheduler else None
     job = BlockJob(pair.before_path, pair.after_path, pair.bands_before, opts.resampling, pair.normalizer, model,
                    plan, pair.grid, str(journal.root), opts.batch_size, PROB_STEPS, rule,
-                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads, pair.after_shift)
+                   _cache_bytes(pair.before_path, opts.gdal_cache_mb), threads, pair.after_shift, shown)
     t = time.perf_counter()
     try:
         client = cluster.client()
-        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan)) as advance:
+        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan), unit="windows") as advance:
             n_workers = len(client.nthreads())
             records, resumed = run_blocks(job, blocks, journal, client, advance, opts.resume)
     except BaseException:
@@ -275,8 +346,8 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     timings["inference"] = round(time.perf_counter() - t, 3)
     timings["model"] = round(sum(r["predict_s"] for r in records), 3)
     t = time.perf_counter()
-    with task("writing outputs", None):
-        assembled = assemble(job, blocks, journal, out_dir, pair.count)
+    with task("assembling the blocks", len(blocks) + 1, unit="steps") as advance:
+        assembled = assemble(job, blocks, journal, out_dir, pair.count, advance)
     journal.remove()
     timings["publish"] = round(time.perf_counter() - t, 3)
     return {"windows": sum(r["windows"] for r in records), "stats": assembled.stats, "polygons": assembled.polygons,
@@ -300,7 +371,7 @@ def _fingerprint(pair: RasterPair, model, opts: DetectOptions, device: str, n_bl
 def _with_model_name(opts: DetectOptions, ckpt: dict | None) -> DetectOptions:
     """Fill in the model's name: the checkpoint's when one is given (and check they agree), else cva."""
     if ckpt is None:
-        return dataclasses.replace(opts, model=opts.model or "cva")
+        return dataclasses.replace(opts, model=opts.model or (LABELS_MODEL if opts.labels else "cva"))
     if opts.model and opts.model != ckpt["model"]:
         raise GeochangeError(f"{opts.checkpoint}: a {ckpt['model']} checkpoint, not {opts.model}")
     return dataclasses.replace(opts, model=ckpt["model"])

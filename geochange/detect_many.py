@@ -69,7 +69,7 @@ def detect_many(pairs_csv: str | Path, options: DetectOptions | None = None, *, 
     rows = read_pairs(pairs_csv)
     opts = options or DetectOptions()
     results: list[dict | None] = [None] * len(rows)
-    with dask_client(scheduler, workers) as client, task("pairs", len(rows)) as advance:
+    with dask_client(scheduler, workers) as client, task("pairs", len(rows), unit="pairs") as advance:
         futures = {client.submit(run_pair, row, opts, pure=False, key=f"detect-pair-{i}"): i
                    for i, row in enumerate(rows)}
         for future in as_completed(futures):

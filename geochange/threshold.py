@@ -470,3 +470,26 @@ def threshold_from_dict(data: dict[str, Any]):
     if data.get("method") == "gamma-em":
         return GammaMixtureResult.from_dict(data)
     return GGKIResult.from_dict(data)
+
+
+def adjust_to_prior(p: np.ndarray, prior: float, trained_prior: float = 0.5) -> np.ndarray:
+    """Posterior of a classifier trained at class prior ``trained_prior`` moved to ``prior`` (Saerens,
+    Latinne & Decaestecker 2002, Eq. 2.4): the odds are scaled by ``prior / (1 - prior)`` over the trained
+    odds. A class-balanced model (``trained_prior`` 0.5) flags far too much where change is rare."""
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    scale = (prior / (1 - prior)) / (trained_prior / (1 - trained_prior))
+    odds = p / (1 - p) * scale
+    return (odds / (1 + odds)).astype(np.float32)
+
+
+def estimate_prior(p: np.ndarray, trained_prior: float = 0.5, iterations: int = 100, tol: float = 1e-6) -> float:
+    """The share of changed pixels in a scene from a classifier's posteriors ``p`` on a sample of it, by
+    Saerens et al.'s EM (2002, Eqs. 2.9-2.10): adjust the posteriors to the current prior, take their mean
+    as the new prior, until it settles. Bounded to [1e-4, 0.5]."""
+    prior = float(trained_prior)
+    for _ in range(iterations):
+        new = float(np.clip(adjust_to_prior(p, prior, trained_prior).mean(), 1e-4, 0.5))
+        if abs(new - prior) < tol:
+            return new
+        prior = new
+    return prior

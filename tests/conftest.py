@@ -420,3 +420,65 @@ def make_shifted_pair(folder: Path, shift: tuple[float, float] = (0.6, -1.3), se
     folder.mkdir(parents=True, exist_ok=True)
     return ShiftedPair(write_tif(folder / "before.tif", before_u8, UTM, transform, nodata=0),
                        write_tif(folder / "after.tif", after_u8, UTM, transform, nodata=0), shift, transform, planted)
+
+
+@dataclass
+class MarkedScene:
+    before: Path
+    after: Path
+    marks: Path          # GeoPackage (EPSG:4326) of marks in the LEFT half: change 1 on new roofs, 0 on distractors
+    roofs: np.ndarray    # bool (h, w): new roofs, the change that matters
+    distractors: np.ndarray  # bool (h, w): strong spectral change that the analyst marks as not change
+    transform: Affine
+    shape: tuple[int, int]
+
+
+def make_marked_scene(folder: Path, seed: int = 0, size: int = 192) -> MarkedScene:
+    """Two kinds of change of the same strength: new bright roofs (change) and darkened, greener patches
+    (say, crops ripening: marked unchanged). A label-free model flags both; one that learns from the
+    marks of the left half should keep only the roofs in the right half."""
+    import geopandas as gpd
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    transform = Affine(2.0, 0, 600_000.0, 0, -2.0, 4_200_000.0)
+    base = texture(rng, (size, size))
+    before, after = base.copy(), base.copy()
+    roofs = np.zeros((size, size), bool)
+    distractors = np.zeros((size, size), bool)
+    taken = np.zeros((size, size), bool)
+    boxes = []
+    for k in range(28):
+        for _ in range(50):
+            h, w = rng.integers(8, 14), rng.integers(8, 14)
+            r, c = rng.integers(4, size - h - 4), rng.integers(4, size - w - 4)
+            if not taken[r - 3:r + h + 3, c - 3:c + w + 3].any():
+                break
+        taken[r:r + h, c:c + w] = True
+        if k % 2 == 0:
+            after[:, r:r + h, c:c + w] = np.array([215, 205, 195])[:, None, None]
+            roofs[r:r + h, c:c + w] = True
+        else:  # as far from the background as a roof, in another direction: darker red, greener
+            after[:, r:r + h, c:c + w] -= np.array([45, -55, 70])[:, None, None]
+            distractors[r:r + h, c:c + w] = True
+        boxes.append((r, c, h, w, 1 if k % 2 == 0 else 0))
+    before += rng.normal(0, 2.0, before.shape)
+    after += rng.normal(0, 2.0, after.shape)
+    folder.mkdir(parents=True, exist_ok=True)
+    b = write_tif(folder / "before.tif", np.clip(before, 1, 255).astype(np.uint8), UTM, transform)
+    a = write_tif(folder / "after.tif", np.clip(after, 1, 255).astype(np.uint8), UTM, transform)
+    geoms, values = [], []
+    for r, c, h, w, v in boxes:
+        if c + w <= size // 2:  # marks in the left half only
+            (x0, y0), (x1, y1) = transform * (c, r), transform * (c + w, r + h)
+            geoms.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            values.append(v)
+    marks = folder / "marks.gpkg"
+    gpd.GeoDataFrame({"change": values}, geometry=geoms, crs=UTM).to_crs(4326).to_file(marks, driver="GPKG")
+    return MarkedScene(b, a, marks, roofs, distractors, transform, (size, size))
+
+
+@pytest.fixture
+def marked_scene(tmp_path: Path) -> MarkedScene:
+    """A pair with roofs (change) and distractors (not change) and marks on the left half (see make_marked_scene)."""
+    return make_marked_scene(tmp_path / "marked")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.append(str(BENCH))  # bench_labels' helpers are tested directly
 
 
 def test_bench_accuracy_tiny(tmp_path):
@@ -84,3 +87,47 @@ def test_bench_cdcluster_synthetic_tiny(tmp_path):
     lines = _run("bench_cdcluster_synthetic.py", "--train", "8", "--test", "4", "--seeds", "0",
                  "--setting", "short:epochs=3,warmup_epochs=2,recluster_every=1,unsup_lr=0", cwd=tmp_path)
     assert any(line.strip().startswith("short |") for line in lines)
+
+
+def test_bench_labels_tiny(tmp_path):
+    lines = _run("bench_labels.py", "--tiny", "--workdir", str(tmp_path), "--data", str(tmp_path / "no-shared-data"),
+                 "--json", str(tmp_path / "rows.json"), cwd=tmp_path)
+    # the table: a header of methods, then the scene's row of kappa/F1/% flagged cells per method
+    header = next(line for line in lines if line.startswith("scene ") and "marks" in line).split()
+    row = next(line for line in lines if line.startswith("illumination ") and "/" in line.split()[1]).split()
+    cells = dict(zip(header[3:], row[3:]))
+    assert row[1] == "10/10"  # ten changed regions and ten unchanged squares drawn from the left half
+    assert any(line.startswith("mean kappa, synthetic (1)") for line in lines)
+    assert any(line.startswith("[synthetic] labels default") for line in lines)
+    kappa = {m: float(c.split("/")[0]) for m, c in cells.items() if c != "-"}
+    assert kappa["cva"] > 0.9       # the planted changes of the right half are found without labels
+    assert kappa["rf"] > 0.5        # the random forest on 20 marks + cheap negatives beats chance by far
+    assert "rf-nonneg" in kappa
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert rows["marks"]["illumination"]["changed"] == 10
+    if not any(line.startswith("note: geochange.detect.DetectOptions has no `labels`") for line in lines):
+        assert "cdcluster" in kappa  # the label model trained on the marks (briefly) was run and scored
+        r = next(r for r in rows["rows"] if r["method"] == "cdcluster")
+        assert r["fit_s"] > 0 and r["inference_s"] > 0
+
+
+def test_bench_labels_marks():
+    import bench_labels
+    import numpy as np
+    import shapely
+    from affine import Affine
+
+    t = Affine(10.0, 0, 500_000.0, 0, -10.0, 4_100_000.0)
+    truth = np.full((80, 80), 255, np.uint8)     # sparse truth, as Taizhou's: 255 unlabelled
+    truth[5:40, 2:37] = 1                         # a large changed region in the left half: cut to 400 px
+    truth[50:52, 10:12] = 1                       # a small one (4 px)
+    truth[60, 20] = 1                             # too small to be drawn
+    truth[70:75, 25:30] = 0                       # room for one unchanged square only
+    truth[77, 1:30:3] = 0                         # single labelled unchanged pixels
+    truth[:, 40:] = 1                             # the right half is never drawn from
+    geoms, values, counts = bench_labels.draw_marks(truth, t, 10, np.random.default_rng(0))
+    assert counts == {"changed": 2, "unchanged": 10, "points": 9, "cut": 1, "components": 2}
+    areas = sorted(g.area / 100 for g, v in zip(geoms, values) if v == 1)
+    assert areas == [4, 400]                      # exact pixel outlines, in pixels
+    assert [g.geom_type for g, v in zip(geoms, values) if v == 0].count("Polygon") == 1
+    assert shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10   # all within the left half

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -35,6 +36,34 @@ def test_evaluate_prints_a_table(planted_same_grid, tmp_path):
     runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-q"])
     res = runner.invoke(app, ["evaluate", str(tmp_path / "o" / "change_mask.tif"), str(s.truth)])
     assert res.exit_code == 0 and "kappa" in res.stdout and "[[" in res.stdout
+
+
+def test_evaluate_ignores_truth_values(planted_same_grid, tmp_path):
+    """A sparse truth: the planted truth labelled in a few rows only, 255 elsewhere (no nodata declared)."""
+    import numpy as np
+    import rasterio
+
+    s = planted_same_grid
+    with rasterio.open(s.truth) as ds:
+        truth, profile = ds.read(1), ds.profile
+    sparse = np.where(np.arange(truth.shape[0])[:, None] % 32 == 0, truth, 255).astype(np.uint8)
+    with rasterio.open(tmp_path / "sparse.tif", "w", **(profile | {"nodata": None})) as ds:
+        ds.write(sparse, 1)
+    runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "-q"])
+    mask = str(tmp_path / "o" / "change_mask.tif")
+    with rasterio.open(mask) as ds:
+        scored = ds.read(1) != 255      # the prediction's own nodata is never scored
+    whole = runner.invoke(app, ["evaluate", mask, str(tmp_path / "sparse.tif"), "--json"])
+    assert whole.exit_code == 0 and "--ignore-value 255 " in whole.stderr
+    for args in (["--ignore-value", "254,255"], ["--ignore-value", "255", "--ignore-value", "254"]):
+        res = runner.invoke(app, ["evaluate", mask, str(tmp_path / "sparse.tif"), "--json", *args])
+        assert res.exit_code == 0, res.output
+        result = json.loads(res.stdout)
+        assert result["ignored"] == {"values": [254, 255], "pixels": int((scored & (sparse == 255)).sum())}
+        assert result["scores"]["n_pixels"] == int((scored & (sparse <= 1)).sum()) and "warning" not in res.stderr
+    res = runner.invoke(app, ["evaluate", mask, str(tmp_path / "sparse.tif"), "--ignore-value", "x"])
+    assert res.exit_code == 2 and res.stderr.splitlines() == [
+        "error: --ignore-value x: give raster values separated by commas, e.g. 255"]
 
 
 @pytest.mark.parametrize("command", ["detect", "evaluate", "info", "tile", "train"])
@@ -76,6 +105,32 @@ def test_detect_region_options(planted_same_grid, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["min_area_m2"] == 0.0 and summary["hysteresis_low"] == 0.3
+
+
+@pytest.mark.parametrize("command", ["detect", "detect-many", "evaluate", "info", "tile", "train", "build-wdc"])
+def test_help_shows_flags_as_flags(command):
+    """An on/off option takes no value: --help must not suggest one (``--overwrite <bool>``)."""
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "<bool>" not in res.stdout
+    flag = next(line for line in res.stdout.splitlines() if "--help" in line)
+    assert re.search(r"--help\s+-h\s+Show this message", flag)
+
+
+def test_help_names_the_arguments_and_offers_shell_completion():
+    res = runner.invoke(app, ["detect", "--help"], env={"COLUMNS": "200"})
+    assert "BEFORE" in res.stdout and "AFTER" in res.stdout and "{before}" not in res.stdout
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--install-completion" in res.stdout and "--show-completion" in res.stdout and "<bool>" not in res.stdout
+
+
+def test_a_flag_given_a_value_is_one_line_naming_the_value(planted_same_grid, tmp_path):
+    s = planted_same_grid
+    res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(tmp_path / "o"), "--overwrite", "true"],
+                        prog_name="geochange")
+    assert res.exit_code == 2
+    assert res.stderr.splitlines() == ["error: Got unexpected extra argument(s) (true) (see geochange detect --help)"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_version():

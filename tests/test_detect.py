@@ -386,8 +386,8 @@ def test_quicklook_shows_the_kept_regions(planted_same_grid, tmp_path):
     summary = detect(str(s.before), str(s.after), tmp_path / "o", DetectOptions(tile=128, min_area=150))
     with rasterio.open(tmp_path / "o" / "change_mask.tif") as ds:
         mask = ds.read(1)
-    img = np.asarray(Image.open(tmp_path / "o" / "quicklook.png"))
     h, w = mask.shape          # 240 x 300: the canvas is at full resolution
+    img = np.asarray(Image.open(tmp_path / "o" / "quicklook.png"))[-h:]   # below the captions
     gap = (img.shape[1] - 3 * w) // 2
     after, overlay = img[:, w + gap:2 * w + gap], img[:, 2 * (w + gap):]
     red = (overlay != after).any(axis=2)

@@ -11,6 +11,7 @@ from shapely.geometry import MultiPolygon, box
 
 from geochange.errors import GeochangeError
 from geochange.evaluate import evaluate
+from geochange.logs import configure_cli_logging
 from geochange.metrics import ConfusionMatrix
 
 SIZE = 64
@@ -149,6 +150,63 @@ def test_change_values(tmp_path, pred_path, pred_array):
     path = _write(tmp_path / "classes.tif", classes)
     assert evaluate(pred_path, path)["scores"] == _expected(pred_array, classes > 0)
     assert evaluate(pred_path, path, change_values=[2])["scores"] == _expected(pred_array, classes == 2)
+
+
+def _sparse_truth(truth_array):
+    """Taizhou-like sparse truth: labelled (0/1) pixels in two strips, 255 (unlabelled, not declared
+    nodata) everywhere else."""
+    sparse = np.full(truth_array.shape, 255, np.uint8)
+    labelled = np.zeros(truth_array.shape, bool)
+    labelled[10:12] = labelled[:, 40] = True
+    sparse[labelled] = truth_array[labelled]
+    return sparse, labelled
+
+
+@pytest.fixture
+def warnings_shown(capsys):
+    """The warnings the CLI would print (its one handler, on captured stderr)."""
+    configure_cli_logging()
+    capsys.readouterr()
+    return lambda: [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+
+
+def test_ignore_values_are_not_scored(tmp_path, pred_path, pred_array, truth_array, warnings_shown):
+    sparse, labelled = _sparse_truth(truth_array)
+    path = _write(tmp_path / "sparse.tif", sparse)
+    result = evaluate(pred_path, path, ignore_values=[255], window_size=16)
+    assert result["scores"] == _expected(pred_array, truth_array == 1, labelled)
+    assert result["ignored"] == {"values": [255], "pixels": int((~labelled).sum())}
+    # with the labels' own change value, and as the same file with 255 declared nodata
+    assert evaluate(pred_path, path, ignore_values=[255], change_values=[1])["scores"] == result["scores"]
+    declared = _write(tmp_path / "sparse_nd.tif", sparse, nodata=255)
+    assert evaluate(pred_path, declared)["scores"] == result["scores"]
+    assert warnings_shown() == []
+
+
+def test_a_sparse_truth_scored_whole_gets_a_hint(tmp_path, pred_path, pred_array, truth_array, warnings_shown):
+    sparse, labelled = _sparse_truth(truth_array)
+    path = _write(tmp_path / "sparse.tif", sparse)
+    scores = evaluate(pred_path, path)["scores"]
+    assert scores == _expected(pred_array, sparse > 0)     # 255 counted as change, as asked
+    [hint] = warnings_shown()
+    assert hint.startswith(f"warning: {path}: ") and "% of the scored truth pixels are 255" in hint
+    assert "--ignore-value 255" in hint and "scored as changed" in hint
+    # a dense two-class truth, or three classes none of which looks unlabelled: no hint
+    classes = np.where(np.arange(SIZE * SIZE).reshape(SIZE, SIZE) % 50 == 0, 2, 0).astype(np.uint8)
+    classes[0, 0] = 1
+    for truth in (truth_array, classes):
+        evaluate(pred_path, _write(tmp_path / "dense.tif", truth))
+    assert warnings_shown() == []
+
+
+def test_ignore_values_are_checked(tmp_path, pred_path, truth_path, truth_gpkg):
+    with pytest.raises(GeochangeError, match="both as a change value and as one to ignore"):
+        evaluate(pred_path, truth_path, change_values=[1], ignore_values=[1])
+    with pytest.raises(GeochangeError, match="values to ignore apply to a truth raster"):
+        evaluate(pred_path, truth_gpkg, ignore_values=[255])
+    everything = _write(tmp_path / "unlabelled.tif", np.full((SIZE, SIZE), 255, np.uint8))
+    with pytest.raises(GeochangeError, match="no valid pixels.*values ignored"):
+        evaluate(pred_path, everything, ignore_values=[255])
 
 
 def test_pred_nodata_255_is_excluded(tmp_path, pred_array, truth_array):

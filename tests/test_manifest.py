@@ -72,6 +72,10 @@ def test_a_good_manifest_resolves_paths_relative_to_its_folder(tmp_path):
     (lambda t: t.replace("2005: a.tif", "20x5: a.tif"), "'20x5' is not a year"),
     (lambda t: t.replace("pairs: [[2010, 2015]]", "pairs: [[2010, 2015]"), "not a valid YAML manifest (line"),
     (lambda t: "- just\n- a list\n", "a manifest is a mapping"),
+    (lambda t: t + "options: {patch: 32, workers: 4}\n", "unknown key 'workers' in options (known: patch,"),
+    (lambda t: t + "options: {patch: 32.5}\n", "options.patch must be a whole number, not 32.5"),
+    (lambda t: t + "options: {split: [0.8, 0.2]}\n", "options.split must be three fractions [train, val, test]"),
+    (lambda t: t + "options: [patch, 32]\n", "'options' is a mapping of build-wdc options"),
 ])
 def test_a_corrupt_manifest_is_one_clear_line(tmp_path, edit, message):
     path = write(tmp_path, edit(GOOD))
@@ -79,6 +83,13 @@ def test_a_corrupt_manifest_is_one_clear_line(tmp_path, edit, message):
         load_manifest(path)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert str(err.value).startswith("m.yaml") or str(err.value).startswith(str(path))
+
+
+def test_options_are_the_citys_build_defaults(tmp_path):
+    m = load_manifest(write(tmp_path, GOOD + "options: {patch: 32, block: 2, building_share: 1, split: [7, 1, 2], margin: null}\n"))
+    assert m.options == {"patch": 32, "block": 2, "building_share": 1.0, "split": [7.0, 1.0, 2.0], "margin": None}
+    assert m.describe()["options"] == m.options
+    assert load_manifest(write(tmp_path, GOOD)).options == {}
 
 
 @pytest.mark.parametrize("name", ["../outside.tif", "/etc/passwd", "a/../../b.tif", "~/x.tif", "a\\..\\b", "we ird.tif", "."])

@@ -302,3 +302,23 @@ def test_gamma_mixture_refuses_too_little_or_constant_data():
         gamma_mixture_threshold(np.array([1.0, 2.0, np.nan, 3.0]))
     with pytest.raises(GeochangeError, match="equal"):
         gamma_mixture_threshold(np.full(100, 2.0))
+
+
+def test_prior_of_a_balanced_classifier_is_recovered():
+    """Saerens et al. 2002: the posteriors of a classifier trained on balanced classes, on a scene with 4 %
+    change, give back that share, and the adjusted posteriors are calibrated there."""
+    from geochange.threshold import adjust_to_prior, estimate_prior
+
+    rng = np.random.default_rng(0)
+    n, prior = 200_000, 0.04
+    y = rng.random(n) < prior
+    x = rng.normal(np.where(y, 2.0, 0.0), 1.0)                 # one feature, unit-variance classes
+    p_bal = 1 / (1 + np.exp(-(2.0 * x - 2.0)))                 # the exact posterior at prior 0.5
+    assert p_bal.mean() > 0.15                                  # balanced: far more than 4 % "changed"
+    est = estimate_prior(p_bal)
+    assert abs(est - prior) < 0.005
+    adj = adjust_to_prior(p_bal, est)
+    assert abs(adj.mean() - prior) < 0.005
+    high = adj > 0.8                                            # calibrated: 80 %+ sure means mostly changed
+    assert y[high].mean() > 0.8
+    assert np.all(np.diff(adj[np.argsort(p_bal)]) >= -1e-6)    # the ranking is kept

@@ -87,7 +87,7 @@ def _get(url: str, part: Path, have: int, timeout: float) -> str:
         received = have
         try:
             with open(part, "ab" if resumed else "wb") as f, \
-                    task(f"Downloading {part.name[:-5]}", total=total) as advance:
+                    task(f"downloading {part.name[:-5]}", total=total, unit="bytes") as advance:
                 advance(have)
                 while block := response.read(CHUNK):
                     f.write(block)

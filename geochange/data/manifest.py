@@ -12,6 +12,7 @@ A manifest is a YAML file (see ``data_manifests/wdc.yaml`` and docs/datasets.md)
       2005: {url: https://..., file: ortho_2005.tif, sha256: ..., ...}
     footprints:
       1999: {source: buildings_1999.gpkg, layer: ..., id_field: GIS_ID, year_field: CAPTUREYEAR, ...}
+    options: {patch: 32, block: 2, noisy: 200}   # optional: this city's build-wdc defaults
 
 Every entry names its data either by ``source`` (read where it is: a local path, relative to the
 manifest's folder, or any GDAL string) or by ``url`` (fetched into the cache by ``--download``, under
@@ -20,6 +21,8 @@ years missing for a pair or for the filter, a local path that does not exist, a 
 PROJ does not know. Paths are confined: a cache name cannot leave the cache (no absolute path, no
 ``..``), and a GDAL WMS description with a ``<Cache>`` (GDAL would write tiles wherever it says) is
 refused, so nothing in a manifest makes the tool write outside the output folder or the cache.
+``options`` holds the city's defaults for the build-wdc options that shape the dataset (patch size,
+block, numbers of patches, ...; :data:`OPTION_TYPES`); flags given on the command line override them.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ from urllib.parse import unquote, urlparse
 from geochange.errors import GeochangeError
 
 TOP_KEYS = ("name", "description", "crs", "resolution", "licence", "attribution", "notes", "pairs",
-            "noisy_pairs", "filter_year", "imagery", "footprints")
+            "noisy_pairs", "filter_year", "imagery", "footprints", "options")
+# build-wdc options a manifest may set (its defaults for this city; command-line flags override them):
+# what shapes the dataset, not how or where it runs
+OPTION_TYPES = {"patch": int, "noisy": int, "positives": int, "negatives": int, "building_share": float,
+                "split": list, "block": int, "margin": int, "seed": int, "min_valid": float, "resampling": str}
 COMMON_KEYS = ("source", "url", "file", "sha256", "crs", "licence", "provenance", "notes")
 IMAGERY_KEYS = COMMON_KEYS + ("resolution", "bands")
 FOOTPRINT_KEYS = COMMON_KEYS + ("layer", "id_field", "year_field")
@@ -103,6 +110,7 @@ class Manifest:
     licence: str | None = None
     attribution: str | None = None
     notes: str | None = None
+    options: dict = field(default_factory=dict)   # build-wdc option defaults of this city (OPTION_TYPES)
     extra: dict = field(default_factory=dict)
 
     def entries(self) -> list[Entry]:
@@ -121,7 +129,8 @@ class Manifest:
                 "pairs": [f"{a}-{b}" for a, b in self.pairs],
                 "noisy_pairs": [f"{a}-{b}" for a, b in self.noisy_pairs], "filter_year": self.filter_year,
                 "imagery": {y: entry(e) for y, e in sorted(self.imagery.items())},
-                "footprints": {y: entry(e) for y, e in sorted(self.footprints.items())}}
+                "footprints": {y: entry(e) for y, e in sorted(self.footprints.items())},
+                "options": dict(self.options)}
 
 
 def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
@@ -180,11 +189,12 @@ def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
             raise GeochangeError(f"{where}: filter_year {filter_year} has no footprints "
                                  f"(footprint years: {_years(footprints) or 'none'})")
     resolution = _positive(data.get("resolution"), where, "resolution")
+    options = _options(data.get("options"), where)
     return Manifest(path=path, name=str(data.get("name") or path.stem), crs=crs, imagery=imagery,
                     footprints=footprints, pairs=pairs, noisy_pairs=noisy_pairs, filter_year=filter_year,
                     resolution=resolution, description=_text(data.get("description")),
                     licence=_text(data.get("licence")), attribution=_text(data.get("attribution")),
-                    notes=_text(data.get("notes")))
+                    notes=_text(data.get("notes")), options=options)
 
 
 # --- paths --------------------------------------------------------------------------------------
@@ -297,6 +307,35 @@ def _entry(kind: str, year: int, v: dict, base: Path, where: str, check_files: b
                  crs=_crs(v.get("crs"), where, "crs"), resolution=_positive(v.get("resolution"), where, "resolution"),
                  bands=bands, layer=v.get("layer"), id_field=v.get("id_field"), year_field=v.get("year_field"),
                  licence=_text(v.get("licence")), provenance=_text(v.get("provenance")), notes=_text(v.get("notes")))
+
+
+def _options(raw, where: str) -> dict:
+    """The manifest's build-wdc option defaults: known keys, values of the right kind (ranges are
+    checked with the command line's)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise GeochangeError(f"{where}: 'options' is a mapping of build-wdc options, e.g. {{patch: 32, block: 2}}")
+    _check_keys(raw, tuple(OPTION_TYPES), where, "options")
+    out = {}
+    for key, value in raw.items():
+        kind = OPTION_TYPES[key]
+        if value is None and key in ("positives", "negatives", "margin"):
+            out[key] = None
+        elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+            out[key] = value
+        elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+        elif kind is str and isinstance(value, str):
+            out[key] = value
+        elif kind is list and isinstance(value, list) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            out[key] = [float(v) for v in value]
+        else:
+            what = {int: "a whole number", float: "a number", str: "a text",
+                    list: "three fractions [train, val, test]"}[kind]
+            raise GeochangeError(f"{where}: options.{key} must be {what}, not {value!r}")
+    return out
 
 
 def _check_keys(d: dict, known: tuple[str, ...], where: str, label: str) -> None:

@@ -33,6 +33,7 @@ from geochange.data.patches import SPLITS, UNKNOWN, PatchWriter, check_out_dir
 from geochange.errors import GeochangeError
 from geochange.io.align import Grid, open_raster, read_valid_mask, require_crs, warp_to_grid
 from geochange.io.labels import VectorMask, open_raster_or_vector, window_bounds
+from geochange.io.marks import FIELD, Marks, has_field
 from geochange.io.pair import RasterPair
 from geochange.progress import task
 
@@ -113,7 +114,7 @@ def tile(before: str, after: str, out: str | Path, *, labels: str | None = None,
                              band_names=[str(b) for b in pair.bands_before], sources=[source], params=params)
         skipped = 0
         try:
-            with task("Tiling", total=len(chips)) as advance:
+            with task("tiling", total=len(chips), unit="chips") as advance:
                 for chip in chips:
                     window = Window(chip.col_off, chip.row_off, size, size)
                     wp = pair.read_raw(window)
@@ -254,9 +255,15 @@ def storage_dtype(before: str, after: str) -> str:
 # --- labels -------------------------------------------------------------------------------------
 
 def open_labels(path: str, layer: str | None, grid: Grid):
-    """The label source of ``path``: a raster unless it only opens as a vector (or ``layer`` is given)."""
+    """The label source of ``path``: a raster unless it only opens as a vector (or ``layer`` is given).
+
+    A vector layer with a ``change`` field holds marks (``detect --labels``' format: 1 changed, 0
+    unchanged, unknown elsewhere); without one its polygons are the changed areas and the rest is unchanged.
+    """
     ds = None if layer is not None else open_raster_or_vector(path)
     if ds is None:
+        if has_field(path, FIELD, layer):
+            return Marks(path, grid, FIELD, layer, outside="drop", both_classes=False)
         return VectorMask(path, layer, grid, what="label", allow_empty=True,
                           layer_hint="name the label layer with --label-layer")
     return RasterLabels(path, ds, grid)

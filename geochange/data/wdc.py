@@ -12,16 +12,23 @@ Hamaguchi et al. 2019, appendix A (the WDC dataset), as a general tool driven by
      default: "image pairs close to each other in their acquisition year"), with the ratio of patches
      containing and not containing a building of ``filter_year`` held at 9:1 (A.3). Label unknown
      (255): they are unlabelled training data for representation learning (Table 1: 250,000).
-   - ``positive``: one patch centred on each annotated change (new or destroyed building); label 1 on
-     the changed buildings' pixels, 0 elsewhere.
+   - ``positive``: one patch per annotated change (new or destroyed building) that holds the whole
+     building when it fits in a patch (centred on it, moved inside its block where it can, and
+     only as far over the block's border as the building itself reaches); label 1 on the changed
+     buildings' pixels, 0 elsewhere. A building larger than the patch gets a patch centred on it.
    - ``negative``: patches centred on buildings that did not change, with no change within
      ``margin`` pixels of the patch; label 0 everywhere. As many as the positives by default (the
      paper's test set is balanced, 1,934 + 1,934).
-3. **Splits** are spatial and deterministic: the working CRS is cut into square blocks of ``block``
-   patches (at the coarsest pixel size of the pairs), a seeded permutation of the blocks is cut by
-   the ``split`` fractions (the rule of ``geochange tile``), and every patch lies inside one block, in
-   every pair: patches of different splits never share a square metre. Noisy negatives come from
-   train blocks only, so nothing seen in representation learning lies in val or test.
+3. **Splits** are spatial and deterministic, by building first, then by block: the working CRS is
+   cut into square blocks of ``block`` patches (at the coarsest pixel size of the pairs), and a
+   seeded permutation of the blocks is cut by the ``split`` fractions (the rule of ``geochange
+   tile``). A changed building belongs to the split of the block holding its centre, in every
+   pair, and so does its positive patch, which may reach over the block's border to hold it. No
+   patch of another split touches a changed building or a positive's ground: a positive that would
+   is moved (to where it still holds its building) or dropped; a negative or noisy patch that would
+   is dropped. Negatives and noisy negatives lie inside one block. So patches of different splits
+   never share a square metre, and no changed building is seen in two splits. Noisy negatives
+   come from train blocks only, so nothing seen in representation learning lies in val or test.
 
 The raster work (windowed reads through :class:`~geochange.io.pair.RasterPair`, label rasterising)
 runs in worker processes of a Dask distributed cluster: a local one by default (``workers``), or the
@@ -33,7 +40,7 @@ same, row for row, whatever the number of workers, and it is published atomicall
 Deviations from appendix A: the paper resamples every year to 16 cm; here the patch grid is the
 earlier image's own grid (point the manifest at a resampling VRT or a WMS description at the wanted
 resolution, as data_manifests/wdc.yaml does). The paper does not say how positives and negatives
-are placed or split; here they are centred on buildings and split by spatial blocks. Patches whose
+are placed or split; here they are placed on buildings and split by building, then spatial block. Patches whose
 pixels are not valid in both dates (``min_valid``) are skipped and replaced by further candidates.
 """
 
@@ -46,7 +53,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -148,17 +155,20 @@ class Candidates:
 
 
 def build_wdc(manifest: str | Path | Manifest, out: str | Path, *, cache: str | Path | None = None,
-              download: bool = False, options: WdcOptions | None = None) -> dict:
+              download: bool = False, options: WdcOptions | Mapping | None = None) -> dict:
     """Annotate the manifest's footprint pairs and write the patch dataset into ``out``; return the summary.
 
-    ``cache`` holds downloaded files (``download`` fetches missing ones first). Returns (and writes
-    as ``summary.json`` in ``out``) buildings per year, changes per pair, patches per split and kind.
+    ``options``: a :class:`WdcOptions` is used as it is; a mapping (or None) names the options to
+    set on top of the manifest's ``options`` (its defaults for this city), which are on top of
+    :class:`WdcOptions`' defaults (what the command line does with the flags given). ``cache`` holds
+    downloaded files (``download`` fetches missing ones first). Returns (and writes as
+    ``summary.json`` in ``out``) buildings per year, changes per pair, patches per split and kind.
     Raises :class:`GeochangeError` on bad input.
     """
     t0 = time.perf_counter()
-    opts = options or WdcOptions()
-    _check_options(opts)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    opts = resolve_options(m, options)
+    _check_options(opts)
     out = Path(out)
     check_out_dir(out, opts.overwrite)
     cache_dir = Path(cache) if cache is not None else default_cache()
@@ -223,13 +233,15 @@ def build_wdc(manifest: str | Path | Manifest, out: str | Path, *, cache: str | 
         stats = {}
         with _executor(opts.workers, opts.scheduler) as ex:
             sink = _Sink(writer, pair_list, block_splits, dtype, opts)
-            pos = _positive_candidates(pair_list, block_splits, opts, rng)
-            stats["positive"] = _fill_list(ex, sink, pos, opts.positives, "positive", "Positive patches")
-            neg = _negative_candidates(pair_list, block_splits, opts, margin, rng)
+            pos, barriers, placed = _positive_candidates(pair_list, block_splits, opts, rng,
+                                                         _changed_buildings(pair_list, block_splits))
+            stats["positive"] = {**_fill_list(ex, sink, pos, opts.positives, "positive", "Positive patches"), **placed}
+            neg = _negative_candidates(pair_list, block_splits, opts, margin, rng, barriers)
             n_neg = stats["positive"]["written"] if opts.negatives is None else opts.negatives
             stats["negative"] = _fill_list(ex, sink, neg, n_neg, "negative", "Negative patches")
             noisy_pairs = [pair_list.index(plans[p]) for p in m.noisy_pairs]
-            stats["noisy_negative"] = _fill_noisy(ex, sink, noisy_pairs, block_splits, filter_fp, opts, rng)
+            stats["noisy_negative"] = _fill_noisy(ex, sink, noisy_pairs, block_splits, filter_fp, opts, rng,
+                                                  barriers)
             stats["kinds"] = sink.kind_counts
         if writer.count == 0:
             raise GeochangeError(f"no patch of {opts.patch} px could be cut: the pairs hold no valid window "
@@ -244,6 +256,19 @@ def build_wdc(manifest: str | Path | Manifest, out: str | Path, *, cache: str | 
     finally:
         _close_cached_pairs()
     return summary
+
+
+def resolve_options(m: Manifest, options: WdcOptions | Mapping | None = None) -> WdcOptions:
+    """``options`` as they are, or the given ones over the manifest's ``options`` over the defaults."""
+    if isinstance(options, WdcOptions):
+        return options
+    given = {**m.options, **dict(options or {})}
+    unknown = sorted(set(given) - set(WdcOptions.__dataclass_fields__))
+    if unknown:
+        raise GeochangeError(f"unknown build-wdc option {unknown[0]!r} (known: {', '.join(WdcOptions.__dataclass_fields__)})")
+    if given.get("split") is not None:
+        given["split"] = tuple(given["split"])
+    return WdcOptions(**given)
 
 
 def default_cache() -> Path:
@@ -326,6 +351,13 @@ def _blocks_of(x: np.ndarray, y: np.ndarray, p: PairPlan) -> np.ndarray:
     return np.where(inside, bi * p.block_cols + bj, -1)
 
 
+def _boxes(p: PairPlan, row: np.ndarray, col: np.ndarray, size: int, pad: int = 0) -> np.ndarray:
+    """The ground boxes (CRS units) of windows of ``size`` px at ``row``, ``col`` on a pair's grid, ``pad`` px wider."""
+    t = p.transform
+    return shapely.box(t.c + (col - pad) * t.a, t.f + (row + size + pad) * t.e,
+                       t.c + (col + size + pad) * t.a, t.f + (row - pad) * t.e)
+
+
 def _centred_windows(p: PairPlan, geoms: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Windows of ``size`` px centred on each geometry's bounds, moved inside the block of its centre.
 
@@ -344,25 +376,201 @@ def _centred_windows(p: PairPlan, geoms: np.ndarray, size: int) -> tuple[np.ndar
     return row, col, np.where(ok, blk, -1)
 
 
+@dataclass
+class Placement:
+    """Where a changed building's positive patch may go on a pair's grid (pixel units)."""
+
+    blk: np.ndarray          # the block of the building's centre (-1: none): the building's split
+    extent: np.ndarray       # (n, 4) r_lo, r_hi, c_lo, c_hi: the pixels the building's bounds touch
+    preferred: np.ndarray    # (n, 2) row, col: holds the building, inside its block where it can
+    fits: np.ndarray         # the building's bounds fit in a patch
+    ok: np.ndarray           # a window can be cut (a block, and an image at least a patch wide)
+
+
+def _placements(p: PairPlan, geoms: np.ndarray, size: int) -> Placement:
+    """Windows that hold each building whole (when its bounds fit in ``size`` px), in its block if possible.
+
+    Rows (and columns alike): the window centred on the building's bounds is moved inside the
+    block of the building's centre, then as little as needed to hold the building's pixels
+    ``[r_lo, r_hi)`` (so it leaves the block only when the building crosses the block's border),
+    then inside the image. A building larger than the patch gets the centred window, inside its block.
+    """
+    t, (h, w) = p.transform, p.shape
+    b = shapely.bounds(geoms)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    blk = _blocks_of(cx, cy, p)
+    c_lo = np.floor((b[:, 0] - t.c) / t.a + 1e-6).astype(np.int64)
+    c_hi = np.ceil((b[:, 2] - t.c) / t.a - 1e-6).astype(np.int64)
+    r_lo = np.floor((t.f - b[:, 3]) / -t.e + 1e-6).astype(np.int64)
+    r_hi = np.ceil((t.f - b[:, 1]) / -t.e - 1e-6).astype(np.int64)
+    r0, r1, c0, c1 = (p.blocks[np.maximum(blk, 0), k] for k in range(4))
+    fits = (r_hi - r_lo <= size) & (c_hi - c_lo <= size)
+
+    def place(lo, hi, b0, b1, n):
+        x = (lo + hi - size) // 2                                # centred on the building
+        x = np.clip(x, b0, np.maximum(b1 - size, b0))            # inside its block
+        x = np.where(fits, np.clip(x, hi - size, lo), x)         # holding the building
+        return np.clip(x, 0, max(n - size, 0))                   # inside the image
+
+    preferred = np.stack([place(r_lo, r_hi, r0, r1, h), place(c_lo, c_hi, c0, c1, w)], axis=1)
+    ok = (blk >= 0) & (h >= size) & (w >= size)
+    return Placement(blk, np.stack([r_lo, r_hi, c_lo, c_hi], axis=1), preferred, fits, ok)
+
+
+class _Barriers:
+    """Ground that patches of other splits must not touch: changed buildings and positive windows, with their split.
+
+    A changed building belongs to the split of the block holding its centre (in every pair: the
+    blocks are shared), and so does its positive patch, which may reach over the block's border to
+    hold the building whole. Any other patch of another split that overlaps one of them by more than
+    an edge is moved or dropped, so no changed building, and no ground of a positive, is in two splits.
+    """
+
+    def __init__(self, geoms: np.ndarray, splits: np.ndarray) -> None:
+        self.geoms = np.asarray(geoms, dtype=object)
+        self.splits = np.asarray(splits, dtype=object)
+        self.tree = shapely.STRtree(self.geoms) if len(self.geoms) else None
+
+    def add(self, geoms: np.ndarray, splits: np.ndarray) -> "_Barriers":
+        return _Barriers(np.concatenate([self.geoms, np.asarray(geoms, dtype=object)]),
+                         np.concatenate([self.splits, np.asarray(splits, dtype=object)]))
+
+    def conflicts(self, boxes: np.ndarray, splits: np.ndarray) -> np.ndarray:
+        """True for each box that overlaps (with an area) a barrier of a split other than its own."""
+        bad = np.zeros(len(boxes), bool)
+        if self.tree is None or len(boxes) == 0:
+            return bad
+        a, b = self.tree.query(boxes, predicate="intersects")
+        other = np.asarray(splits, dtype=object)[a] != self.splits[b]
+        a, b = a[other], b[other]
+        if len(a):
+            area = shapely.area(shapely.intersection(boxes[a], self.geoms[b]))
+            bad[np.unique(a[area > 0])] = True
+        return bad
+
+
+def _changed_buildings(pairs: list[PairPlan], block_splits) -> _Barriers:
+    """Every pair's changed buildings with the split of the block holding their centre ("none", which no
+    patch may touch, for a centre outside the block grid)."""
+    geoms, splits = [], []
+    for p in pairs:
+        if p.changes is None or len(p.changes.geoms) == 0:
+            continue
+        b = shapely.bounds(p.changes.geoms)
+        blk = _blocks_of((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, p)
+        geoms.append(p.changes.geoms)
+        splits.append(np.where(blk >= 0, block_splits[np.maximum(blk, 0)].astype(object), "none"))
+    if not geoms:
+        return _Barriers(np.zeros(0, object), np.zeros(0, object))
+    return _Barriers(np.concatenate(geoms), np.concatenate(splits))
+
+
 # --- candidates ---------------------------------------------------------------------------------
 
-def _positive_candidates(pairs: list[PairPlan], block_splits, opts: WdcOptions, rng) -> Candidates:
-    """One window centred on each annotated change (all pairs pooled, in a seeded order)."""
-    parts = []
+def _positive_candidates(pairs: list[PairPlan], block_splits, opts: WdcOptions, rng,
+                         changed: _Barriers) -> tuple[Candidates, _Barriers, dict]:
+    """One window per annotated change that holds the building whole and stays in the building's split.
+
+    All pairs pooled, in a seeded order. A window is first placed by :func:`_placements` and takes
+    the split of the block holding the building's centre. One that touches a changed building of
+    another split, or overlaps a window of another split placed before it, is moved to the nearest
+    position (among the extremes of where it still holds its building) free of both, else dropped.
+    Returns the candidates, the barriers (changed buildings and kept windows, for the other kinds)
+    and counts for the summary: ``moved``, ``dropped_other_split``, ``not_whole`` (buildings
+    larger than a patch, or cut by the image's edge).
+    """
+    size = opts.patch
+    parts, extra = [], []
     for k, p in enumerate(pairs):
         if p.changes is None or len(p.changes.geoms) == 0:
             continue
-        row, col, blk = _centred_windows(p, p.changes.geoms, opts.patch)
-        keep = blk >= 0
+        pl = _placements(p, p.changes.geoms, size)
         ids = np.array([f"{kind}:{i}" for kind, i in zip(p.changes.kind, p.changes.src_id)], dtype=object)
-        parts.append(Candidates(np.full(keep.sum(), k), row[keep], col[keep], blk[keep], ids[keep],
-                                np.ones(keep.sum(), np.int8)))
+        keep = pl.ok
+        parts.append(Candidates(np.full(keep.sum(), k), pl.preferred[keep, 0], pl.preferred[keep, 1],
+                                pl.blk[keep], ids[keep], np.ones(keep.sum(), np.int8)))
+        extra.append((pl.extent[keep], pl.fits[keep], pl.blk[keep]))
     c = Candidates.concat(parts)
-    return c.take(rng.permutation(len(c)))
+    if len(c) == 0:
+        return c, changed, {"not_whole": 0, "moved": 0, "dropped_other_split": 0}
+    extent = np.concatenate([e[0] for e in extra])
+    fits = np.concatenate([e[1] for e in extra])
+    order = rng.permutation(len(c))
+    c, extent, fits = c.take(order), extent[order], fits[order]
+    split = block_splits[c.block].astype(object)
+    boxes = np.empty(len(c), dtype=object)
+    for k in np.unique(c.pair):
+        sel = c.pair == k
+        boxes[sel] = _boxes(pairs[int(k)], c.row[sel], c.col[sel], size)
+
+    # Windows that touch a changed building of another split, or overlap a window of another split
+    # earlier in the seeded order, are placed again, one by one in that order: at the nearest
+    # position that holds the building and is free of both (changed buildings, and the windows
+    # placed so far of other splits), else dropped. The others stay where they are.
+    overlap_a, overlap_b = _overlaps(boxes, split)
+    troubled = changed.conflicts(boxes, split)
+    troubled[overlap_b[overlap_a < overlap_b]] = True
+    fixed = _Barriers(boxes[~troubled], split[~troubled])
+    keep = np.ones(len(c), bool)
+    placed: list[int] = []
+    moved = 0
+    for i in np.flatnonzero(troubled):
+        p = pairs[int(c.pair[i])]
+        r_lo, r_hi, c_lo, c_hi = extent[i]
+        h, w = p.shape
+        rows = _positions(int(c.row[i]), r_lo, r_hi, size, h, bool(fits[i]))
+        cols = _positions(int(c.col[i]), c_lo, c_hi, size, w, bool(fits[i]))
+        tries = sorted(((r, q) for r in rows for q in cols), key=lambda rq: abs(rq[0] - c.row[i]) + abs(rq[1] - c.col[i]))
+        rr, cc = np.array([t[0] for t in tries]), np.array([t[1] for t in tries])
+        alt = _boxes(p, rr, cc, size)
+        mine = np.full(len(alt), split[i], dtype=object)
+        bad = changed.conflicts(alt, mine) | fixed.conflicts(alt, mine)
+        if placed:
+            bad |= _Barriers(boxes[placed], split[placed]).conflicts(alt, mine)
+        free = np.flatnonzero(~bad)
+        if len(free) == 0:
+            keep[i] = False
+            continue
+        f = free[0]
+        if (rr[f], cc[f]) != (c.row[i], c.col[i]):
+            c.row[i], c.col[i], boxes[i] = rr[f], cc[f], alt[f]
+            moved += 1
+        placed.append(int(i))
+    whole = fits.copy()
+    for k in np.unique(c.pair):          # held whole: the window covers the building's pixels
+        sel = c.pair == k
+        r_lo, r_hi, c_lo, c_hi = extent[sel].T
+        whole[sel] &= (c.row[sel] <= r_lo) & (c.row[sel] + size >= r_hi) & (c.col[sel] <= c_lo) & (c.col[sel] + size >= c_hi)
+    stats = {"not_whole": int((keep & ~whole).sum()), "moved": moved, "dropped_other_split": int((~keep).sum())}
+    return c.take(keep), changed.add(boxes[keep], split[keep]), stats
 
 
-def _negative_candidates(pairs: list[PairPlan], block_splits, opts: WdcOptions, margin: int, rng) -> Candidates:
-    """Windows centred on unchanged buildings of the later year, with no change within ``margin`` px."""
+def _overlaps(boxes: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(a, b)`` of boxes of different splits that share an area (each pair both ways)."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a, b = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    a, b = a[split[a] != split[b]], b[split[a] != split[b]]
+    if len(a):
+        area = shapely.area(shapely.intersection(boxes[a], boxes[b]))
+        a, b = a[area > 0], b[area > 0]
+    return a, b
+
+
+def _positions(x: int, lo: int, hi: int, size: int, n: int, fits: bool) -> list[int]:
+    """Window offsets to try along one axis: the current one and the extremes that still hold ``[lo, hi)``."""
+    if not fits:
+        return [x]
+    first, last = max(hi - size, 0), min(lo, max(n - size, 0))
+    if first > last:
+        return [x]
+    return sorted({x, first, last, min(max(x, first), last)})
+
+
+def _negative_candidates(pairs: list[PairPlan], block_splits, opts: WdcOptions, margin: int, rng,
+                         barriers: _Barriers) -> Candidates:
+    """Windows centred on unchanged buildings of the later year, with no change within ``margin`` px,
+    inside their block, touching no changed building or positive window of another split."""
     parts = []
     for k, p in enumerate(pairs):
         ch = p.changes
@@ -375,11 +583,10 @@ def _negative_candidates(pairs: list[PairPlan], block_splits, opts: WdcOptions, 
         row, col, blk = _centred_windows(p, geoms, opts.patch)
         keep = blk >= 0
         if len(ch.geoms):
-            t = p.transform
-            boxes = shapely.box(t.c + (col - margin) * t.a, t.f + (row + opts.patch + margin) * t.e,
-                                t.c + (col + opts.patch + margin) * t.a, t.f + (row - margin) * t.e)
-            near, _ = shapely.STRtree(ch.geoms).query(boxes, predicate="intersects")
+            near, _ = shapely.STRtree(ch.geoms).query(_boxes(p, row, col, opts.patch, margin), predicate="intersects")
             keep[near] = False
+        keep[keep] = ~barriers.conflicts(_boxes(p, row[keep], col[keep], opts.patch),
+                                         block_splits[blk[keep]].astype(object))
         ids = p.later.ids[unchanged]
         parts.append(Candidates(np.full(keep.sum(), k), row[keep], col[keep], blk[keep],
                                 np.array([f"kept:{i}" for i in ids[keep]], dtype=object),
@@ -398,9 +605,7 @@ def _noisy_draw(p: PairPlan, k: int, train_blocks: np.ndarray, n: int, size: int
     col = c0[pick] + rng.integers(0, room_c[pick])
     has = np.zeros(n, np.int8)
     if tree is not None:
-        t = p.transform
-        boxes = shapely.box(t.c + col * t.a, t.f + (row + size) * t.e, t.c + (col + size) * t.a, t.f + row * t.e)
-        hit, _ = tree.query(boxes, predicate="intersects")
+        hit, _ = tree.query(_boxes(p, row, col, size), predicate="intersects")
         has[np.unique(hit)] = 1
     return Candidates(np.full(n, k), row, col, train_blocks[pick], np.full(n, "", dtype=object), has)
 
@@ -424,9 +629,7 @@ class _Sink:
                 p = self.pairs[int(k)]
                 changes = None
                 if kind != "noisy_negative" and p.changes is not None:
-                    t = p.transform
-                    boxes = shapely.box(t.c + sel.col * t.a, t.f + (sel.row + size) * t.e,
-                                        t.c + (sel.col + size) * t.a, t.f + sel.row * t.e)
+                    boxes = _boxes(p, sel.row, sel.col, size)
                     _, hit = shapely.STRtree(p.changes.geoms).query(boxes, predicate="intersects") \
                         if len(p.changes.geoms) else (None, np.zeros(0, np.int64))
                     changes = shapely.to_wkb(p.changes.geoms[np.unique(hit)])
@@ -477,7 +680,7 @@ def _fill_list(ex, sink: _Sink, c: Candidates, quota: int | None, kind: str, tit
     want = {kind: quota}
     written = 0
     start = 0
-    with task(title, total=min(quota, len(c))) as advance:
+    with task(title, total=min(quota, len(c)), unit="patches") as advance:
         while want[kind] > 0 and start < len(c):
             n = max(want[kind], 1)
             part = c.take(slice(start, start + n))
@@ -487,7 +690,7 @@ def _fill_list(ex, sink: _Sink, c: Candidates, quota: int | None, kind: str, tit
 
 
 def _fill_noisy(ex, sink: _Sink, pairs: list[int], block_splits, filter_fp: Footprints | None,
-                opts: WdcOptions, rng) -> dict:
+                opts: WdcOptions, rng, barriers: _Barriers) -> dict:
     """Noisy negatives from each pair: random windows in train blocks, 9:1 with and without buildings."""
     n_pairs = len(pairs)
     if n_pairs == 0 or opts.noisy <= 0:
@@ -496,7 +699,7 @@ def _fill_noisy(ex, sink: _Sink, pairs: list[int], block_splits, filter_fp: Foot
     quotas = np.full(n_pairs, opts.noisy // n_pairs) + (np.arange(n_pairs) < opts.noisy % n_pairs)
     totals = {1: 0, 0: 0}
     notes = []
-    with task("Noisy negatives", total=int(opts.noisy)) as advance:
+    with task("noisy negatives", total=int(opts.noisy), unit="patches") as advance:
         for k, q in zip(pairs, quotas):
             p = sink.pairs[k]
             with_b = int(round(q * opts.building_share)) if tree is not None else 0
@@ -511,10 +714,12 @@ def _fill_noisy(ex, sink: _Sink, pairs: list[int], block_splits, filter_fp: Foot
                 n = min(max(4 * sum(want.values()), 256), budget - drawn)
                 cand = _noisy_draw(p, k, train, n, opts.patch, tree, rng)
                 drawn += n
-                # keep, in draw order, only as many of each kind as are still wanted
+                # off other splits' changed buildings and positives; then, in draw order, only as
+                # many of each kind as are still wanted
+                free = ~barriers.conflicts(_boxes(p, cand.row, cand.col, opts.patch), np.full(n, "train", dtype=object))
                 keep = np.zeros(n, bool)
                 for key, left in want.items():
-                    idx = np.flatnonzero(cand.has_building == key)[:max(left, 0)]
+                    idx = np.flatnonzero(free & (cand.has_building == key))[:max(left, 0)]
                     keep[idx] = True
                 got = _run(ex, sink, cand.take(keep), "noisy_negative", want, advance)
                 for key, v in got.items():
@@ -645,8 +850,10 @@ def _summary(m: Manifest, out: Path, footprints, plans, writer: PatchWriter, sta
                          f"({stats[kind]['candidates']} candidates)")
     empty = [s for s, f in zip(SPLITS, split_fractions(opts.split)) if f > 0 and writer.counts[s] == 0]
     if empty:
-        notes.append(f"no patch in {' and '.join(empty)}: {len(block_splits)} block(s) of {block_m:g} m; "
-                     "a smaller --block gives more blocks to share out")
+        held = " and ".join(f"{sp} ({int(np.count_nonzero(block_splits == sp))} blocks)" for sp in empty)
+        notes.append(f"no patch in {held} of {len(block_splits)} blocks of {block_m:g} m: positives and negatives "
+                     "sit on buildings, and noisy negatives come from train blocks only; a smaller --block shares "
+                     "the buildings out between more blocks")
     return {
         "manifest": str(m.path), "name": m.name, "out": str(out), "crs": crs,
         "buildings": {str(y): len(f) for y, f in sorted(footprints.items())},

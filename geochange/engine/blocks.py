@@ -64,6 +64,7 @@ class BlockJob:
     gdal_cache_bytes: int = 64 * 2**20
     torch_threads: int | None = None  # CPU threads for torch on each worker (None: as the worker is set up)
     after_shift: tuple[float, float] | None = None  # AFTER's co-registration shift (RasterPair.coregister)
+    quicklook_bands: list[int] | None = None  # the bands the quicklook shows (io.quicklook.true_colour)
 
     @property
     def n_types(self) -> int:
@@ -91,7 +92,8 @@ def run_block(job: BlockJob, block: Block) -> dict:
                 RasterPair.open(job.before, job.after, bands=job.bands, resampling=Resampling[job.resampling],
                                 after_shift=job.after_shift) as pair:
             pair.normalizer = job.normalizer
-            outputs = DetectOutputs(folder, job.grid, job.region_rule, job.n_types, pair.count, rows=block.body)
+            outputs = DetectOutputs(folder, job.grid, job.region_rule, job.n_types, pair.count, rows=block.body,
+                                    rgb=job.quicklook_bands)
             try:
                 engine = run_sliding(pair, job.model, job.plan, outputs.sinks, batch_size=job.batch_size,
                                      prob_steps=job.prob_steps, window_hooks=[outputs.quicklook.add_window],
@@ -164,14 +166,16 @@ class Assembled:
     polygons: int
 
 
-def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir: Path, bands: int) -> Assembled:
-    """Finish the seams, publish the COGs, the polygons (GeoPackage + Shapefile) of all blocks."""
+def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir: Path, bands: int,
+             advance=lambda n=1, note=None: None) -> Assembled:
+    """Finish the seams, publish the COGs, the polygons (GeoPackage + Shapefile) of all blocks;
+    ``advance(n, note)`` is told of each block, then of the publishing (``len(blocks) + 1`` steps)."""
     grid, rule, specs = job.grid, job.region_rule, raster_specs(job.n_types)
     seams_dir = journal.root / "seams"
     seams_dir.mkdir(exist_ok=True)
     scale = ground_scale(grid)
     stats = StatsSink(scale, rule.low)
-    quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high)
+    quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high, rgb=job.quicklook_bands)
     vectors = VectorWriter(out_dir, grid.crs, polygon_schema(job.n_types > 0))
     fixups = MaskFixups(journal.root / "fixups.bin", scale)
     polygons = PolygonSink(vectors, grid, rule, fixups, job.n_types)
@@ -201,6 +205,8 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
                 polygons.attach(BorderPieces.from_arrays({k: z[k] for k in z.files}))
             for k, spec in enumerate(specs):
                 parts[k].append((folder / spec.name, block.body[0]))
+            advance(1, f"block {block.index + 1}")
+        advance(0, "publishing")
         n_polygons = polygons.close()
         sources = [write_vrt(journal.root / f"{spec.name}.vrt", grid, spec.dtype, spec.nodata, parts[k],
                              spec.description) for k, spec in enumerate(specs)]
@@ -210,6 +216,7 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
         for spec, src in zip(specs, sources):
             publish_cog(src, out_dir / spec.name, spec.overview_resampling)
         vectors.close()
+        advance(1)
     except BaseException:
         vectors.abort()
         raise

@@ -77,7 +77,7 @@ class DetectOutputs:
     """Writers and sinks of one run (``rows=None``) or of one block's body rows (``rows=(y0, y1)``)."""
 
     def __init__(self, folder: Path, grid: Grid, rule: RegionRule, n_types: int, bands: int,
-                 rows: tuple[int, int] | None = None) -> None:
+                 rows: tuple[int, int] | None = None, rgb: list[int] | None = None) -> None:
         block = rows is not None
         self.first_row = rows[0] if block else 0
         scale = ground_scale(grid)
@@ -87,13 +87,20 @@ class DetectOutputs:
         self.fixups = MaskFixups(temp_path(folder / "change_mask.tif", ".fixups"), scale)
         self.polygons = PolygonSink(self.vectors, grid, rule, self.fixups, n_types, hold_top=block)
         self.stats = StatsSink(scale, rule.low)
-        self.quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high)
+        self.quicklook = QuicklookCanvas(grid.height, grid.width, bands, rule.high, rgb=rgb)
         raster = RasterSink(self.writers[0], self.writers[1], rule.low, self.writers[2] if n_types else None)
         self.sinks = [raster, self.polygons, self.stats, self.quicklook]
 
-    def close(self) -> None:
+    @property
+    def close_steps(self) -> int:
+        """The steps of :meth:`close`, for a progress bar: the mask's decisions, each raster, the polygons."""
+        return len(self.writers) + 2
+
+    def close(self, advance=lambda n=1, note=None: None) -> None:
         """Burn the region decisions into the mask, correct the statistics, publish the rasters and
-        polygons (a whole run closes ``polygons`` first, to decide its last regions)."""
+        polygons (a whole run closes ``polygons`` first, to decide its last regions); ``advance(n,
+        note)`` is told of each of :attr:`close_steps`."""
+        advance(0, "region decisions")
         temps = [w.seal() for w in self.writers]
         try:
             correction = self.fixups.apply(temps[1], temps[2] if len(temps) > 2 else None, self.first_row)
@@ -101,8 +108,11 @@ class DetectOutputs:
             self.fixups.discard()
         self.stats.correct(correction, self.fixups)
         for w in self.writers:
+            advance(1, w.path.name)
             w.close()
+        advance(1, "polygons")
         self.vectors.close()
+        advance(1)
 
     def abort(self) -> None:
         self.fixups.discard()

@@ -252,6 +252,29 @@ class RasterPair:
         keep = set(np.unique(np.linspace(0, len(windows) - 1, n).round().astype(int)).tolist())
         return [windows[i] for i in sorted(keep)] + [wi for i, wi in enumerate(windows) if i not in keep]
 
+    def band_labels(self) -> list[dict]:
+        """For each compared band, what the files say it is: ``{"colorinterp": "red", "description": "B04"}``
+        (BEFORE's, or AFTER's where BEFORE says nothing); for the quicklook's true colour."""
+        def labels(ds, bands):
+            return [{"colorinterp": ds.colorinterp[b - 1].name, "description": ds.descriptions[b - 1]} for b in bands]
+
+        def says(value) -> bool:   # GDAL's defaults say nothing
+            return bool(value) and value not in ("undefined", "gray")
+
+        return [{k: b[k] if says(b[k]) else a[k] for k in b}
+                for b, a in zip(labels(self._before, self.bands_before), labels(self._after, self.bands_after))]
+
+    def tags(self) -> tuple[dict, dict]:
+        """BEFORE's and AFTER's dataset tags (default and IMAGERY domains)."""
+        def of(ds):
+            merged = dict(ds.tags())
+            try:
+                merged.update(ds.tags(ns="IMAGERY"))
+            except Exception:   # a driver without that domain
+                pass
+            return merged
+        return of(self._before), of(self._after)
+
     def describe(self) -> dict:
         """What was compared, for summary.json."""
         return {

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from geochange.errors import GeochangeError
+
 # One sampled window: before (C, h, w), after (C, h, w), valid (h, w); normalised, float32.
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -127,6 +129,24 @@ class TrainableModel(ChangeModel):
         checkpoint): fit what scoring needs on the training data (score statistics, an anomaly
         clustering); returns scalars to log. Default: nothing."""
         return {}
+
+    def marks_sizes(self) -> tuple[int, int]:
+        """(patch side, cheap negatives) to cut for :meth:`fit_marks`: ``marks_patch`` (else ``patch``, else 64)
+        and ``marks_negatives`` (else ``scene_patches``, else 64) of the config."""
+        cfg = self.config
+        patch = getattr(cfg, "marks_patch", None) or getattr(cfg, "patch", None) or 64
+        negatives = getattr(cfg, "marks_negatives", None) or getattr(cfg, "scene_patches", None) or 64
+        return int(patch), int(negatives)
+
+    def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
+        """Learn from an analyst's marks (``detect --labels``, ``train --labels``), in the paper's own way.
+
+        ``scene`` is a :class:`~geochange.train.marks.MarkedScene`: patches around the marks and the
+        scenes' cheap negatives, normalised as ``predict`` will see windows. ``options``: the trainer's
+        :class:`~geochange.train.trainer.TrainOptions` (run folder, epochs) or None (nothing kept).
+        Returns the trainer's summary.
+        """
+        raise GeochangeError(f"{self.name} does not learn from marks")
 
     def extra_state(self) -> dict:
         """Fitted values that are not network parameters (tensors, numbers, lists) for checkpoints."""

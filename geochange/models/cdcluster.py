@@ -121,6 +121,10 @@ class CDClusterConfig:
     kmeans_niter: int = 20                 # FAISS k-means iterations
     balance: bool = True                   # weight the loss by inverse cluster size (DeepCluster's uniform sampling)
     bn_samples: int = 256                  # pairs whose batch statistics refresh BN before a clustering (not in the paper)
+    warmup_balance: bool | None = None     # weigh warm-up loss and votes by inverse class size; None: with marks only
+    prior_adjust: bool = True              # with a balanced warm-up: move the probability to the scene's prior (Saerens 2002)
+    marks_patch: int = 64                  # detect --labels: side of the patches around marks and of cheap negatives
+    marks_negatives: int = 96              # detect --labels: cheap negatives cropped from the scene
     whiten: bool = False                   # PCA-whiten + L2-normalise features before k-means (DeepCluster; off: measured)
 
 
@@ -265,13 +269,14 @@ def nearest_centroid(features: torch.Tensor, centroids: torch.Tensor) -> torch.T
     return dist.argmin(dim=1)
 
 
-def cluster_change_table(votes: np.ndarray, predicted: np.ndarray) -> list[int]:
+def cluster_change_table(votes: np.ndarray, predicted: np.ndarray, scale: np.ndarray | None = None) -> list[int]:
     """Clusters called changed: by the majority of their labelled warm-up pixels (``votes`` (k, 2):
-    unchanged, changed counts), or, for a cluster without any, by the majority of the current binary
-    map over its pixels (``predicted`` (k, 2): pixels mapped unchanged, changed)."""
+    unchanged, changed counts; each column times ``scale`` (2,) when given: balanced votes), or, for a
+    cluster without any, by the majority of the current binary map over its pixels (``predicted`` (k, 2):
+    pixels mapped unchanged, changed)."""
     out = []
     for c in range(votes.shape[0]):
-        v = votes[c] if votes[c].sum() > 0 else predicted[c]
+        v = (votes[c] * (1 if scale is None else scale)) if votes[c].sum() > 0 else predicted[c]
         if v[1] > v[0]:
             out.append(c)
     return out
@@ -295,6 +300,9 @@ class CDCluster(TrainableModel):
         self._calls_at_start: list[int] = [1]
         self._voting = False                          # an unsupervised epoch's votes are not yet summed over ranks
         self._warm = torch.zeros(0, dtype=torch.int64)
+        self._warmup_weight: torch.Tensor | None = None  # (k,) warm-up loss weights when balanced
+        self._pixel_counts: np.ndarray | None = None      # labelled (unchanged, changed) warm-up pixels
+        self.scene_prior: float | None = None             # the scene's share of change (prior_adjust), or None
         #: what the last clustering did: ``pairs`` clustered, ``rows_here`` (pixel features this process
         #: extracted), ``rows`` (pixel features the k-means ran on: every rank's, gathered on rank 0)
         self.clustering: dict = {}
@@ -353,7 +361,8 @@ class CDCluster(TrainableModel):
             if not (target != UNKNOWN).any():
                 loss = logits.sum() * 0.0
             else:
-                loss = F.cross_entropy(logits.float(), target, ignore_index=UNKNOWN)
+                weight = None if self._warmup_weight is None else self._warmup_weight.to(logits.device)
+                loss = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=UNKNOWN)
         else:
             target = torch.as_tensor(np.stack([self.pseudo[int(p)] for p in batch["position"].tolist()]),
                                      device=logits.device).long()
@@ -377,7 +386,7 @@ class CDCluster(TrainableModel):
             return
         idx = logits.argmax(dim=1)[sel] * 2 + label[sel]
         self._votes += torch.bincount(idx, minlength=2 * k).reshape(k, 2).cpu().numpy()
-        self.change_clusters = cluster_change_table(self._votes, self._start_table())
+        self.change_clusters = cluster_change_table(self._votes, self._start_table(), self._vote_scale())
 
     def _start_table(self) -> np.ndarray:
         """The epoch's starting calls as a (k, 2) vote table (one vote each) for clusters without votes."""
@@ -391,7 +400,7 @@ class CDCluster(TrainableModel):
         the table of the votes of all ranks (a single process already has it)."""
         if self._voting and ctx.world > 1:
             votes = sum(distributed.gather_all(self._votes, ctx))
-            self.change_clusters = cluster_change_table(votes, self._start_table())
+            self.change_clusters = cluster_change_table(votes, self._start_table(), self._vote_scale())
         self._voting = False
 
     # -- clustering ----------------------------------------------------------------------------------
@@ -444,7 +453,7 @@ class CDCluster(TrainableModel):
         self.pseudo = pseudo if ctx.world == 1 else {p: lab for part in parts for p, lab in part[0].items()}
         votes, mapped = sum(part[1] for part in parts), sum(part[2] for part in parts)
         truth, label = distributed.gather(truth, ctx), distributed.gather(label, ctx)
-        self.change_clusters = cluster_change_table(votes, mapped)
+        self.change_clusters = cluster_change_table(votes, mapped, self._vote_scale())
         logged = None
         if ctx.main:
             if not votes.any() and self.warmup_positions is not None and len(self.warmup_positions):
@@ -572,12 +581,69 @@ class CDCluster(TrainableModel):
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
 
+    # -- learning from marks ---------------------------------------------------------------------------
+    def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
+        """``detect --labels``: the marks (and the scene's cheap negatives, labelled unchanged) are the
+        warm-up's labelled pairs (Sec. 2.3), all of them; the unsupervised phase then clusters the same
+        pairs. A handful of changed pixels against a scene of unchanged ones: the warm-up loss and the
+        cluster votes weigh each class by the inverse of its pixel count (``warmup_balance``)."""
+        import dataclasses
+
+        from geochange.train.marks import marks_options
+        from geochange.train.trainer import train
+
+        items = scene.items()
+        self.warmup_positions = np.arange(len(items), dtype=np.int64)
+        if self.config.warmup_balance is None:
+            self.config = dataclasses.replace(self.config, warmup_balance=True)
+        self._set_warmup_weight(items)
+        self.scene_prior = None
+        summary = train(self, items, marks_options(options, self.device, seed))
+        if self.config.warmup_balance and self.config.prior_adjust and scene.negatives:
+            self.scene_prior = self._estimate_prior(scene.negatives)
+        return summary
+
+    def _estimate_prior(self, negatives) -> float:
+        """The share of change in the scene (Saerens et al. 2002 EM) from the balanced model's probability
+        over the cheap negatives: random crops of the scene, so a fair sample of it."""
+        from geochange.threshold import estimate_prior
+
+        b = np.stack([it["before"] for it in negatives]).astype(np.float32)
+        a = np.stack([it["after"] for it in negatives]).astype(np.float32)
+        p = self._balanced_probability(b, a)
+        return estimate_prior(p.ravel())
+
+    def _set_warmup_weight(self, items) -> None:
+        """Loss weights of the warm-up classes 0 and 1 (the inverse of their labelled pixel counts,
+        averaging 1), when ``warmup_balance``; the other classes are never warm-up targets."""
+        if not self.config.warmup_balance:
+            self._warmup_weight = None
+            return
+        counts = self._class_counts(items)
+        w = torch.ones(self.config.k)
+        w[:2] = torch.as_tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+        self._warmup_weight = w
+        self._pixel_counts = counts
+
+    @staticmethod
+    def _class_counts(items) -> np.ndarray:
+        labels = [np.asarray(items[i]["label"]) for i in range(len(items))]
+        return np.array([sum(int((x == v).sum()) for x in labels) for v in (0, 1)], np.float64)
+
+    def _vote_scale(self) -> np.ndarray | None:
+        """(2,) factors that make the votes of the two classes count equally (balanced warm-up), or None."""
+        counts = self._pixel_counts
+        if not self.config.warmup_balance or counts is None:
+            return None
+        return counts.sum() / (2 * np.maximum(counts, 1))
+
     # -- state and inference -------------------------------------------------------------------------
     def extra_state(self) -> dict:
         return {"change_clusters": [int(c) for c in self.change_clusters],
                 "centroids": torch.as_tensor(self.centroids) if self.centroids is not None else None,
                 "whitener": [torch.as_tensor(a) for a in self.whitener] if self.whitener is not None else None,
-                "warmup_positions": (self.warmup_positions.tolist() if self.warmup_positions is not None else None)}
+                "warmup_positions": (self.warmup_positions.tolist() if self.warmup_positions is not None else None),
+                "scene_prior": self.scene_prior}
 
     def load_extra_state(self, state: dict) -> None:
         self.change_clusters = [int(c) for c in state.get("change_clusters", [1])]
@@ -587,9 +653,24 @@ class CDCluster(TrainableModel):
         self.whitener = tuple(a.numpy() for a in whitener) if whitener is not None else None
         warm = state.get("warmup_positions")
         self.warmup_positions = np.asarray(warm, np.int64) if warm is not None else None
+        prior = state.get("scene_prior")
+        self.scene_prior = float(prior) if prior is not None else None
 
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Change probability ``m_c / (m_c + m_u)`` (see :func:`change_probability`), in chunks of a batch."""
+        """Change probability ``m_c / (m_c + m_u)`` (see :func:`change_probability`); after a balanced
+        warm-up on marks, moved to the scene's share of change (:func:`~geochange.threshold.adjust_to_prior`)."""
+        p = self._balanced_probability(before, after)
+        if self.scene_prior is None:
+            return p
+        from geochange.threshold import adjust_to_prior
+
+        return adjust_to_prior(p, self.scene_prior)
+
+    def params(self) -> dict:
+        return {**super().params(), "change_clusters": list(self.change_clusters), "scene_prior": self.scene_prior}
+
+    def _balanced_probability(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """``m_c / (m_c + m_u)`` (see :func:`change_probability`), in chunks of a batch."""
         self.net.eval()
         out = np.empty((before.shape[0],) + before.shape[2:], np.float32)
         step = max(1, int(self.config.batch_size))

@@ -111,6 +111,7 @@ from geochange.cluster import kmeans
 from geochange.device import torch_threads
 from geochange.errors import GeochangeError
 from geochange.models.base import ChangeModel, Sample
+from geochange.progress import task
 from geochange.threshold import GGKIResult, ggki_threshold
 
 VARIANTS = ("DRLnet1", "DRLnet2")
@@ -467,7 +468,8 @@ class DRLnet(ChangeModel):
         use_gpu_kmeans = False if str(self.device).startswith("cpu") else None
         dev = torch.device(self.device)
 
-        with torch.random.fork_rng(devices=[]):
+        epochs = cfg.pretrain_epochs + cfg.stage_epochs * (len(cfg.schedule) - 1)
+        with torch.random.fork_rng(devices=[]), task("training drlnet", epochs, unit="epochs") as advance:
             torch.manual_seed(seed)
             # 1: initial pseudo-labels by over-clustering the stacked raw data ("all changed")
             _, s0 = kmeans(np.concatenate([x1_np, x2_np], axis=1), cfg.k0, seed=seed,
@@ -480,7 +482,7 @@ class DRLnet(ChangeModel):
             prev = torch.from_numpy(s0).to(dev)
             # 2: pre-training on the over-clustering labels
             self._train(x1, x2, prev, None, rng, cfg.pretrain_epochs, stage=0,
-                        params=list(net.parameters()))
+                        params=list(net.parameters()), advance=advance)
             for t, k_t in enumerate(cfg.schedule[1:], start=1):
                 # 4: lambda by GGKI on ||h1 - h2|| of the learned features (Eq. 2)
                 h1, h2, d = self._features(x1, x2)
@@ -499,7 +501,7 @@ class DRLnet(ChangeModel):
                     params = list(net.parameters())
                 clus = _Clustering(torch.from_numpy(centres).to(dev), torch.from_numpy(labels).to(dev),
                                    torch.from_numpy(lam).to(dev), self._margin(gg.threshold))
-                self._train(x1, x2, prev, clus, rng, cfg.stage_epochs, stage=t, params=params)
+                self._train(x1, x2, prev, clus, rng, cfg.stage_epochs, stage=t, params=params, advance=advance)
                 # 7: reassignment: unchanged share label 0, changed samples k-means-clustered into K_t
                 _, _, d = self._features(x1, x2)
                 d_np = d.cpu().numpy()
@@ -559,8 +561,9 @@ class DRLnet(ChangeModel):
         return tuple(torch.cat(v) for v in out)
 
     def _train(self, x1, x2, prev, clus: "_Clustering | None", rng: np.random.Generator,
-               epochs: int, stage: int, params: list) -> None:
-        """SGD epochs on Eq. 4 (Algorithm 1 when ``clus`` is given, plain pre-training otherwise)."""
+               epochs: int, stage: int, params: list, advance=lambda n=1, note=None: None) -> None:
+        """SGD epochs on Eq. 4 (Algorithm 1 when ``clus`` is given, plain pre-training otherwise);
+        ``advance(1, note)`` after each epoch (a progress bar)."""
         import torch
 
         cfg = self.config
@@ -601,6 +604,7 @@ class DRLnet(ChangeModel):
             self.history.append({"stage": stage, "k": self.config.schedule[stage], "epoch": epoch,
                                  "loss": mean[0], "classification": mean[1], "clustering": mean[2],
                                  "sparsity": mean[3], "separation": mean[4]})
+            advance(1, f"timestep {stage}")
 
     # -- predict -----------------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class RSCVAEConfig:
     cell: int = 14                   # detect: each cell x cell block takes its centred patch's score (PCD protocol)
     scene_patches: int = 2000        # detect without a checkpoint: noisy negatives cut from the pair (ours)
     scene_epochs: int = 20           # detect without a checkpoint: epochs on them (ours; Sec. 4.1: 500)
+    marks_negatives: int = 500                # detect --labels: cheap negatives cropped from the scene (ours)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -443,6 +444,21 @@ class RSCVAE(TrainableModel):
 
         train_on_scene(self, samples, patch=self.config.patch, patches=self.config.scene_patches,
                        epochs=self.config.scene_epochs, seed=seed)
+
+    def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
+        """``detect --labels``: the unchanged marks and the scene's cheap negatives are the normal class
+        (Sec. 3.2); in ``imbalanced`` mode (RSC-VAE_e, Sec. 3.5) the changed marks are its few real
+        anomalies, all of them. ``scene_epochs`` epochs; the score statistics are then fitted on the normal
+        pairs (the trainer's ``finish``)."""
+        import dataclasses
+
+        from geochange.train.marks import marks_options
+        from geochange.train.trainer import train
+
+        if self.config.mode == "imbalanced":
+            self.config = dataclasses.replace(self.config, anomaly_share=None)
+        epochs = self.config.scene_epochs if options is None or options.epochs is None else options.epochs
+        return train(self, scene.items(), marks_options(options, self.device, seed, epochs=epochs))
 
     def fit_score_statistics(self, data, standardize: bool = True) -> dict:
         """Fit Eq. 15's expectations and Eq. 16's min and max on the normal training samples.

@@ -153,6 +153,9 @@ class VAEConfig:
     undersample: bool = True                  # fine-tuning: negatives undersampled to #positives (Sec. 3.4)
     scene_patches: int = 2000                 # detect without a checkpoint: noisy negatives cut from the pair (ours)
     scene_epochs: int = 10                    # detect without a checkpoint: epochs on them (ours; App. B: 30)
+    prior_adjust: bool = False                # detect --labels: move the balanced classifier to the scene's prior
+    #                                           (Saerens 2002); off: bench_labels mean kappa 0.146 on, 0.189 off
+    marks_negatives: int = 500                # detect --labels: cheap negatives cropped from the scene (ours)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -499,6 +502,7 @@ class DisentangledVAE(TrainableModel):
     def __init__(self, config: VAEConfig | None = None, device: str = "cpu") -> None:
         super().__init__(config or VAEConfig(), device)
         self.anomaly: dict = {}
+        self.scene_prior: float | None = None  # detect --labels: the scene's share of events (Saerens 2002)
         self._steps_per_epoch = 0
         self._step = 0
 
@@ -684,7 +688,12 @@ class DisentangledVAE(TrainableModel):
         classifier's probability, or the anomaly posterior of a representation-only model.
         A ``PatchScorer`` for :func:`geochange.engine.patchwise.patch_heatmap`."""
         if self.config.stage == "finetune":
-            return self.classifier_probability(before, after)
+            p = self.classifier_probability(before, after)
+            if self.scene_prior is None:
+                return p
+            from geochange.threshold import adjust_to_prior
+
+            return adjust_to_prior(p, self.scene_prior)
         return self.anomaly_probability(self.common_distance(before, after))
 
     def predict(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -741,16 +750,48 @@ class DisentangledVAE(TrainableModel):
                                  "less empty scene sample")
         self.fit_anomaly(np.stack(before), np.stack(after), seed)
 
+    def marks_sizes(self) -> tuple[int, int]:
+        """The settled architecture's patch side (28 for ``auto``: Enc-MNIST) and ``marks_negatives``."""
+        return int(self.config.settled().patch), int(self.config.marks_negatives)
+
+    def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
+        """``detect --labels``, the Table 3 protocol: the representation learns from the scene's unlabelled
+        pairs (the cheap negatives, ``scene_epochs``; Sec. 3.3), then the event classifier is fine-tuned
+        (Eq. 13, encoder at x``encoder_lr_factor``) on the patches around the marks, changed when they hold
+        a changed pixel, and the negatives under-sampled to the positives each epoch (Sec. 3.4)."""
+        import dataclasses
+
+        from geochange.train.marks import marks_options
+        from geochange.train.trainer import train
+
+        cfg = self.config
+        self.config = dataclasses.replace(cfg, stage="represent")
+        train(self, scene.negatives, marks_options(options, self.device, seed, epochs=cfg.scene_epochs, out=None,
+                                                   resume=False))
+        self.config = dataclasses.replace(self.config, stage="finetune", epochs=cfg.epochs)
+        self.scene_prior = None
+        summary = train(self, scene.items(), marks_options(options, self.device, seed))
+        if cfg.prior_adjust and cfg.undersample and scene.negatives:  # balanced: moved to the scene's share
+            from geochange.threshold import estimate_prior
+
+            b = np.stack([it["before"] for it in scene.negatives])
+            a = np.stack([it["after"] for it in scene.negatives])
+            self.scene_prior = estimate_prior(self.classifier_probability(b, a))
+        return summary
+
     def _need_net(self) -> None:
         if self.net is None:
             raise GeochangeError("vae: the network is not built (train it or load a checkpoint)")
 
     def extra_state(self) -> dict:
-        """The fitted anomaly clustering (plain numbers)."""
-        return dict(self.anomaly)
+        """The fitted anomaly clustering and scene prior (plain numbers)."""
+        return {**self.anomaly, **({"scene_prior": self.scene_prior} if self.scene_prior is not None else {})}
 
     def load_extra_state(self, state: dict) -> None:
-        self.anomaly = {k: (int(v) if k in ("n", "events") else float(v)) for k, v in (state or {}).items()}
+        state = dict(state or {})
+        prior = state.pop("scene_prior", None)
+        self.scene_prior = float(prior) if prior is not None else None
+        self.anomaly = {k: (int(v) if k in ("n", "events") else float(v)) for k, v in state.items()}
 
     def params(self) -> dict:
-        return {**super().params(), "anomaly": dict(self.anomaly)}
+        return {**super().params(), "anomaly": dict(self.anomaly), "scene_prior": self.scene_prior}

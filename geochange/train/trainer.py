@@ -23,7 +23,7 @@ from geochange.device import resolve_device, torch_threads
 from geochange.errors import GeochangeError
 from geochange.io.atomic import discard, write_text
 from geochange.models.base import TrainableModel
-from geochange.progress import say, task
+from geochange.progress import say, task, untold
 from geochange.train import distributed
 from geochange.train.checkpoint import config_values, load_checkpoint, save_checkpoint
 from geochange.train.data import TrainData, open_training_data
@@ -102,7 +102,9 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     checkpoint = None
     with _run_folder(out if ctx.main else None), \
-            torch_threads(opts.threads, device) if opts.threads else contextlib.nullcontext():
+            torch_threads(opts.threads, device) if opts.threads else contextlib.nullcontext(), \
+            task(f"training {model.name}", epochs, unit="epochs") if ctx.main else untold() as advance_epochs:
+        advance_epochs(start)
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             torch.manual_seed(opts.seed * 100_003 + epoch)
@@ -123,6 +125,7 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
             history.append(row)
             if ctx.main:
                 say(f"{model.name} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4g}")
+            advance_epochs(1, f"loss {row['loss']:.4g}")
             if out is not None and ctx.main:
                 kwargs = dict(epoch=epoch + 1, history=history, optimizer=optimizer, scheduler=scheduler)
                 if opts.keep_every_epoch:
@@ -156,7 +159,8 @@ def _run_epoch(model: TrainableModel, step_fn, tdata: TrainData, positions: np.n
 
     sums: dict[str, float] = {}
     n_batches = math.ceil(len(positions) / batch_size)
-    with task(f"{model.name} epoch {epoch + 1}/{epochs}", n_batches if ctx.main else 0) as advance:
+    with (task(f"{model.name} epoch {epoch + 1}/{epochs}", n_batches, unit="batches", transient=True) if ctx.main
+          else untold()) as advance:
         for step, batch in enumerate(tdata.batches(positions, batch_size)):
             with torch.autocast("cuda", enabled=use_amp):
                 outputs = step_fn(batch, epoch)
