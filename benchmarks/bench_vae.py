@@ -105,7 +105,7 @@ def main() -> None:
     tb, ta, ty = arrays(test)
     opts = dict(standardize=False, device=args.device)
     overrides = {k: v for k, v in (("lambda_sim", args.lambda_sim), ("recon_sigma", args.recon_sigma)) if v is not None}
-    base = VAEConfig(epochs=args.rep_epochs, distance=args.distance, **overrides)
+    base = VAEConfig(arch="mnist", epochs=args.rep_epochs, distance=args.distance, **overrides)
     print(f"digits-{args.variant}: {len(negatives)} negative training pairs, {len(test)} test pairs "
           f"({int(ty.sum())} positive); representation {args.rep_epochs} epochs (paper 30), fine-tuning "
           f"{args.ft_epochs} epochs, {args.runs} runs (paper 10); lambda_sim {base.lambda_sim}, "

@@ -70,6 +70,25 @@ def test_bench_drlnet_tiny(tmp_path):
     assert any(line.startswith("illumination") and " drlnet " in line for line in lines)
 
 
+def test_bench_vae_speed_tiny(tmp_path):
+    lines = _run("bench_vae_speed.py", "--patch", "112", "--batch", "1", "--widths", "0.125", "--skip-direct",
+                 cwd=tmp_path)
+    assert sum("heads fft" in line and "s/pair" in line for line in lines) == 1
+    assert any("forward by module" in line for line in lines)
+
+
+def test_bench_vae_sigma_tiny(tmp_path):
+    lines = _run("bench_vae_sigma.py", "--variant", "plain", "--sigmas", "1", "--lambdas", "1", "--negatives", "200",
+                 "--epochs", "1", "--test-pairs", "100", "--probe-train", "200", cwd=tmp_path)
+    assert any(line.split()[:3] == ["plain", "1", "1"] for line in lines)
+
+
+def test_bench_cdcluster_synthetic_tiny(tmp_path):
+    lines = _run("bench_cdcluster_synthetic.py", "--train", "8", "--test", "4", "--seeds", "0",
+                 "--setting", "short:epochs=3,warmup_epochs=2,recluster_every=1,unsup_lr=0", cwd=tmp_path)
+    assert any(line.strip().startswith("short |") for line in lines)
+
+
 def test_bench_labels_tiny(tmp_path):
     lines = _run("bench_labels.py", "--tiny", "--workdir", str(tmp_path), "--data", str(tmp_path / "no-shared-data"),
                  "--json", str(tmp_path / "rows.json"), cwd=tmp_path)

@@ -11,8 +11,8 @@ import torch
 from conftest import planted_patches
 from geochange.errors import GeochangeError
 from geochange.models import create_model
-from geochange.models.cdcluster import (CBAM, CDCluster, CDClusterConfig, change_probability, initial_alignment,
-                                        sobel_magnitude, warmup_sample)
+from geochange.models.cdcluster import (CBAM, CDCluster, CDClusterConfig, change_probability, embed_features,
+                                        initial_alignment, sobel_magnitude, warmup_sample, whitening)
 from geochange.train import TrainOptions, load_model, train
 from geochange.train.data import PairStandardizer, TrainData, item_groups, sample_index
 
@@ -110,26 +110,53 @@ def test_warmup_makes_the_loss_fall_and_finds_planted_changes():
     assert found > 0.8 and kept > 0.97
 
 
-def test_unsupervised_phase_clusters_the_planted_changes_apart_and_keeps_finding_them(tmp_path):
-    items = planted_patches(32, seed=0)
-    model = create_model("cdcluster", **{**WARMUP, "epochs": 15, "recluster_every": 2})
-    summary = train(model, items, TrainOptions(device="cpu", seed=0, out=tmp_path / "run"))
-    history = summary["history"]
-    # clusterings at the first unsupervised epoch and every recluster_every epochs, on 75 % of the pairs
-    assert [row["warmup"] for row in history[11:]] == [1, 0, 0, 0]
-    assert history[12]["clustered"] == 24 and history[14]["clustered"] == 24 and "clustered" not in history[13]
-    assert history[12]["samples"] == 24 and history[13]["loss"] < history[12]["loss"]
-    # pseudo-labels: uint8 per pixel of the clustered pairs; the planted squares fill clusters of their own
-    assert len(model.pseudo) == 24 and all(v.dtype == np.uint8 and v.shape == (24, 24) for v in model.pseudo.values())
-    table = np.zeros((20, 2), np.int64)
+def _purity(model: CDCluster, items: list[dict]) -> float:
+    """F1 of the best binarisation of the pseudo-labels by the truth (how well clusters isolate the change)."""
+    table = np.zeros((model.config.k, 2), np.int64)
     for position, labels in model.pseudo.items():
         for v in (0, 1):
-            table[:, v] += np.bincount(labels[items[position]["label"] == v], minlength=20)
-    purest = table[:, 1] > table[:, 0]   # the best binarisation of the clusters, by the truth
-    assert 2 * table[purest, 1].sum() / (table[:, 1].sum() + table[purest].sum()) > 0.8   # its F1
-    # the model's own cluster -> change table still finds the planted changes in new pairs
-    found, kept = _found_and_kept(model, planted_patches(8, seed=99))
-    assert found > 0.8 and kept > 0.97
+            table[:, v] += np.bincount(labels[items[position]["label"] == v], minlength=model.config.k)
+    purest = table[:, 1] > table[:, 0]
+    return float(2 * table[purest, 1].sum() / (table[:, 1].sum() + table[purest].sum()))
+
+
+def _f1(model: CDCluster, items: list[dict]) -> float:
+    before, after, label = _standardised(items)
+    changed = model.predict(before, after, np.ones(label.shape, bool)) >= 0.5
+    tp = np.sum(changed & (label == 1))
+    return float(2 * tp / (2 * tp + np.sum(changed & (label == 0)) + np.sum(~changed & (label == 1))))
+
+
+def test_unsupervised_phase_clusters_the_planted_changes_apart_and_finds_what_the_warmup_alone_does_not(tmp_path):
+    """The unsupervised phase against the same model with it switched off (epochs == warmup_epochs), on the
+    same data and seed: after a short warm-up (4 epochs) the warm-up alone finds none of the held-out planted
+    changes (F1 0.00), six unsupervised epochs on top find most (F1 0.90). Over seeds 0-5
+    (benchmarks/bench_cdcluster_synthetic.py) the phase raised the held-out F1 in 5 of 6 (mean 0.30 -> 0.75);
+    after the 12 warm-up epochs of the other test, 3 unsupervised ones still raised it in 5 of 6 (0.92 -> 0.96).
+    This fails with the phase switched off (F1 0.00 and 0.00). The gain comes from the phase's clusterings of
+    the warm-up's features (k-means, the refitted output layer, the vote table), not from its gradient steps:
+    with the phase's learning rate set to 0 the test still passes, and over seeds 0-5 F1 was even higher
+    (0.86 against 0.75; at the paper's lr 1e-3, 0.90 either way), so those steps have nothing to test here."""
+    items, test = planted_patches(32, seed=0), planted_patches(16, seed=99)
+    short = dict(WARMUP, warmup_epochs=4)
+    warm_only = create_model("cdcluster", **{**short, "epochs": 4})
+    off = train(warm_only, items, TrainOptions(device="cpu", seed=0))["history"]
+    model = create_model("cdcluster", **{**short, "epochs": 10, "recluster_every": 2})
+    summary = train(model, items, TrainOptions(device="cpu", seed=0, out=tmp_path / "run"))
+    history = summary["history"]
+    # the same warm-up, then clusterings at the first unsupervised epoch and every recluster_every, on 75 % of the pairs
+    assert [row["loss"] for row in history[:4]] == [row["loss"] for row in off]   # the very same warm-up
+    assert [row["warmup"] for row in history] == [1] * 4 + [0] * 6
+    assert [row.get("clustered") for row in history[4:]] == [24, None, 24, None, 24, None]
+    assert history[4]["samples"] == 24 and history[5]["loss"] < history[4]["loss"]
+    # pseudo-labels: uint8 per pixel of the clustered pairs; the planted squares fill clusters of their own
+    assert len(model.pseudo) == 24 and all(v.dtype == np.uint8 and v.shape == (24, 24) for v in model.pseudo.values())
+    assert _purity(model, items) > 0.8
+    # what the phase adds: the model's own cluster -> change table finds planted changes in new pairs
+    f1_on, f1_off = _f1(model, test), _f1(warm_only, test)
+    assert f1_on > f1_off + 0.5, (f1_on, f1_off)
+    found, kept = _found_and_kept(model, test)
+    assert found > 0.8 and kept > 0.99
     # the checkpoint (read with weights_only) carries what predict needs
     loaded = load_model(tmp_path / "run" / "last.pt")
     assert loaded.change_clusters == model.change_clusters
@@ -137,6 +164,28 @@ def test_unsupervised_phase_clusters_the_planted_changes_apart_and_keeps_finding
     before, after, label = _standardised(planted_patches(4, seed=5))
     np.testing.assert_allclose(loaded.predict(before, after, np.ones(label.shape, bool)),
                                model.predict(before, after, np.ones(label.shape, bool)), atol=1e-6)
+
+
+def test_whitening_as_deepcluster_and_its_checkpoint(tmp_path):
+    """whiten=True: features PCA-whitened (identity covariance) and L2-normalised before k-means, the
+    transform kept with the centroids (checkpoints too) so that every pixel is assigned in the same space."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(4000, 3)) @ np.array([[3.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 0.2, 0.1]]) + 5).astype(np.float32)
+    mean, matrix = whitening(x)
+    np.testing.assert_allclose(np.cov((x - mean) @ matrix, rowvar=False), np.eye(3), atol=1e-3)
+    dead = np.concatenate([x[:, :2], np.full((4000, 1), 7.0, np.float32)], axis=1)   # a constant feature
+    assert np.isfinite(whitening(dead)[1]).all() and np.abs((dead - whitening(dead)[0]) @ whitening(dead)[1]).max() < 10
+    out = embed_features(torch.as_tensor(x.T.reshape(1, 3, 40, 100).copy()), torch.as_tensor(mean), torch.as_tensor(matrix))
+    np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    items = planted_patches(16, seed=1)
+    model = create_model("cdcluster", **{**WARMUP, "warmup_epochs": 2, "epochs": 3, "whiten": True})
+    train(model, items, TrainOptions(device="cpu", seed=0, out=tmp_path / "run"))
+    assert model.whitener is not None and model.centroids.shape == (20, 16)
+    assert np.linalg.norm(model.centroids, axis=1).max() < 1.05   # k-means of unit vectors: inside the unit ball
+    loaded = load_model(tmp_path / "run" / "last.pt")
+    for a, b in zip(loaded.whitener, model.whitener):
+        np.testing.assert_array_equal(a, b)
+    assert create_model("cdcluster").config.whiten is False   # raw features: better on planted changes (docs)
 
 
 def test_initial_alignment_table_per_seed_and_k():
