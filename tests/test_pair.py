@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import rasterio
@@ -74,9 +76,14 @@ def test_band_count_mismatch_uses_common_first_bands(tmp_path, caplog):
     t = rasterio.Affine(1.0, 0, 0, 0, -1.0, 100)
     write_tif(tmp_path / "b4.tif", texture(rng, (40, 40), 4).astype(np.uint8), UTM, t)
     write_tif(tmp_path / "a3.tif", texture(rng, (40, 40), 3).astype(np.uint8), UTM, t)
-    with RasterPair.open(str(tmp_path / "b4.tif"), str(tmp_path / "a3.tif")) as pair:
-        assert pair.bands_before == [1, 2, 3] and pair.count == 3
-    assert any("first 3" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)  # geochange.progress.warn
+    ours = logging.getLogger("geochange")  # the CLI's logging (an earlier test) stops propagation: listen here
+    ours.addHandler(caplog.handler)
+    try:
+        with RasterPair.open(str(tmp_path / "b4.tif"), str(tmp_path / "a3.tif")) as pair:
+            assert pair.bands_before == [1, 2, 3] and pair.count == 3
+    finally:
+        ours.removeHandler(caplog.handler)
+    assert any("first 3" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)  # progress.warn
     with RasterPair.open(str(tmp_path / "b4.tif"), str(tmp_path / "a3.tif"), bands=[3, 1]) as pair:
         assert pair.bands_before == [3, 1]
 
