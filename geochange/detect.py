@@ -34,7 +34,7 @@ from geochange.io.outdir import OutputFolder
 from geochange.io.pair import RasterPair
 from geochange.io.provenance import now, run_provenance
 from geochange.io.quicklook import acquisition_date, captions, true_colour
-from geochange.models import create_model, model_class
+from geochange.models import create_model, learns_from_marks, marks_models, model_class
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 from geochange.train.marks import marked_scene
@@ -168,21 +168,6 @@ def check_options(opts: DetectOptions) -> None:
     if opts.labels and opts.model and not learns_from_marks(opts.model):
         raise GeochangeError(f"--labels: {opts.model} does not learn from marks; use one of "
                              f"{', '.join(marks_models())}")
-
-
-def learns_from_marks(name: str) -> bool:
-    """Whether model ``name`` implements ``fit_marks`` (``detect --labels``)."""
-    from geochange.models.base import TrainableModel
-
-    cls = model_class(name)
-    return issubclass(cls, TrainableModel) and cls.fit_marks is not TrainableModel.fit_marks
-
-
-def marks_models() -> list[str]:
-    """The models ``detect --labels`` can train."""
-    from geochange.models import MODELS
-
-    return [name for name in MODELS if learns_from_marks(name)]
 
 
 def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,

@@ -31,3 +31,16 @@ def create_model(name: str, device: str = "cpu", **config) -> ChangeModel:
 
     cls = model_class(name)
     return cls(make_config(name, cls.config_class, config), device=device)
+
+
+def learns_from_marks(name: str) -> bool:
+    """Whether model ``name`` implements ``fit_marks`` (``detect --labels``, ``train --labels``)."""
+    from geochange.models.base import TrainableModel
+
+    cls = model_class(name)
+    return issubclass(cls, TrainableModel) and cls.fit_marks is not TrainableModel.fit_marks
+
+
+def marks_models() -> list[str]:
+    """The models that learn from marks."""
+    return [name for name in MODELS if learns_from_marks(name)]

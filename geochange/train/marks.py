@@ -114,16 +114,14 @@ def train_on_marks(name: str, pairs: Sequence[tuple[str, str]], labels: str, opt
     normalised as ``detect`` normalises that scene. Returns the trainer's summary (checkpoint in
     ``options.out``), which ``detect --checkpoint`` then applies to any scene."""
     from geochange.io.pair import RasterPair
-    from geochange.models import create_model
+    from geochange.models import create_model, learns_from_marks, marks_models
     from geochange.progress import say, warn
 
     if not pairs:
         raise GeochangeError("--labels needs the scenes the marks were drawn on: give --pair BEFORE,AFTER")
-    model = create_model(name, **(params or {}))
-    from geochange.detect import learns_from_marks, marks_models
-
     if not learns_from_marks(name):
         raise GeochangeError(f"--labels: {name} does not learn from marks; use one of {', '.join(marks_models())}")
+    model = create_model(name, **(params or {}))
     patch, n_neg = model.marks_sizes()
     seed = options.seed if options is not None else 0
     marked, negatives, counts = [], [], {"changed": 0, "unchanged": 0, "pairs": 0}
