@@ -51,31 +51,8 @@ class Marks:
 
     def __init__(self, path: str, grid: Grid, field: str = FIELD, layer: str | None = None,
                  option: str = "--labels", outside: str = "error", both_classes: bool = True) -> None:
-        import geopandas as gpd
-
         self.path, self.field = str(path), field
-        if "://" not in self.path and not self.path.startswith("/vsi") and not os.path.exists(self.path):
-            raise GeochangeError(f"{path}: no such file")
-        layers = vector_layers(self.path)
-        if not layers:
-            raise GeochangeError(f"{path}: not a vector file OGR can read ({option} takes polygons or points "
-                                 f"with a {field!r} field)")
-        data = [n for n in vector_layers(self.path, spatial_only=True) if n not in NON_DATA_LAYERS]
-        if layer is None and len(data) > 1:
-            raise GeochangeError(f"{path}: holds {len(data)} layers ({', '.join(data)}): name one with --label-layer")
-        layer = layer if layer is not None else (data[0] if data else layers[0])
-        if layer not in layers:
-            raise GeochangeError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
-        try:
-            gdf = gpd.read_file(self.path, layer=layer, engine="pyogrio")
-        except Exception as exc:
-            raise GeochangeError(f"{path}: cannot read the marks ({first_line(exc)})") from None
-        if len(gdf) == 0:
-            raise GeochangeError(f"{path}: the layer holds no marks (draw a few changed and unchanged areas)")
-        if field not in gdf.columns:
-            fields = ", ".join(str(c) for c in gdf.columns if c != gdf.geometry.name) or "none"
-            raise GeochangeError(f"{path}: no field {field!r} (fields: {fields}); give 1 for changed, 0 for "
-                                 f"unchanged in a field {field!r}, or name the field with --label-field")
+        gdf = _read_layer(self.path, layer, field, option)
         if gdf.crs is None:
             raise GeochangeError(f"{path}: the marks have no CRS (assign one first, e.g. ogr2ogr -a_srs EPSG:XXXX)")
         values = _class_values(gdf[field], path, field)
@@ -147,6 +124,35 @@ class Marks:
 
     def describe(self) -> dict:
         return {"path": self.path, "field": self.field, "changed": self.n_changed, "unchanged": self.n_unchanged}
+
+
+def _read_layer(path: str, layer: str | None, field: str, option: str):
+    """The marks' layer as a GeoDataFrame: one non-empty vector layer with the field ``field``."""
+    import geopandas as gpd
+
+    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
+        raise GeochangeError(f"{path}: no such file")
+    layers = vector_layers(path)
+    if not layers:
+        raise GeochangeError(f"{path}: not a vector file OGR can read ({option} takes polygons or points "
+                             f"with a {field!r} field)")
+    data = [n for n in vector_layers(path, spatial_only=True) if n not in NON_DATA_LAYERS]
+    if layer is None and len(data) > 1:
+        raise GeochangeError(f"{path}: holds {len(data)} layers ({', '.join(data)}): name one with --label-layer")
+    layer = layer if layer is not None else (data[0] if data else layers[0])
+    if layer not in layers:
+        raise GeochangeError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
+    try:
+        gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
+    except Exception as exc:
+        raise GeochangeError(f"{path}: cannot read the marks ({first_line(exc)})") from None
+    if len(gdf) == 0:
+        raise GeochangeError(f"{path}: the layer holds no marks (draw a few changed and unchanged areas)")
+    if field not in gdf.columns:
+        fields = ", ".join(str(c) for c in gdf.columns if c != gdf.geometry.name) or "none"
+        raise GeochangeError(f"{path}: no field {field!r} (fields: {fields}); give 1 for changed, 0 for "
+                             f"unchanged in a field {field!r}, or name the field with --label-field")
+    return gdf
 
 
 def _starts(lo: int, hi: int, size: int, limit: int) -> list[int]:
