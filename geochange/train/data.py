@@ -204,19 +204,30 @@ def scene_patches(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     negatives* of Hamaguchi et al.: random crops of a scene in which change is rare, unlabelled
     (label 255). A crop is kept when at least ``min_valid`` of its pixels hold data in both dates.
     """
-    rng = np.random.default_rng(seed)
     usable = [s for s in samples if s[2].shape[0] >= size and s[2].shape[1] >= size]
-    if not usable:
-        return []
     items: list[dict] = []
-    for _ in range(n * 4):  # a few tries per wanted patch, for crops that hit nodata
-        if len(items) == n:
-            break
-        before, after, valid = usable[int(rng.integers(len(usable)))]
-        r = int(rng.integers(valid.shape[0] - size + 1))
-        c = int(rng.integers(valid.shape[1] - size + 1))
-        if valid[r:r + size, c:c + size].mean() < min_valid:
-            continue
+    for i, r, c in random_crops([s[2] for s in usable], size, n, seed, min_valid):
+        before, after, _ = usable[i]
         items.append({"before": before[:, r:r + size, c:c + size], "after": after[:, r:r + size, c:c + size],
                       "label": np.full((size, size), UNKNOWN, np.uint8), "meta": {"pair": "scene"}})
     return items
+
+
+def random_crops(valids: Sequence[np.ndarray], size: int, n: int, seed: int = 0,
+                 min_valid: float = 1.0) -> list[tuple[int, int, int]]:
+    """Up to ``n`` random ``size``-px crops ``(which, row, col)`` of the ``(h, w)`` validity masks ``valids``
+    (each at least ``size`` on both sides), with at least ``min_valid`` of their pixels valid; a few tries
+    per wanted crop, for crops that hit nodata."""
+    rng = np.random.default_rng(seed)
+    crops: list[tuple[int, int, int]] = []
+    if not valids:
+        return crops
+    for _ in range(n * 4):
+        if len(crops) == n:
+            break
+        i = int(rng.integers(len(valids)))
+        r = int(rng.integers(valids[i].shape[0] - size + 1))
+        c = int(rng.integers(valids[i].shape[1] - size + 1))
+        if valids[i][r:r + size, c:c + size].mean() >= min_valid:
+            crops.append((i, r, c))
+    return crops

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from geochange.errors import GeochangeError
 from geochange.io.marks import UNKNOWN, Marks
+from geochange.train.data import random_crops
 
 
 @dataclass
@@ -67,20 +68,13 @@ def marked_scene(pair, marks: Marks, samples: Sequence, *, patch: int, negatives
 def negative_patches(samples: Sequence, marks: Marks | None, size: int, n: int, seed: int = 0,
                      name: str = "scene") -> list[dict]:
     """Up to ``n`` random ``size``-px crops of the scene sample, fully valid, labelled 0 (the marks over them)."""
-    rng = np.random.default_rng(seed)
     usable = [s for s in samples if s.valid.shape[0] >= size and s.valid.shape[1] >= size]
     if not usable:  # a scene smaller than a patch: crops of the largest sample windows
         size = min(min(s.valid.shape) for s in samples) if samples else size
         usable = [s for s in samples if min(s.valid.shape) >= size]
     items: list[dict] = []
-    for _ in range(n * 4):  # a few tries per wanted patch, for crops that hit nodata
-        if len(items) == n or not usable:
-            break
-        s = usable[int(rng.integers(len(usable)))]
-        r = int(rng.integers(s.valid.shape[0] - size + 1))
-        c = int(rng.integers(s.valid.shape[1] - size + 1))
-        if not s.valid[r:r + size, c:c + size].all():
-            continue
+    for i, r, c in random_crops([s.valid for s in usable], size, n, seed):
+        s = usable[i]
         win = Window(s.window.col_off + c, s.window.row_off + r, size, size)
         label = np.zeros((size, size), np.uint8)
         if marks is not None:
@@ -89,7 +83,6 @@ def negative_patches(samples: Sequence, marks: Marks | None, size: int, n: int, 
         items.append({"before": s.before[:, r:r + size, c:c + size], "after": s.after[:, r:r + size, c:c + size],
                       "label": label, "meta": {"pair": name, "negative": True, "window": _win(win)}})
     return items
-
 
 def marks_options(options, device: str, seed: int, **changes):
     """The trainer's options for learning from marks: ``options`` (``train --labels``: run folder, epochs,
