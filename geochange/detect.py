@@ -35,6 +35,7 @@ from geochange.io.pair import RasterPair
 from geochange.io.provenance import now, run_provenance
 from geochange.io.quicklook import acquisition_date, captions, true_colour
 from geochange.models import create_model, learns_from_marks, marks_models, model_class
+from geochange.models.base import engine_overlap
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 from geochange.train.marks import marked_scene
@@ -212,9 +213,10 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     timings["fit"] = round(time.perf_counter() - t, 3)
 
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
-    plan = plan_windows(grid.height, grid.width, opts.tile, opts.overlap)
+    overlap = engine_overlap(opts.overlap, model)
+    plan = plan_windows(grid.height, grid.width, opts.tile, overlap)
     if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
-        narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != opts.overlap else ""
+        narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != overlap else ""
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
             f"{narrowed}")
     n_types = getattr(model, "n_types", 0)

@@ -296,11 +296,20 @@ def ranking_probability(x: np.ndarray, threshold: float, slope: float) -> np.nda
     float32-ness of ``x``; NaN in, NaN out."""
     arr = np.asarray(x)
     dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.log(np.maximum(arr.astype(dtype, copy=False), 0.0) * dtype(1.0 / threshold))
     above, below = (dtype(np.clip(slope, *b)) for b in (SLOPE_ABOVE, SLOPE_BELOW))
-    z *= np.where(z > 0, above, below)
-    return expit(z, out=z)
+    # in place, one ufunc pass per step (np.where and scipy's expit cost 3-6x more on a batch)
+    z = np.divide(arr, dtype(threshold), dtype=dtype)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        np.maximum(z, 0.0, out=z)
+        np.log(z, out=z)                       # ln(x / t): -inf at 0
+        neg = np.minimum(z, 0.0)
+        neg *= -below
+        np.maximum(z, 0.0, out=z)
+        z *= -above
+        z += neg                               # -s ln(x / t), s by side
+        np.exp(z, out=z)
+        z += 1.0
+        return np.reciprocal(z, out=z)         # 1 / (1 + (t / x) ** s)
 
 
 def _log_odds_slope(log_odds, threshold: float) -> float:

@@ -184,3 +184,39 @@ def test_too_few_valid_pixels_is_said_only_when_true(tmp_path, valid, message):
     one = write_tif(tmp_path / "one.tif", np.full((1, 1, 1), 7, np.uint8), UTM, t)
     with RasterPair.open(str(one), str(one)) as pair, pytest.raises(GeochangeError, match=r"too few .* \(1\)"):
         pair.fit_normalization()
+
+
+@pytest.mark.parametrize("dtype, nodata", [("uint8", None), ("uint16", 0), ("float32", None)])
+def test_normalised_read_is_the_affine_map_of_the_raw_read(tmp_path, dtype, nodata):
+    """The engine's read converts and normalises in one float32 multiply-add per date: the same numbers
+    as the normalisation applied to the float32 raw read; invalid pixels are zero and not valid."""
+    rng = np.random.default_rng(3)
+    t = rasterio.transform.from_origin(500000, 5600000, 1, 1)
+    b = (texture(rng, (48, 40)) + 1).astype(dtype)
+    a = (texture(rng, (48, 40)) * 0.8 + 20).astype(dtype)
+    if dtype == "float32":
+        a[0, 5, 7] = np.nan            # a NaN in one band makes the pixel invalid
+    if nodata is not None:
+        b[:, :3] = nodata
+    write_tif(tmp_path / "b.tif", b, UTM, t, nodata=nodata)
+    write_tif(tmp_path / "a.tif", a, UTM, t)
+    with RasterPair.open(str(tmp_path / "b.tif"), str(tmp_path / "a.tif")) as pair:
+        pair.fit_normalization("meanstd", seed=0)
+        win = Window(0, 0, 40, 48)
+        raw = pair.read_raw(win)
+        got = pair.read(win)
+        n = pair.normalizer
+    assert got.before.dtype == got.after.dtype == raw.before.dtype == np.float32
+    assert (got.valid == raw.valid).all()
+    expect_b = (raw.before - n.mean_before[:, None, None]) / n.std_before[:, None, None]
+    expect_a = (raw.after - n.mean_after[:, None, None]) / n.std_after[:, None, None]
+    v = raw.valid
+    assert np.allclose(got.before[:, v], expect_b[:, v], atol=1e-5)
+    assert np.allclose(got.after[:, v], expect_a[:, v], atol=1e-5)
+    assert (got.before[:, ~v] == 0).all() and (got.after[:, ~v] == 0).all()
+    if nodata is not None:
+        assert not v[:3].any() and v[3:].all()
+    elif dtype == "float32":
+        assert not v[5, 7] and v.sum() == v.size - 1
+    else:
+        assert v.all()

@@ -262,3 +262,31 @@ def test_blocks_and_replayed_seams_equal_the_whole_run_bit_for_bit(pair_files, t
     gt = np.concatenate([s.types for s in parts.strips])
     rt = np.concatenate([s.types for s in whole.strips])
     np.testing.assert_array_equal(gt, rt)
+
+
+def test_clean_probabilities_clips_and_zeroes_nan():
+    from geochange.engine.sliding import clean_probabilities
+
+    raw = np.array([np.nan, -1.0, 0.25, 2.0, np.inf, -np.inf], np.float64)
+    got = clean_probabilities(raw)
+    assert got.dtype == np.float32
+    assert got.tolist() == [0.0, 0.0, 0.25, 1.0, 1.0, 0.0]
+    frozen = np.full(3, 0.5, np.float32)
+    frozen.flags.writeable = False
+    assert clean_probabilities(frozen).tolist() == [0.5, 0.5, 0.5]
+
+
+def test_split_strip_bounds_the_pixels_and_keeps_every_row():
+    from geochange.engine.sliding import Strip, split_strip
+
+    rng = np.random.default_rng(0)
+    prob = rng.random((100, 50)).astype(np.float32)
+    strip = Strip(37, prob, prob > 0.1, (prob * 9).astype(np.uint8))
+    parts = split_strip(strip, max_pixels=20 * 50)
+    assert all(p.prob.shape[0] * 50 <= 20 * 50 for p in parts)
+    assert [p.row_off for p in parts] == [37, 40, 60, 80, 100, 120]       # cut at multiples of 20 rows
+    assert np.array_equal(np.concatenate([p.prob for p in parts]), prob)
+    assert np.array_equal(np.concatenate([p.types for p in parts]), strip.types)
+    assert np.array_equal(np.concatenate([p.valid for p in parts]), strip.valid)
+    assert split_strip(strip, max_pixels=10**9) == [strip]
+    assert len(split_strip(strip, max_pixels=1)) == 100                   # one row at least

@@ -322,3 +322,19 @@ def test_prior_of_a_balanced_classifier_is_recovered():
     high = adj > 0.8                                            # calibrated: 80 %+ sure means mostly changed
     assert y[high].mean() > 0.8
     assert np.all(np.diff(adj[np.argsort(p_bal)]) >= -1e-6)    # the ranking is kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ranking_probability_is_half_at_the_threshold_and_increasing(dtype):
+    from geochange.threshold import ranking_probability
+
+    for t in (0.3, 1.7, 123.456):
+        x = np.array([0.0, t / 10, t / 2, t, 2 * t, 1e3 * t, np.nan, -1.0], dtype)
+        p = ranking_probability(x, t, 2.5)
+        assert p.dtype == dtype
+        assert p[3] == 0.5                                  # exactly, in both precisions
+        assert p[0] == 0.0 and p[-1] == 0.0 and np.isnan(p[6])
+        assert np.all(np.diff(p[:6]) > 0) and p[5] < 1.0    # strictly increasing, not saturated at 1000x
+        # 1 / (1 + (t / x) ** s) with s = 2.5 below the threshold and clipped to 2 above it
+        expect = 1 / (1 + (t / x[1:6].astype(np.float64)) ** np.array([2.5, 2.5, 2.5, 2, 2]))
+        assert np.allclose(p[1:6], expect, rtol=1e-5)

@@ -136,7 +136,7 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
             else:
                 probs, types = model.predict(before, after, valid), None
             stats.predict_s += time.perf_counter() - t
-            probs = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0).astype(np.float32, copy=False)
+            probs = clean_probabilities(probs)
             for k, (r, win) in enumerate(zip(rows, windows)):
                 for hook in window_hooks:
                     hook(win, before[k], after[k], valid[k])
@@ -156,9 +156,37 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
     return stats
 
 
+def clean_probabilities(probs: np.ndarray) -> np.ndarray:
+    """A model's probabilities as float32 in [0, 1], NaN as 0: two in-place passes (``fmax``/``fmin``
+    drop NaN), on the model's own array when it is float32 and writeable."""
+    probs = np.asarray(probs, dtype=np.float32)
+    if not probs.flags.writeable:
+        probs = probs.copy()
+    np.fmax(probs, 0.0, out=probs)
+    return np.fmin(probs, 1.0, out=probs)
+
+
+#: the most pixels the sinks are handed at once: a strip of a wide raster goes to them in parts of
+#: whole rows, so their working memory (masks, labels, polygons) does not grow with the raster's width
+SINK_PIXELS = 1 << 21
+
+
+def split_strip(strip: Strip, max_pixels: int = SINK_PIXELS) -> list[Strip]:
+    """``strip`` as consecutive strips (views) of at most ``max_pixels`` pixels (at least one row each),
+    cut at grid rows that are multiples of their height, so the cuts do not depend on where it began."""
+    h, w = strip.prob.shape
+    rows = max(1, max_pixels // max(w, 1))
+    if h <= rows:
+        return [strip]
+    cuts = [0, *range(rows - strip.row_off % rows, h, rows), h]
+    return [Strip(strip.row_off + a, strip.prob[a:b], strip.valid[a:b],
+                  None if strip.types is None else strip.types[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
 def _write_all(sinks: Sequence[StripSink], strip: Strip) -> None:
-    for sink in sinks:
-        sink.write(strip)
+    for part in split_strip(strip):
+        for sink in sinks:
+            sink.write(part)
 
 
 def whole_plan(plan: WindowPlan) -> Block:

@@ -39,25 +39,41 @@ class Normalizer:
     q_after: np.ndarray | None = None
 
     def apply(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalise ``(C, h, w)`` or ``(N, C, h, w)`` arrays of both dates (float32 out)."""
-        shape = (-1, 1, 1)
-        mb, sb = self.mean_before.reshape(shape), self.std_before.reshape(shape)
-        b = (before - mb) / sb
-        if self.method == "meanstd":
-            a = (after - self.mean_after.reshape(shape)) / self.std_after.reshape(shape)
-        elif self.method == "histogram":
-            a = np.empty_like(after, dtype=np.float32)
+        """Normalise ``(C, h, w)`` or ``(N, C, h, w)`` arrays of both dates, of any numeric dtype (float32 out).
+
+        The linear maps run as one multiply-add per date in float32, converting the input as they go
+        (a uint8 or uint16 window needs no float copy first).
+        """
+        if self.method == "histogram":
+            b = _affine(before, *self._linear(self.mean_before, self.std_before))
+            a = np.empty(after.shape, dtype=np.float32)
             for c in range(after.shape[-3]):
                 matched = np.interp(after[..., c, :, :], self.q_after[c], self.q_before[c])
                 a[..., c, :, :] = (matched - self.mean_before[c]) / self.std_before[c]
-        else:
-            a = (after - mb) / sb
-        return b.astype(np.float32, copy=False), a.astype(np.float32, copy=False)
+            return b, a
+        scale_b, shift_b = self._linear(self.mean_before, self.std_before)
+        if self.method == "meanstd":
+            return _affine(before, scale_b, shift_b), _affine(after, *self._linear(self.mean_after, self.std_after))
+        return _affine(before, scale_b, shift_b), _affine(after, scale_b, shift_b)
+
+    @staticmethod
+    def _linear(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x - mean) / std`` as ``x * scale + shift``, float32, shaped ``(C, 1, 1)``."""
+        scale = 1.0 / np.asarray(std, np.float64)
+        shift = -np.asarray(mean, np.float64) * scale
+        return scale.astype(np.float32).reshape(-1, 1, 1), shift.astype(np.float32).reshape(-1, 1, 1)
 
     def as_dict(self) -> dict:
         return {"method": self.method,
                 "mean_before": self.mean_before.round(4).tolist(), "std_before": self.std_before.round(4).tolist(),
                 "mean_after": self.mean_after.round(4).tolist(), "std_after": self.std_after.round(4).tolist()}
+
+
+def _affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``x * scale + shift`` in a new float32 array, in two passes whatever ``x``'s dtype."""
+    out = np.multiply(x, scale, dtype=np.float32)
+    out += shift
+    return out
 
 
 def fit_normalizer(samples: Sequence["WindowPair"], method: str = "meanstd", *, max_pixels: int = 1_000_000,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
@@ -136,29 +136,40 @@ class RasterPair:
 
     def read_raw(self, window: Window) -> WindowPair:
         """Read one window of both dates as float32, without radiometric normalisation."""
+        return _as_float32(self._read(window))
+
+    def read(self, window: Window) -> WindowPair:
+        """Read one window of both dates, normalised when :meth:`fit_normalization` was called (float32)."""
+        return self.normalize(self._read(window))
+
+    def _read(self, window: Window) -> WindowPair:
+        """Both dates of ``window`` in their files' dtypes (the normalisation converts them as it goes)."""
         src_win = Window(window.col_off + self.offset.col_off, window.row_off + self.offset.row_off,
                          window.width, window.height)
         try:
-            before = self._before.read(self.bands_before, window=src_win, out_dtype="float32")
-            valid = read_valid_mask(self._before, src_win, self.bands_before)
+            before = self._before.read(self.bands_before, window=src_win)
+            valid = _valid_mask(self._before, src_win, self.bands_before)
         except RasterioIOError as exc:
             raise unreadable(self.before_path, exc) from None
         try:
-            after = self._after_on_grid.read(self.bands_after, window=window, out_dtype="float32")
-            valid &= read_valid_mask(self._after_on_grid, window, self.bands_after)
+            after = self._after_on_grid.read(self.bands_after, window=window)
+            valid_a = _valid_mask(self._after_on_grid, window, self.bands_after)
         except RasterioIOError as exc:
             raise unreadable(self.after_path, exc) from None
-        valid &= np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+        valid = valid_a if valid is None else valid if valid_a is None else valid & valid_a
+        if valid is None:
+            valid = np.ones(before.shape[1:], bool)
+        for arr in (before, after):
+            if arr.dtype.kind in "fc":   # integers are always finite
+                valid &= np.isfinite(arr).all(axis=0)
         return WindowPair(window, before, after, valid)
 
-    def read(self, window: Window) -> WindowPair:
-        """Read one window of both dates, normalised when :meth:`fit_normalization` was called."""
-        return self.normalize(self.read_raw(window))
-
     def normalize(self, wp: WindowPair) -> WindowPair:
-        """Apply the fitted radiometric normalisation to a raw window pair (in place); zero invalid pixels."""
-        if self.normalizer is not None:
-            wp.before, wp.after = self.normalizer.apply(wp.before, wp.after)
+        """Apply the fitted radiometric normalisation to a window pair (in place, float32 out); zero invalid pixels."""
+        if self.normalizer is None:
+            return _as_float32(wp)
+        wp.before, wp.after = self.normalizer.apply(wp.before, wp.after)
+        if not wp.valid.all():
             wp.before[:, ~wp.valid] = 0.0
             wp.after[:, ~wp.valid] = 0.0
         return wp
@@ -323,6 +334,21 @@ def _lattice_of_valid(ds: rasterio.io.DatasetReaderBase, offset: Window, shape: 
         cols = np.nonzero(m.any(axis=0))[0]
         out[i, np.unique(cols * w // shape_out[1] // cell[1])] = True
     return out
+
+
+def _as_float32(wp: WindowPair) -> WindowPair:
+    wp.before = wp.before.astype(np.float32, copy=False)
+    wp.after = wp.after.astype(np.float32, copy=False)
+    return wp
+
+
+def _valid_mask(ds: rasterio.io.DatasetReaderBase, window: Window, bands: list[int]) -> np.ndarray | None:
+    """The pixels of ``window`` holding data in every band (:func:`read_valid_mask`), or None when the
+    bands have no nodata, alpha or mask at all, so every pixel is valid without reading a mask."""
+    flags = [ds.mask_flag_enums[b - 1] for b in bands]
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        return None
+    return read_valid_mask(ds, window, bands)
 
 
 def match_bands(count_before: int, count_after: int, bands: list[int] | None) -> tuple[list[int], list[int]]:

@@ -23,6 +23,7 @@ from rasterio.windows import Window
 
 from geochange.io.align import Grid
 from geochange.io.atomic import commit, discard, temp_path
+from geochange.io.overviews import OverviewBuilder
 
 #: creation options of the published COGs; DEFLATE opens everywhere (QGIS, ArcGIS, GDAL >= 2)
 #: (level 1: a third faster than the default level 6 for about 4 % more bytes)
@@ -99,8 +100,13 @@ class RasterWriter:
         self._tmp_cog = temp_path(self.path, ".cog.tif")
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype=dtype,
                        crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True,
-                       blockxsize=256, blockysize=256, compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
+                       blockxsize=256, blockysize=256, bigtiff="IF_SAFER", **temp_compression(dtype, cog))
         self._ds = rasterio.open(self._tmp, "w", **profile)
+        # a COG of floats averaged into overviews: build them from the rows as they come (io.overviews)
+        self._overviews = None
+        if cog and np.dtype(dtype).kind == "f" and overview_resampling == "average":
+            self._overviews = OverviewBuilder(self.path, grid, nodata)
+        self._next_row = first_row
         if description:
             self._ds.set_band_description(1, description)
         if meta is not None:
@@ -109,6 +115,13 @@ class RasterWriter:
     def write_rows(self, row_off: int, rows: np.ndarray) -> None:
         """Write a full-width strip ``rows`` (h, width) starting at (larger) grid row ``row_off``."""
         self._ds.write(rows, 1, window=Window(0, row_off - self.first_row, self.grid.width, rows.shape[0]))
+        if self._overviews is not None:
+            if row_off == self._next_row:
+                self._overviews.add(rows)
+            else:   # rows out of order: GDAL builds the overviews at the end instead
+                self._overviews.discard()
+                self._overviews = None
+        self._next_row = row_off + rows.shape[0]
 
     def seal(self) -> Path:
         """Finish writing rows; the temporary GeoTIFF's path, to edit in place before :meth:`close`."""
@@ -120,11 +133,15 @@ class RasterWriter:
         try:
             self._ds.close()
             if self.cog:
-                publish_cog(self._tmp, self.path, self.overview_resampling)
+                complete = self._overviews is not None and self._next_row == self.first_row + self.grid.height
+                overviews = self._overviews.finish() if complete else None
+                publish_cog(self._tmp, self.path, self.overview_resampling, overviews)
             else:
                 commit(self._tmp, self.path)
         finally:
             discard(self._tmp, self._tmp_cog)
+            if self._overviews is not None:
+                self._overviews.discard()
         return self.path
 
     def abort(self) -> None:
@@ -133,25 +150,58 @@ class RasterWriter:
             self._ds.close()
         finally:
             discard(self._tmp, self._tmp_cog)
+            if self._overviews is not None:
+                self._overviews.discard()
 
 
-def publish_cog(src: str | Path, final: str | Path, overview_resampling: str = "average") -> Path:
+def temp_compression(dtype: str, cog: bool) -> dict:
+    """How the rows are kept until :meth:`RasterWriter.close`: a float raster bound for a COG is kept
+    uncompressed, since the COG copy compresses it anyway and ZSTD gains only a third on a probability
+    (measured: bench_detect.py); masks and a block's parts (kept until the assembly) as ZSTD level 1."""
+    if cog and np.dtype(dtype).kind == "f":
+        return {}
+    return {"compress": "ZSTD", "zstd_level": 1}
+
+
+def publish_cog(src: str | Path, final: str | Path, overview_resampling: str = "average",
+                overviews: list[Path] | None = None) -> Path:
     """Copy any GDAL raster (a GeoTIFF, a VRT mosaic) to ``final`` as a COG with overviews, atomically.
 
-    A VRT is first copied into one tiled GeoTIFF: the COG driver reads its source twice (overviews,
-    then the copy), and reading one GeoTIFF twice is faster than reading the VRT's parts twice.
+    ``overviews``: ready-made levels of ``src``, finest first (io.overviews), used as they are;
+    without them GDAL builds the overviews from ``src``. A VRT is first copied into one tiled GeoTIFF:
+    the COG driver then reads its source twice (overviews, then the copy), and reading one GeoTIFF
+    twice is faster than reading the VRT's parts twice.
     """
     final = Path(final)
-    tmp, flat = temp_path(final, ".cog.tif"), temp_path(final, ".flat.tif")
+    tmp, flat, vrt = temp_path(final, ".cog.tif"), temp_path(final, ".flat.tif"), temp_path(final, ".ovr.vrt")
     try:
-        if str(src).endswith(".vrt"):
+        options = dict(COG_OPTIONS)
+        if overviews:
+            src = with_overviews(src, overviews, vrt)
+            options["overviews"] = "FORCE_USE_EXISTING"
+        elif str(src).endswith(".vrt"):
             src = flatten(src, flat)
         rasterio.shutil.copy(str(src), tmp, driver="COG", predictor="NO",
-                             overview_resampling=overview_resampling.upper(), **COG_OPTIONS)
+                             overview_resampling=overview_resampling.upper(), **options)
         commit(tmp, final)
     finally:
-        discard(tmp, flat)
+        discard(tmp, flat, vrt)
     return final
+
+
+def with_overviews(src: str | Path, overviews: list[Path], vrt: str | Path) -> Path:
+    """A VRT of the single-band raster ``src`` (its metadata and all) whose overviews are the files
+    ``overviews``: how a COG copy is handed overviews built elsewhere."""
+    rasterio.shutil.copy(str(src), str(vrt), driver="VRT")
+    text = Path(vrt).read_text(encoding="utf-8")
+    levels = "".join(f"""    <Overview>
+      <SourceFilename relativeToVRT="0">{escape(str(Path(p).resolve()))}</SourceFilename>
+      <SourceBand>1</SourceBand>
+    </Overview>
+""" for p in overviews)
+    head, sep, tail = text.rpartition("</VRTRasterBand>")
+    Path(vrt).write_text(head + levels + "  " + sep + tail, encoding="utf-8")
+    return Path(vrt)
 
 
 def flatten(src: str | Path, dst: str | Path) -> Path:

@@ -69,6 +69,14 @@ class CVA(ChangeModel):
         super().__init__(config or CVAConfig(), device)
         self.fitted = None
 
+    @property
+    def context_px(self) -> int:
+        """0: the magnitude is per pixel; rcva searches ``radius`` pixels, a filter half its size."""
+        reach = self.config.radius if self.config.measure == "rcva" else 0
+        if self.config.filter != "none":
+            reach += self.config.size // 2
+        return reach
+
     def magnitude(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """The change statistic: Euclidean norm of the change vector over bands, filtered:
         ``(N, C, h, w) -> (N, h, w)``. Invalid pixels (``valid`` False) count as unchanged in the filter."""
@@ -77,7 +85,7 @@ class CVA(ChangeModel):
         else:
             diff = after - before
             mag = np.sqrt(np.einsum("nchw,nchw->nhw", diff, diff))
-        if valid is not None:
+        if valid is not None and not valid.all():
             mag[~valid] = 0.0
         size = self.config.size
         if size > 1 and self.config.filter == "median":
