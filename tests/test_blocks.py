@@ -44,6 +44,7 @@ class SlowTypedCVA(CVA):
     name = "slow_typed_cva"
     config_class = SlowConfig
     n_types = 2
+    context_px = None   # windows overlap as a network's do: the seams between blocks are blended
 
     def predict(self, before, after, valid):
         time.sleep(self.config.sleep)

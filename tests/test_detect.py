@@ -21,6 +21,7 @@ from scipy import ndimage
 from geochange.detect import DetectOptions, detect
 from geochange.errors import GeochangeError
 from geochange.metrics import ConfusionMatrix
+from geochange.models.cva import CVA
 from tests.conftest import make_planted_scene, texture, write_tif
 
 OUTPUTS = ["change_probability.tif", "change_mask.tif", "changes.gpkg", "changes.shp", "changes.qml",
@@ -207,6 +208,29 @@ def test_tile_size_does_not_change_result(planted_same_grid, tmp_path):
     big = gpd.read_file(tmp_path / "big" / "changes.gpkg", layer="changes")
     assert len(small) == len(big)
     assert small.union_all().symmetric_difference(big.union_all()).area < 1e-6
+
+
+def test_per_pixel_model_needs_no_overlap(planted_same_grid, tmp_path, monkeypatch):
+    """cva (per pixel) runs on windows that do not overlap, and maps exactly what overlapping windows
+    map; a filtered cva, or a model whose context is unknown, keeps the overlap."""
+    class Blended(CVA):
+        name = "blended_cva"
+        context_px = None
+
+    register_model(monkeypatch, "blended_cva", Blended)
+    s = planted_same_grid
+    plain = detect(str(s.before), str(s.after), tmp_path / "plain", DetectOptions(tile=48, overlap=16))
+    blended = detect(str(s.before), str(s.after), tmp_path / "blended",
+                     DetectOptions(model="blended_cva", tile=48, overlap=16))
+    median = detect(str(s.before), str(s.after), tmp_path / "median",
+                    DetectOptions(tile=48, overlap=16, model_params={"filter": "median"}))
+    assert plain["engine"]["overlap"] == 0 and blended["engine"]["overlap"] == 16
+    assert median["engine"]["overlap"] == 16
+    assert plain["engine"]["windows"] < blended["engine"]["windows"]
+    for name, tol in (("change_mask.tif", 0), ("change_probability.tif", 2 * 2.0**-20)):
+        with rasterio.open(tmp_path / "plain" / name) as a, rasterio.open(tmp_path / "blended" / name) as b:
+            assert np.abs(a.read(1).astype(float) - b.read(1)).max() <= tol
+    assert plain["polygons"] == blended["polygons"] > 0
 
 
 def test_seeded_runs_are_reproducible(planted_same_grid, tmp_path):

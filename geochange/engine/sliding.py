@@ -117,11 +117,12 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
         pending_writes: deque[Future] = deque()
 
         def emit(strip: Strip) -> None:
-            pending_writes.append(writer.submit(_write_all, sinks, strip))
-            while len(pending_writes) > 2:
-                t = time.perf_counter()
-                pending_writes.popleft().result()
-                stats.write_wait_s += time.perf_counter() - t
+            for part in split_strip(strip):   # at most two parts wait: memory does not grow with the width
+                pending_writes.append(writer.submit(_write_all, sinks, part))
+                while len(pending_writes) > 2:
+                    t = time.perf_counter()
+                    pending_writes.popleft().result()
+                    stats.write_wait_s += time.perf_counter() - t
 
         while True:
             t = time.perf_counter()
@@ -184,9 +185,8 @@ def split_strip(strip: Strip, max_pixels: int = SINK_PIXELS) -> list[Strip]:
 
 
 def _write_all(sinks: Sequence[StripSink], strip: Strip) -> None:
-    for part in split_strip(strip):
-        for sink in sinks:
-            sink.write(part)
+    for sink in sinks:
+        sink.write(strip)
 
 
 def whole_plan(plan: WindowPlan) -> Block:
@@ -313,8 +313,10 @@ class _StripAccumulator:
         wsum = self.weight[cut:n]
         valid = wsum > 0
         prob = np.divide(self.sum[cut:n], wsum, out=np.zeros_like(wsum), where=valid)
-        if self.steps:
-            prob = np.round(prob * self.steps) / self.steps
+        if self.steps:   # in place: no temporaries the size of the strip
+            prob *= self.steps
+            np.round(prob, out=prob)
+            prob /= self.steps
         types = self.types[cut:n].copy() if self.types is not None else None
         return Strip(self.base + cut, prob, valid, types)
 
