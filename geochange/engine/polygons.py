@@ -118,13 +118,11 @@ class StripPolygonizer:
         labels, n = ndimage.label(mask)
         pieces: list[_Piece] = []
         if n:
-            inside = labels > 0
+            inside = mask if mask.dtype == bool else labels > 0
             lab, p = labels[inside], prob[inside]
             counts = np.bincount(lab, minlength=n + 1)[1:]
             sums = np.bincount(lab, weights=p, minlength=n + 1)[1:]
-            maxs = np.full(n + 1, -np.inf)
-            np.maximum.at(maxs, lab, p)
-            maxs = maxs[1:]
+            maxs = np.asarray(ndimage.maximum(prob, labels, np.arange(1, n + 1)), np.float64).reshape(n)
             if row_areas is None:
                 areas = counts.astype(np.float64)
             else:
@@ -136,8 +134,12 @@ class StripPolygonizer:
                 flat = lab.astype(np.int64) * m + np.minimum(types[inside], n_types)
                 tcounts = np.bincount(flat, minlength=(n + 1) * m).reshape(n + 1, m)[1:]
             geoms: dict[int, list] = {}
-            shapes = rasterio.features.shapes(labels.astype(np.int32), mask=inside, connectivity=4,
-                                              transform=Affine.translation(0, row_off))
+            # polygonise only the rows and columns that hold changes: the rest is GDAL's time for nothing
+            rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            shapes = rasterio.features.shapes(labels[box].astype(np.int32, copy=False), mask=inside[box],
+                                              connectivity=4,
+                                              transform=Affine.translation(int(cols[0]), row_off + int(rows[0])))
             for geom, value in shapes:
                 geoms.setdefault(int(value), []).append(shapely.geometry.shape(geom))
             for k in range(1, n + 1):

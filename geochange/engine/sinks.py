@@ -19,15 +19,17 @@ MASK_NODATA = 255
 
 def change_mask(strip: Strip, threshold: float) -> np.ndarray:
     """uint8 mask of a strip: 1 changed (a candidate: ``prob >= threshold``), 0 unchanged, 255 nodata."""
-    mask = (strip.prob >= threshold).astype(np.uint8)
-    mask[~strip.valid] = MASK_NODATA
+    mask = strip.candidates(threshold).view(np.uint8).copy()
+    if not strip.all_valid:
+        mask[~strip.valid] = MASK_NODATA
     return mask
 
 
 def change_type(strip: Strip, threshold: float) -> np.ndarray:
     """uint8 change types of a strip: 1..K where changed, 0 unchanged, 255 nodata."""
-    types = np.where(strip.prob >= threshold, strip.types, 0).astype(np.uint8)
-    types[~strip.valid] = MASK_NODATA
+    types = np.where(strip.candidates(threshold), strip.types, 0).astype(np.uint8, copy=False)
+    if not strip.all_valid:
+        types[~strip.valid] = MASK_NODATA
     return types
 
 
@@ -44,7 +46,8 @@ class RasterSink:
         self.prob, self.mask, self.threshold, self.types = prob, mask, threshold, types
 
     def write(self, strip: Strip) -> None:
-        self.prob.write_rows(strip.row_off, np.where(strip.valid, strip.prob, PROB_NODATA).astype(np.float32))
+        prob = strip.prob if strip.all_valid else np.where(strip.valid, strip.prob, np.float32(PROB_NODATA))
+        self.prob.write_rows(strip.row_off, prob.astype(np.float32, copy=False))
         self.mask.write_rows(strip.row_off, change_mask(strip, self.threshold))
         if self.types is not None and strip.types is not None:
             self.types.write_rows(strip.row_off, change_type(strip, self.threshold))
@@ -62,7 +65,7 @@ class PolygonSink:
         self.polygonizer = StripPolygonizer(hold_top=hold_top)
 
     def write(self, strip: Strip) -> None:
-        mask = strip.valid & (strip.prob >= self.rule.low)
+        mask = strip.candidates(self.rule.low)
         types = strip.types if self.n_types else None
         areas = self.scale.row_areas(strip.row_off, strip.prob.shape[0])
         self._publish(self.polygonizer.add(strip.row_off, mask, strip.prob, types, self.n_types, areas))
@@ -113,9 +116,8 @@ class StatsSink:
         self.holes_filled = 0
 
     def write(self, strip: Strip) -> None:
-        changed = strip.valid & (strip.prob >= self.threshold)
-        per_row = changed.sum(axis=1)
-        self.valid_pixels += int(strip.valid.sum())
+        per_row = np.count_nonzero(strip.candidates(self.threshold), axis=1)
+        self.valid_pixels += strip.valid.size if strip.all_valid else int(np.count_nonzero(strip.valid))
         self.changed_pixels += int(per_row.sum())
         areas = self.scale.row_areas(strip.row_off, strip.prob.shape[0])
         self.changed_area_m2 += float((per_row * areas).sum())

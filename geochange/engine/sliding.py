@@ -39,6 +39,22 @@ class Strip:
     prob: np.ndarray   # (h, width) float32; undefined where not valid
     valid: np.ndarray  # (h, width) bool
     types: np.ndarray | None = None  # (h, width) uint8 change type 1..K where changed, for typed models
+    _candidates: dict = field(default_factory=dict, repr=False, compare=False)
+    _all_valid: bool | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def all_valid(self) -> bool:
+        """Whether every pixel is valid (then sinks skip their nodata passes); computed once."""
+        if self._all_valid is None:
+            self._all_valid = bool(self.valid.all())
+        return self._all_valid
+
+    def candidates(self, threshold: float) -> np.ndarray:
+        """Valid pixels with ``prob >= threshold`` (bool), computed once for all the sinks."""
+        if threshold not in self._candidates:
+            above = self.prob >= threshold
+            self._candidates[threshold] = above if self.all_valid else np.logical_and(above, self.valid, out=above)
+        return self._candidates[threshold]
 
 
 class StripSink(Protocol):

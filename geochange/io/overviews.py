@@ -38,11 +38,19 @@ def halve(rows: np.ndarray, nodata: float) -> np.ndarray:
     """2x2 means of ``rows`` (h, w), leaving ``nodata`` out (nodata where a block has no data); an odd
     last row or column is left out, as the level's size is rounded down."""
     h, w = rows.shape[0] // 2 * 2, rows.shape[1] // 2 * 2
-    rows = rows[:h, :w]
-    valid = rows != nodata
-    values = np.where(valid, rows, np.float32(0.0))
-    total = values.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3), dtype=np.float32)
-    count = valid.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3), dtype=np.int8)
+    corners = [rows[i:h:2, j:w:2] for i in (0, 1) for j in (0, 1)]   # strided views: no reductions
+    valid = [c != nodata for c in corners]
+    if all(v.all() for v in valid):
+        out = corners[0] + corners[1]
+        out += corners[2]
+        out += corners[3]
+        out *= np.float32(0.25)
+        return out.astype(np.float32, copy=False)
+    total = np.zeros(corners[0].shape, np.float32)
+    count = np.zeros(corners[0].shape, np.float32)
+    for c, v in zip(corners, valid):
+        np.add(total, c, out=total, where=v)
+        count += v
     out = np.full(total.shape, nodata, np.float32)
     np.divide(total, count, out=out, where=count > 0)
     return out

@@ -140,7 +140,7 @@ class QuicklookCanvas:
     def write(self, strip) -> None:
         """Strip sink: keep the decimated change mask."""
         r, c, i, j = self._targets(strip.row_off, 0)
-        sub = strip.valid[r::self.k, c::self.k] & (strip.prob[r::self.k, c::self.k] >= self.threshold)
+        sub = strip.candidates(self.threshold)[r::self.k, c::self.k]
         self.changed[i:i + sub.shape[0], j:j + sub.shape[1]] = sub
 
     def load_mask(self, path: str | Path) -> None:
