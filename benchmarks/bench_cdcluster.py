@@ -24,12 +24,18 @@ all points and as CDCluster calls it (FAISS trains on 256 k of them), against
 ``sklearn.cluster.KMeans(n_init=1, max_iter=20, tol=0)``; best of ``--repeats``; ratios in one run.
 
     nice -n 10 python3 benchmarks/bench_cdcluster.py [--size 64] [--warmup-epochs 15] [--unsup-epochs 10]
+
+``--data DIR`` reads ``DIR/dsifn_samples`` and ``DIR/oscd`` instead of ../shared/data. ``--tiny`` is a smoke
+run (seconds; the test suite runs it on a synthetic data root): 16 px patches, 1 warm-up + 1 unsupervised
+epoch, one setting (random 30 %), 1 IA seed with k = 2, 4000 k-means pixels, 1 repeat; any option given
+explicitly still wins.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import sys
 import tempfile
 import time
 import warnings
@@ -42,6 +48,8 @@ DATA = HERE.parent.parent / "shared" / "data"
 OSCD_RGB = ("B04", "B03", "B02")
 SETTINGS = (("random 1 %", 0.01, 0.0), ("random 5 %", 0.05, 0.0), ("random 10 %", 0.10, 0.0),
             ("random 30 %", 0.30, 0.0), ("sampled 6 %", 0.06, 0.03), ("sampled 30 %", 0.30, 0.03))
+TINY = {"size": 16, "warmup_epochs": 1, "unsup_epochs": 1, "dsifn_test": 1, "settings": ["random 30 %"],
+        "ia_seeds": 1, "ia_ks": [2], "kmeans_pixels": 4000, "repeats": 1}
 
 
 def _patches(before: np.ndarray, after: np.ndarray, label: np.ndarray, size: int, pair: str, split: str,
@@ -55,15 +63,16 @@ def _patches(before: np.ndarray, after: np.ndarray, label: np.ndarray, size: int
     return out
 
 
-def load_items(size: int, dsifn_test: int, oscd_test: float) -> tuple[list[dict], list[dict]]:
-    """Train and test patches of the DSIFN samples and the two OSCD cities."""
+def load_items(size: int, dsifn_test: int, oscd_test: float, data: Path = DATA) -> tuple[list[dict], list[dict], int]:
+    """Train and test patches of the DSIFN samples and the two OSCD cities under ``data``, and the
+    number of DSIFN pairs."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
     from geochange.data.patches import LevirDataset
 
     train, test = [], []
-    dsifn = LevirDataset(DATA / "dsifn_samples")
+    dsifn = LevirDataset(data / "dsifn_samples")
     for i in range(len(dsifn)):
         item = dsifn[i]
         split = "test" if i >= len(dsifn) - dsifn_test else "train"
@@ -75,19 +84,19 @@ def load_items(size: int, dsifn_test: int, oscd_test: float) -> tuple[list[dict]
         for folder in ("imgs_1", "imgs_2"):
             bands = []
             for band in OSCD_RGB:
-                path = glob.glob(str(DATA / "oscd" / "images" / city / folder / f"*_{band}.tif"))[0]
+                path = glob.glob(str(data / "oscd" / "images" / city / folder / f"*_{band}.tif"))[0]
                 with rasterio.open(path) as ds:
                     bands.append(ds.read(1))
             dates.append(np.stack(bands).astype(np.float32))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(DATA / "oscd" / "train_labels" / city / "cm" / f"{city}-cm_georef_01.tif") as ds:
+            with rasterio.open(data / "oscd" / "train_labels" / city / "cm" / f"{city}-cm_georef_01.tif") as ds:
                 label = (ds.read(1) > 0).astype(np.uint8)
         height = label.shape[0]
         cut = height - size * max(1, round(oscd_test * height / size))
         train += _patches(dates[0], dates[1], label, size, f"oscd/{city}", "train", (0, cut))
         test += _patches(dates[0], dates[1], label, size, f"oscd/{city}", "test", (cut, height))
-    return train, test
+    return train, test, len(dsifn)
 
 
 def standardised(items: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,6 +183,11 @@ def time_kmeans(x: np.ndarray, k: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="data root holding dsifn_samples/ and oscd/ (default: %(default)s)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke run in seconds: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in TINY.items())
+                        .replace("%", "%%"))
     parser.add_argument("--size", type=int, default=64, help="patch side in pixels")
     parser.add_argument("--warmup-epochs", type=int, default=15)
     parser.add_argument("--unsup-epochs", type=int, default=10)
@@ -186,7 +200,11 @@ def main() -> None:
     parser.add_argument("--ia-ks", type=int, nargs="*", default=[2, 5, 10, 20, 50])
     parser.add_argument("--kmeans-pixels", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    if parser.parse_known_args()[0].tiny:
+        parser.set_defaults(**TINY)  # explicit options still win
     args = parser.parse_args()
+    if not (args.data / "dsifn_samples").is_dir() or not (args.data / "oscd").is_dir():
+        sys.exit(f"bench_cdcluster: {args.data} holds no dsifn_samples/ and oscd/ (point --data at the data root)")
 
     import torch
 
@@ -196,11 +214,11 @@ def main() -> None:
     set_quiet(True)
     torch.set_num_threads(1)
     t_all = time.perf_counter()
-    train_items, test_items = load_items(args.size, args.dsifn_test, args.oscd_test)
+    train_items, test_items, n_dsifn = load_items(args.size, args.dsifn_test, args.oscd_test, args.data)
     test = standardised(test_items)
     changed = lambda items: np.mean([np.mean(i["label"] == 1) for i in items])  # noqa: E731
     print(f"data: {len(train_items)} train / {len(test_items)} test patches of {args.size} px "
-          f"(DSIFN {10 - args.dsifn_test}/{args.dsifn_test} pairs, OSCD bercy+paris RGB, bottom "
+          f"(DSIFN {n_dsifn - args.dsifn_test}/{args.dsifn_test} pairs, OSCD bercy+paris RGB, bottom "
           f"{args.oscd_test:.0%} of rows for test); changed pixels {changed(train_items):.1%} train, "
           f"{changed(test_items):.1%} test")
     print(f"schedule: {args.warmup_epochs} warm-up + {args.unsup_epochs} unsupervised epochs, k = 20, lr 1e-3, "

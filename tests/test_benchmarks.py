@@ -131,3 +131,60 @@ def test_bench_labels_marks():
     assert areas == [4, 400]                      # exact pixel outlines, in pixels
     assert [g.geom_type for g, v in zip(geoms, values) if v == 0].count("Polygon") == 1
     assert shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10   # all within the left half
+
+
+def _cdcluster_data(root: Path) -> Path:
+    """A tiny data root in bench_cdcluster's layouts: DSIFN samples (LEVIR-CD style A/, B/, label/ PNGs,
+    0/255 masks) and OSCD bercy/paris (imgs_1|imgs_2/*_B0N.tif bands, train_labels/<city>/cm/<city>-cm_georef_01.tif),
+    each pair a textured scene with planted bright and dark squares in the after date."""
+    import numpy as np
+    from affine import Affine
+    from conftest import texture, write_tif
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def pair(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        before = texture(rng, (size, size))
+        after = before * 0.9 + 12 + rng.normal(0, 2, before.shape)
+        label = np.zeros((size, size), np.uint8)
+        for k in range(6):
+            r, c = rng.integers(0, size - 12, 2)
+            after[:, r:r + 12, c:c + 12] = 235 if k % 2 else 30
+            label[r:r + 12, c:c + 12] = 1
+        return before, after, label
+
+    dsifn = root / "dsifn_samples"
+    for name in ("A", "B", "label"):
+        (dsifn / name).mkdir(parents=True)
+    for i in range(3):
+        before, after, label = pair(64)
+        for name, arr in (("A", before), ("B", after)):
+            Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8).transpose(1, 2, 0)).save(dsifn / name / f"{i}_1.png")
+        Image.fromarray(label * 255).save(dsifn / "label" / f"{i}_1.png")
+    t = Affine(10.0, 0, 450_000.0, 0, -10.0, 5_410_000.0)
+    for city in ("bercy", "paris"):
+        before, after, label = pair(64)
+        for folder, arr in (("imgs_1", before), ("imgs_2", after)):
+            (root / "oscd" / "images" / city / folder).mkdir(parents=True)
+            for b, band in enumerate(("B04", "B03", "B02")):   # reflectance-like uint16, as Sentinel-2 L1C
+                write_tif(root / "oscd" / "images" / city / folder / f"S2_T31UDQ_{band}.tif",
+                          (arr[b] * 8 + 500).astype(np.uint16), "EPSG:32631", t)
+        (root / "oscd" / "train_labels" / city / "cm").mkdir(parents=True)
+        write_tif(root / "oscd" / "train_labels" / city / "cm" / f"{city}-cm_georef_01.tif", label, "EPSG:4326",
+                  Affine(1e-4, 0, 2.36, 0, -1e-4, 48.87))       # 0/1 uint8 on WGS84, as OSCD's georef masks
+    return root
+
+
+def test_bench_cdcluster_tiny(tmp_path):
+    data = _cdcluster_data(tmp_path / "data")
+    lines = _run("bench_cdcluster.py", "--tiny", "--data", str(data), cwd=tmp_path)
+    # 3 DSIFN pairs (1 for test) and two 64 px cities (bottom 16 px rows for test), in 16 px patches
+    assert any(line.startswith("data: 56 train / 24 test patches of 16 px (DSIFN 2/1 pairs") for line in lines)
+    assert any(line.startswith("warm-up") and "after warm-up" in line for line in lines)   # the table's header
+    row = next(line for line in lines if line.startswith("random 30 %")).replace("|", " ").split()
+    assert int(row[3]) > 0                       # warm-up pairs
+    scores = [float(v) for v in row[4:14]]       # acc F1 kappa spec rec, after warm-up and at the end
+    assert all(-1 <= v <= 1 for v in scores) and 0 <= scores[5] <= 1
+    assert any(line.strip().startswith("mean ") for line in lines)        # Initial Alignment, k = 2
+    assert sum(line.strip().startswith(("faiss", "sklearn")) and " s " in line for line in lines) == 3
