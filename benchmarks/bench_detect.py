@@ -3,7 +3,7 @@
 
 (a) Engine efficiency = model time / end-to-end ``detect`` time, on the same pair and windows.
     Both baselines open the pair and fit the normalisation and the model on the scene sample
-    exactly as ``detect`` does, then loop over the same window plan (``plan_windows`` with the same
+    exactly as ``detect`` does, then loop over the same window plan (``plan_for`` with the same
     tile/overlap, batches of ``batch_size``), one step after another, no threads:
       "read+predict": read each window pair with ``pair.read`` and call ``model.predict``;
       "+write" (the cva model counted with its I/O): also write each window's own share of the
@@ -140,10 +140,9 @@ def model_only(before: Path, after: Path, opts, out: Path | None = None) -> dict
     from rasterio.windows import Window
 
     from geochange.device import resolve_device
-    from geochange.engine.plan import plan_windows
+    from geochange.engine.plan import plan_for
     from geochange.io.pair import RasterPair
     from geochange.models import create_model, model_class
-    from geochange.models.base import engine_overlap
 
     t0 = time.perf_counter()
     device = resolve_device(opts.device) if model_class(opts.model).uses_torch else "cpu"
@@ -156,7 +155,8 @@ def model_only(before: Path, after: Path, opts, out: Path | None = None) -> dict
         del samples
         t_fit = time.perf_counter() - t0
         grid = pair.grid
-        plan = plan_windows(grid.height, grid.width, opts.tile, engine_overlap(opts.overlap, model))  # as detect
+        plan = plan_for(grid.height, grid.width, opts.tile, opts.overlap, model.context_px,  # as detect
+                        pair.block_height)
         writers = []
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import geochange
 from geochange.checks import check_bands, check_local_folder, check_number
 from geochange.device import check_device_name, resolve_device
 from geochange.engine.outputs import DetectOutputs, ground_scale
-from geochange.engine.plan import plan_blocks, plan_windows
+from geochange.engine.plan import plan_blocks, plan_for
 from geochange.engine.regions import RegionRule, default_min_area_m2
 from geochange.engine.sliding import run_sliding
 from geochange.errors import GeochangeError
@@ -35,7 +35,6 @@ from geochange.io.pair import RasterPair
 from geochange.io.provenance import now, run_provenance
 from geochange.io.quicklook import acquisition_date, captions, true_colour
 from geochange.models import create_model, learns_from_marks, marks_models, model_class
-from geochange.models.base import engine_overlap
 from geochange.progress import say, task, warn
 from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 from geochange.train.marks import marked_scene
@@ -213,10 +212,9 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     timings["fit"] = round(time.perf_counter() - t, 3)
 
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
-    overlap = engine_overlap(opts.overlap, model)
-    plan = plan_windows(grid.height, grid.width, opts.tile, overlap)
-    if (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
-        narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != overlap else ""
+    plan = plan_for(grid.height, grid.width, opts.tile, opts.overlap, model.context_px, pair.block_height)
+    if model.context_px != 0 and (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
+        narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != opts.overlap else ""
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
             f"{narrowed}")
     n_types = getattr(model, "n_types", 0)
@@ -248,7 +246,8 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
         **({"labels": learned} if learned is not None else {}),
         "threshold": model.threshold,
-        "engine": {"tile": plan.tile_w, "overlap": plan.overlap, "batch_size": opts.batch_size,
+        "engine": {"tile": plan.tile_w, "window": [plan.tile_h, plan.tile_w], "overlap": plan.overlap,
+                   "batch_size": opts.batch_size,
                    "device": device, "windows": result["windows"], "seed": opts.seed,
                    "normalize": opts.normalize, "resampling": opts.resampling, **result.get("engine", {})},
         **result["stats"].as_dict(),

@@ -154,3 +154,21 @@ def test_blocks_keep_the_pushed_back_last_row_with_the_band_before():
     plan = plan_windows(150, 80, 64, 16)   # rows at 0, 48 and 86 (pushed back)
     assert plan.row_offsets == (0, 48, 86)
     assert [(b.first, b.stop) for b in plan_blocks(plan, 48)] == [(0, 3)]
+
+
+def test_strips_cover_the_grid_in_full_width_windows_of_bounded_size():
+    from geochange.engine.plan import plan_for, plan_strips
+
+    plan = plan_strips(1000, 300, max_pixels=300 * 70, block_h=32)
+    assert (plan.tile_w, plan.tile_h, plan.overlap, plan.col_offsets) == (300, 64, 0, (0,))   # 70 -> 64 rows
+    assert plan.row_offsets[-1] + plan.tile_h == 1000                                       # last pushed back
+    assert all(b - a == 64 for a, b in zip(plan.row_offsets[:-2], plan.row_offsets[1:-1]))
+    covered = np.zeros(1000, int)
+    for _, w in plan.windows():
+        covered[w.row_off:w.row_off + w.height] += 1
+    assert covered.min() == 1
+    assert plan_strips(10, 5000, max_pixels=100).tile_h == 1                                # one row at least
+    assert plan_strips(50, 20, max_pixels=10**6).tile_h == 50                                # never above the grid
+    # a per-pixel model gets strips, a model with context square overlapping windows
+    assert plan_for(1000, 300, 128, 16, 0).tile_w == 300
+    assert (plan_for(1000, 300, 128, 16, None).tile_w, plan_for(1000, 300, 128, 16, 3).overlap) == (128, 16)

@@ -50,6 +50,32 @@ def plan_windows(height: int, width: int, tile: int = 512, overlap: int = 64) ->
                       _offsets(height, tile_h, overlap), _offsets(width, tile_w, overlap))
 
 
+#: pixels per window of a per-pixel model (``plan_strips``): large enough that reading, the model and
+#: the sinks work on big arrays, small enough that memory stays flat whatever the raster's size
+STRIP_PIXELS = 1 << 20
+
+
+def plan_strips(height: int, width: int, max_pixels: int | None = None, block_h: int | None = None) -> WindowPlan:
+    """Full-width windows of about ``max_pixels`` (at least one row), not overlapping: the plan of a
+    per-pixel model, whose windows need no context (``ChangeModel.context_px`` 0). Their height is a
+    multiple of ``block_h`` (the input's block height) when it can be, so that reads decompress
+    each input block once; the last window is pushed back inside the grid, as in any plan."""
+    rows = max(1, (max_pixels or STRIP_PIXELS) // max(width, 1))
+    if block_h and block_h <= rows:
+        rows -= rows % block_h
+    rows = min(rows, height)
+    return WindowPlan(height, width, rows, width, 0, _offsets(height, rows, 0), (0,))
+
+
+def plan_for(height: int, width: int, tile: int, overlap: int, context_px: int | None,
+             block_h: int | None = None) -> WindowPlan:
+    """The plan of a model: strips for a per-pixel one (``context_px`` 0; ``tile`` and ``overlap``
+    then change nothing in its result), square ``tile`` windows overlapping by ``overlap`` otherwise."""
+    if context_px == 0:
+        return plan_strips(height, width, block_h=block_h)
+    return plan_windows(height, width, tile, overlap)
+
+
 def _offsets(size: int, tile: int, overlap: int) -> tuple[int, ...]:
     stride = max(1, tile - overlap)
     offsets = list(range(0, max(size - tile, 0) + 1, stride))

@@ -99,6 +99,12 @@ class RasterPair:
     def shape(self) -> tuple[int, int]:
         return self.grid.height, self.grid.width
 
+    @property
+    def block_height(self) -> int:
+        """Rows per block (tile or strip) of BEFORE's file: reads that start and end on them decompress
+        each block once."""
+        return int(self._before.block_shapes[0][0])
+
     def coregister(self, mode: str = "auto", *, n_windows: int = N_WINDOWS, size: int = SIZE, seed: int = 0,
                    tolerance_px: float = TOLERANCE_PX) -> Coregistration:
         """Estimate AFTER's residual shift relative to BEFORE and, with ``mode="auto"``, correct it

@@ -39,7 +39,8 @@ class ChangeModel(ABC):
     #: number of change types a model tells apart (0: none); typed models implement predict_with_types
     n_types: int = 0
     #: how many pixels away a pixel's probability still depends on the input: 0 for a per-pixel model,
-    #: whose windows then need no overlap (engine_overlap); None (networks): unknown, windows overlap
+    #: which the engine runs on full-width strips without overlap (engine.plan.plan_for); None
+    #: (networks): unknown, windows of --tile overlap by --overlap
     context_px: int | None = None
 
     def __init__(self, config: Any = None, device: str = "cpu") -> None:
@@ -158,8 +159,3 @@ class TrainableModel(ChangeModel):
     def load_extra_state(self, state: dict) -> None:
         """Restore what :meth:`extra_state` returned."""
 
-
-def engine_overlap(overlap: int, model: ChangeModel) -> int:
-    """The window overlap the engine needs for ``model``: none for a per-pixel model (``context_px``
-    0: overlapping windows would give the same numbers, read and computed twice), else ``overlap``."""
-    return 0 if model.context_px == 0 else overlap
