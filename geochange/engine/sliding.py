@@ -131,7 +131,9 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
     typed = getattr(model, "n_types", 0) > 0
     blocked = block is not None
     block = block or whole_plan(plan)
-    acc = _StripAccumulator(plan, prob_steps, with_types=typed, block=block)
+    # a per-pixel model's strips need no blending: each window is its own strip
+    passthrough = not blocked and plan.overlap == 0 and len(plan.col_offsets) == 1
+    acc = _Passthrough(prob_steps) if passthrough else _StripAccumulator(plan, prob_steps, with_types=typed, block=block)
     with ThreadPoolExecutor(1, "geochange-read") as reader, ThreadPoolExecutor(1, "geochange-write") as writer:
         batches = _prefetch(reader, pair, plan_batches(plan, batch_size, block), prefetch)
         pending_writes: deque[Future] = deque()
@@ -161,7 +163,8 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
             for k, (r, win) in enumerate(zip(rows, windows)):
                 for hook in window_hooks:
                     hook(win, before[k], after[k], valid[k])
-                for strip in acc.add(r, win, probs[k], weights * valid[k], None if types is None else types[k]):
+                weight = valid[k] if passthrough else weights * valid[k]
+                for strip in acc.add(r, win, probs[k], weight, None if types is None else types[k]):
                     emit(strip)
             stats.windows += len(windows)
             stats.batches += 1
@@ -249,6 +252,33 @@ def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, batches: list[list[tup
             yield queue.popleft().result()
     while queue:
         yield queue.popleft().result()
+
+
+class _Passthrough:
+    """The accumulator of a plan of full-width windows that do not overlap (a per-pixel model's
+    strips): each window is a strip as it is, rounded in place. Rows that the pushed-back last window
+    shares with the one before are left out: a per-pixel model gives them the same numbers."""
+
+    def __init__(self, steps: int | None = None) -> None:
+        self.steps = steps
+        self.done = 0   # grid rows emitted so far
+
+    def add(self, r: int, window: Window, prob: np.ndarray, valid: np.ndarray,
+            types: np.ndarray | None = None) -> list[Strip]:
+        y0 = int(window.row_off)
+        skip = max(0, self.done - y0)
+        if skip >= prob.shape[0]:
+            return []
+        prob = prob[skip:]
+        if self.steps:
+            prob *= self.steps
+            np.round(prob, out=prob)
+            prob /= self.steps
+        self.done = y0 + skip + prob.shape[0]
+        return [Strip(y0 + skip, prob, valid[skip:], None if types is None else types[skip:])]
+
+    def finish(self) -> list[Strip]:
+        return []
 
 
 class _StripAccumulator:
