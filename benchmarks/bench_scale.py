@@ -44,15 +44,17 @@ def run(before: Path, after: Path, out: Path, model: str, tile: int, block_size:
     t = time.perf_counter()
     summary = detect(str(before), str(after), out, opts)
     seconds = time.perf_counter() - t
-    summary["cores_used"] = (_cpu_seconds() - cpu0) / seconds  # this process only: the plain run's all
+    summary["cpu_s"] = _cpu_seconds() - cpu0
+    summary["cores_used"] = summary["cpu_s"] / seconds
     return seconds, summary
 
 
 def _cpu_seconds() -> float:
     import resource
 
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    # this process and its children that ended (a local cluster's worker processes, once closed)
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def same_raster(a: Path, b: Path) -> bool:
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             summaries[name] = summary
             print(f"  repeat {rep + 1}: {name:9s} {seconds:7.2f} s  (fit {summary['timings_s']['fit']:.2f}, "
                   f"blocks/inference {summary['timings_s']['inference']:.2f}, "
-                  f"publish {summary['timings_s']['publish']:.2f})", flush=True)
+                  f"publish {summary['timings_s']['publish']:.2f}; cpu {summary['cpu_s']:.1f} s)", flush=True)
     outs = {name: workdir / f"out_{name.replace(' ', '_')}" for name in runs}
     identical = all(same_raster(outs["plain"] / "change_probability.tif", outs[n] / "change_probability.tif")
                     and summaries[n]["polygons"] == summaries["plain"]["polygons"] for n in runs)
