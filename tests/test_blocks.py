@@ -68,7 +68,7 @@ def _on_a_worker() -> bool:
 
 
 @pytest.fixture
-def scene(tmp_path, monkeypatch):
+def scene(tmp_path, monkeypatch, many_cores):
     register_model(monkeypatch, "slow_typed_cva", SlowTypedCVA)
     return make_planted_scene(tmp_path / "scene", height=600, holes=True)  # tall enough for overviews
 
@@ -164,9 +164,10 @@ def test_run_killed_half_way_resumes_to_the_same_outputs(scene, single, tmp_path
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from geochange import models
+        from geochange import models, scheduler
         from geochange.detect import DetectOptions, detect
         models.MODELS["slow_typed_cva"] = "tests.test_blocks:SlowTypedCVA"
+        scheduler.usable_cores = lambda: 16  # the many_cores fixture
         if __name__ == "__main__":
             detect({str(scene.before)!r}, {str(scene.after)!r}, {str(out)!r},
                    DetectOptions(**{BASE!r}, model_params={{"sleep": 0.4}}, workers=2, block_size=96))
@@ -228,3 +229,32 @@ def test_blocks_on_a_running_scheduler_given_by_address(scene, single, tmp_path)
     assert summary["engine"]["scheduler"] == cluster.scheduler_address and summary["engine"]["dask_workers"] == 2
     assert_same_outputs(single, out)
 
+
+def test_workers_run_in_one_process_where_a_local_cluster_cannot_gain(scene, single, tmp_path, monkeypatch):
+    """On 2 cores a plain run already keeps them busy: ``--workers 2`` runs it, and says so;
+    ``--resume`` runs blocks all the same (a resumable run)."""
+    monkeypatch.setattr("geochange.scheduler.usable_cores", lambda: 2)
+    out = tmp_path / "plain"
+    summary = detect(str(scene.before), str(scene.after), out, DetectOptions(**BASE, workers=2, block_size=96))
+    assert "blocks" not in summary["engine"]
+    local = summary["engine"]["local_cluster"]
+    assert local["workers"] == 2 and not local["used"] and "2 cores" in local["reason"]
+    assert json.loads((out / "summary.json").read_text())["engine"]["local_cluster"] == local
+    assert_same_outputs(single, out)
+    resumable = detect(str(scene.before), str(scene.after), tmp_path / "resumable",
+                       DetectOptions(**BASE, workers=2, block_size=96, resume=True))
+    assert resumable["engine"]["blocks"] == 6 and "local_cluster" not in resumable["engine"]
+    assert_same_outputs(single, tmp_path / "resumable")
+
+
+@pytest.mark.parametrize("workers, blocks, cores, per_run, gains", [
+    (2, 6, 16, 2, True), (2, 6, 4, 2, True), (4, 6, 4, 2, True),
+    (1, 6, 16, 2, False),   # one worker: the blocks one after another
+    (4, 1, 16, 2, False),   # one block
+    (2, 6, 2, 2, False), (2, 6, 3, 2, False),  # a plain run keeps the cores busy
+    (2, 6, 16, 16, False),  # a model on torch's CPU threads: all of them
+])
+def test_when_a_local_cluster_can_gain(workers, blocks, cores, per_run, gains):
+    from geochange.scheduler import why_not_local_blocks
+
+    assert (why_not_local_blocks(workers, blocks, cores, per_run) is None) == gains

@@ -236,7 +236,7 @@ def test_train_cdcluster_report_ia_prints_and_saves_the_table(planted_same_grid,
     assert res.exit_code == 2 and "train cdcluster --report-ia" in res.output
 
 
-def test_detect_on_a_local_dask_cluster_from_the_command_line(planted_same_grid, tmp_path):
+def test_detect_on_a_local_dask_cluster_from_the_command_line(planted_same_grid, many_cores, tmp_path):
     s = planted_same_grid
     out = tmp_path / "o"
     res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "--tile", "64", "--overlap",

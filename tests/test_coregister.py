@@ -142,7 +142,7 @@ def test_detect_corrects_and_reports_the_shift(tmp_path):
     assert off["inputs"]["after_shift_px"] is None
 
 
-def test_blocked_run_applies_the_same_shift(tmp_path):
+def test_blocked_run_applies_the_same_shift(tmp_path, many_cores):
     sp = make_shifted_pair(tmp_path / "pair", (0.6, -1.3), size=400)
     opts = dict(tile=96, overlap=16, block_size=128)
     plain = detect(str(sp.before), str(sp.after), tmp_path / "plain", DetectOptions(**opts))
