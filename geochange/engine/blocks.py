@@ -238,8 +238,9 @@ class PlainOrder:
     grid's last row at the end), and the regions one strip finishes in the raster order of their
     first pixel (top row, then leftmost column in it: the order of their labels). :func:`plain_keys`
     computes that key from an outline. A block's own polygons come in that order already (its strips
-    are the plan's), so each block's stream is merged with the border regions the assembly finished
-    for that block's rows, which it holds meanwhile (this is the ``writer`` of its ``PolygonSink``).
+    are the plan's), so each block's stream is kept as it is and the border regions the assembly
+    finished for that block's rows, held meanwhile (this is the ``writer`` of its ``PolygonSink``),
+    are merged into it by key.
     """
 
     def __init__(self, writer: VectorWriter, grid: Grid, plan: WindowPlan) -> None:
@@ -259,24 +260,26 @@ class PlainOrder:
         the held border regions; returns the number of features written so far."""
         import pandas as pd
 
-        held = pd.concat(self.held, ignore_index=True) if self.held else None
-        self.held = []
-        held_keys = plain_keys(held, self.grid, self.starts) if held is not None else np.zeros((0, 3), np.int64)
-        if held is not None:
-            first = np.lexsort(held_keys.T[::-1])
+        held, held_keys = None, np.zeros(0, np.int64)
+        if self.held:
+            held = pd.concat(self.held, ignore_index=True)
+            held_keys = plain_keys(held, self.grid, self.starts)
+            first = np.argsort(held_keys, kind="stable")
             held, held_keys = held.iloc[first].reset_index(drop=True), held_keys[first]
+        self.held = []
         for frame in frames:
             if not len(frame):
                 continue
-            self.count += len(frame)
-            keys = plain_keys(frame, self.grid, self.starts)
-            # the held regions that come before this chunk's last feature go out with it
-            n = _count_before(held_keys, keys[-1]) if held is not None else 0
+            # a held region goes before the first feature of the stream whose key (so far) is above its own
+            after = np.maximum.accumulate(plain_keys(frame, self.grid, self.starts))
+            n = int(np.searchsorted(held_keys, after[-1]))
             if n:
-                frame = pd.concat([held.iloc[:n], frame], ignore_index=True)
-                keys = np.concatenate([held_keys[:n], keys])
+                at = np.searchsorted(after, held_keys[:n], side="right")
+                rank = np.concatenate([np.arange(len(frame)) + np.searchsorted(at, np.arange(len(frame)), side="right"),
+                                       at + np.arange(n)])
+                frame = pd.concat([frame, held.iloc[:n]], ignore_index=True).iloc[np.argsort(rank)]
                 held, held_keys = held.iloc[n:].reset_index(drop=True), held_keys[n:]
-            self._write(frame.iloc[np.lexsort(keys.T[::-1])])
+            self._write(frame)
         if held is not None and len(held):
             self._write(held)
         self.count = self.writer.count
@@ -289,8 +292,8 @@ class PlainOrder:
 
 
 def plain_keys(frame, grid: Grid, starts: np.ndarray) -> np.ndarray:
-    """Per feature, the order a single-process run writes it in (:class:`PlainOrder`): rows of
-    (strip that finishes it, its first pixel row, its first pixel's column), in grid pixels."""
+    """Per feature, the place a single-process run writes it at (:class:`PlainOrder`), as one int64:
+    the strip that finishes it, then its first pixel's row, then that pixel's column."""
     import shapely
 
     coords, index = shapely.get_coordinates(np.asarray(frame.geometry.values), return_index=True)
@@ -302,20 +305,8 @@ def plain_keys(frame, grid: Grid, starts: np.ndarray) -> np.ndarray:
     below = np.maximum.reduceat(row, first)  # the row under the region's last row (vertices are pixel corners)
     left = np.minimum.reduceat(np.where(row == top[index], col, np.iinfo(np.int64).max), first)
     strip = np.where(below >= grid.height, len(starts), np.searchsorted(starts, below, side="right") - 1)
-    return np.column_stack([strip, top, left])
-
-
-def _count_before(sorted_keys: np.ndarray, key: np.ndarray) -> int:
-    """How many rows of ``sorted_keys`` (lexicographically sorted) come before ``key``."""
-    lo, hi = 0, len(sorted_keys)
-    k = tuple(key.tolist())
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if tuple(sorted_keys[mid].tolist()) < k:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    h, w = grid.height + 1, grid.width + 1
+    return (strip * h + np.clip(top, 0, h - 1)) * w + np.clip(left, 0, w - 1)
 
 
 def _write_seam(folder: Path, block: Block, grid: Grid, specs, strip, threshold: float) -> list[Path]:
