@@ -38,7 +38,8 @@ def why_not_local_blocks(workers: int, blocks: int, cores: int | None = None, co
     """Why a local cluster of ``workers`` processes cannot run a plan of ``blocks`` blocks faster than
     one process alone (None: it can). It gains only by running two blocks or more at once, each on
     cores the single run would leave idle; otherwise the blocks' overheads (the cluster's start, the
-    blocks' parts, the assembly) make it slower (by 20 to 50 % on 2 cores: benchmarks/bench_scale.py)."""
+    blocks' parts, the assembly) make it slower (1.1x to 1.4x the time and 1.5x the CPU on 2 cores:
+    benchmarks/bench_scale.py)."""
     cores = usable_cores() if cores is None else cores
     if workers < 2:
         return "one worker runs the blocks one after another"

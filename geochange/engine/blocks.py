@@ -8,8 +8,9 @@ borders, and its *edges* (the blend parts of the seam rows it shares with its ne
 The client then publishes (``assemble``): it finishes each seam by replaying both blocks' parts
 in the whole run's order, mosaics the parts into the COGs through a VRT, joins the border regions
 across blocks (and decides them: a block decides the regions it finishes itself, and burns that into
-its own mask part), burns those decisions into the mosaicked mask, and sums the statistics. Rasters come out bit for bit as a single-process run's,
-and so do the polygons: the same features in the same order with the same ids (:class:`PlainOrder`).
+its own mask part), burns those decisions into the mosaicked mask, and sums the statistics. Rasters
+come out bit for bit as a single-process run's, and so do the polygons: the same features in the same
+order with the same ids (:class:`PlainOrder`).
 
 A block's folder appears only when the block is complete (``journal.publish_block``), and the
 journal records it, so an interrupted run resumes with the blocks still to do.
