@@ -258,3 +258,29 @@ def test_when_a_local_cluster_can_gain(workers, blocks, cores, per_run, gains):
     from geochange.scheduler import why_not_local_blocks
 
     assert (why_not_local_blocks(workers, blocks, cores, per_run) is None) == gains
+
+
+@pytest.mark.parametrize("coregister", [
+    "off",
+    # AFTER is warped onto BEFORE's grid here, and the WarpedVRT's pixels depend on what was read
+    # through it before (GDAL's block cache): the client's co-registration reads change the single
+    # run's later reads, which the workers' fresh reads do not see (rasters differ too; not the blocks' doing)
+    pytest.param("auto", marks=pytest.mark.xfail(strict=True, reason="warped reads depend on earlier reads")),
+])
+def test_polygons_of_real_imagery_in_blocks_are_a_single_runs_ids_included(test_data, many_cores, tmp_path,
+                                                                            coregister):
+    """NAIP 2016 / 2017 (tests/data): changes.gpkg and changes.shp of ``--workers 2`` are a single
+    run's feature for feature (order, ids, attributes, geometries), regions across block borders included."""
+    before, after = str(test_data / "naip_nd_2016_crop.tif"), str(test_data / "naip_nd_2017_crop.tif")
+    opts = dict(tile=64, overlap=16, min_area=0, coregister=coregister)
+    single = detect(before, after, tmp_path / "single", DetectOptions(**opts))
+    blocked = detect(before, after, tmp_path / "blocked", DetectOptions(**opts, workers=2, block_size=64))
+    assert blocked["engine"]["blocks"] >= 2 and blocked["polygons"] == single["polygons"]
+    assert_same_polygons(tmp_path / "single", tmp_path / "blocked")
+    grid = single["grid"]
+    borders = [b.y0 for b in plan_blocks(plan_windows(grid["height"], grid["width"], 64, 16), 64)[1:]]
+    frame = gpd.read_file(tmp_path / "blocked" / "changes.gpkg", layer="changes")
+    with rasterio.open(before) as ds:
+        t = ds.transform
+    top, bottom = (t.f - frame.geometry.bounds.maxy) / abs(t.e), (t.f - frame.geometry.bounds.miny) / abs(t.e)
+    assert sum(int(((top < y) & (bottom > y)).sum()) for y in borders) >= 2
