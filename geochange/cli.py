@@ -201,7 +201,7 @@ def detect(
     hysteresis: Optional[float] = typer.Option(None, "--hysteresis", help="Low threshold (a probability <= the model's): regions of pixels above it are change if they reach the threshold somewhere \\[default: off]."),
     seed: int = typer.Option(0, help="Seed of the scene sampling (and of models that draw at random)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Run the raster in blocks on a local Dask cluster of N processes (same result as one process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Run the raster in blocks on a local Dask cluster of N processes (same result as one process) where that can be faster: else in one process, said in one line."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the blocks on the Dask cluster at this address, e.g. tcp://host:8786 (input and --out paths must be reachable from the workers)."),
     resume: bool = typer.Option(False, "--resume", help="Go on with an interrupted --workers/--scheduler run in --out, skipping its finished blocks."),
     block_size: int = typer.Option(2048, "--block-size", help="Rows of the raster per block with --workers/--scheduler (rounded to whole window rows)."),

@@ -172,14 +172,40 @@ def check_options(opts: DetectOptions) -> None:
 
 def _run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,
          ckpt: dict | None = None, marks: Marks | None = None) -> dict:
-    if not opts.distributed:
-        return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, None, marks)
+    not_blocks = _why_not_blocks(pair, opts, device)
+    if not opts.distributed or not_blocks:
+        summary = _fit_and_run(pair, out_dir, opts, device, timings, ckpt, None, marks)
+        if not_blocks:
+            summary["engine"]["local_cluster"] = {"workers": opts.workers, "used": False, "reason": not_blocks}
+        return summary
     from geochange.scheduler import BackgroundClient
 
     # the cluster starts, and its workers import what a block needs, while the scene is fitted here
     warm = ["geochange.engine.blocks", model_class(opts.model).__module__]
     with BackgroundClient(opts.scheduler, opts.workers, warm) as cluster:
         return _fit_and_run(pair, out_dir, opts, device, timings, ckpt, cluster, marks)
+
+
+def _why_not_blocks(pair: RasterPair, opts: DetectOptions, device: str) -> str | None:
+    """Why ``--workers N`` runs the plan in this process here (said in one line), or None.
+
+    On one machine the blocks run only where a local cluster can be faster than one process
+    (``scheduler.why_not_local_blocks``); a model on torch's CPU threads already keeps every core
+    busy. ``--scheduler`` always uses its cluster, and ``--resume`` always runs blocks (a resumable run).
+    """
+    from geochange import scheduler
+
+    if not opts.workers or opts.scheduler or opts.resume:
+        return None
+    blocks = len(plan_blocks(plan_windows(pair.grid.height, pair.grid.width, opts.tile, opts.overlap),
+                             opts.block_size))
+    cores = scheduler.usable_cores()
+    per_run = cores if device == "cpu" and model_class(opts.model).uses_torch else scheduler.CORES_PER_RUN
+    why = scheduler.why_not_local_blocks(opts.workers, blocks, cores, per_run, opts.block_size)
+    if why:
+        say(f"--workers {opts.workers}: {why}; running in this process, which is faster "
+            "(--resume runs blocks all the same, for a resumable run)")
+    return why
 
 
 def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: str, timings: dict,

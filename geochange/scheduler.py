@@ -19,6 +19,38 @@ from geochange.errors import GeochangeError
 if TYPE_CHECKING:
     import distributed
 
+#: cores one run of the detect engine keeps busy: a reader thread (decoding, warping), the model and a
+#: writer thread (compression, polygons) -- 1.4 with cva on 2 cores (benchmarks/bench_scale.py); a
+#: worker of a local cluster runs the same engine on its block, so it needs as many to itself
+CORES_PER_RUN = 2
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's or a job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def why_not_local_blocks(workers: int, blocks: int, cores: int | None = None, cores_per_run: int = CORES_PER_RUN,
+                         block_size: int | None = None) -> str | None:
+    """Why a local cluster of ``workers`` processes cannot run a plan of ``blocks`` blocks faster than
+    one process alone (None: it can). It gains only by running two blocks or more at once, each on
+    cores the single run would leave idle; otherwise the blocks' overheads (the cluster's start, the
+    blocks' parts, the assembly) make it slower (1.1x to 1.4x the time and 1.5x the CPU on 2 cores:
+    benchmarks/bench_scale.py)."""
+    cores = usable_cores() if cores is None else cores
+    if workers < 2:
+        return "one worker runs the blocks one after another"
+    if blocks < 2:
+        size = f" of --block-size {block_size} rows" if block_size else ""
+        return f"the raster is one block{size}"
+    if cores // cores_per_run < 2:
+        return (f"one run already keeps {min(cores, cores_per_run)} of this machine's {cores} cores busy, "
+                "so workers would only share them")
+    return None
+
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None,

@@ -130,6 +130,13 @@ def planted_same_grid(tmp_path: Path) -> PlantedScene:
 
 
 @pytest.fixture
+def many_cores(monkeypatch) -> None:
+    """A machine of 16 cores, where ``detect --workers 2`` runs blocks on its local cluster (on a
+    smaller one it runs in one process, faster: scheduler.why_not_local_blocks)."""
+    monkeypatch.setattr("geochange.scheduler.usable_cores", lambda: 16)
+
+
+@pytest.fixture
 def test_data() -> Path:
     """The small real crops kept with the tests (tests/data, provenance in its README.md)."""
     return TEST_DATA

@@ -44,6 +44,8 @@ def test_bench_scale_tiny(tmp_path):
     lines = _run("bench_scale.py", "--size", "768", "--tile", "256", "--block-size", "256", "--workdir", str(tmp_path),
                  cwd=tmp_path)
     assert any("identical outputs:" in line and "True" in line for line in lines)
+    assert any("identical polygons (ids included):" in line and "True" in line for line in lines)
+    assert any(line.strip().startswith("--workers 2 / plain:") and "goal <= 1.05" in line for line in lines)
 
 
 def test_bench_rscvae_tiny(tmp_path):

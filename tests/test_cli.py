@@ -236,7 +236,7 @@ def test_train_cdcluster_report_ia_prints_and_saves_the_table(planted_same_grid,
     assert res.exit_code == 2 and "train cdcluster --report-ia" in res.output
 
 
-def test_detect_on_a_local_dask_cluster_from_the_command_line(planted_same_grid, tmp_path):
+def test_detect_on_a_local_dask_cluster_from_the_command_line(planted_same_grid, many_cores, tmp_path):
     s = planted_same_grid
     out = tmp_path / "o"
     # a filtered cva runs on overlapping windows (a plain one on strips), so the small scene makes blocks

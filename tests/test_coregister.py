@@ -142,7 +142,7 @@ def test_detect_corrects_and_reports_the_shift(tmp_path):
     assert off["inputs"]["after_shift_px"] is None
 
 
-def test_blocked_run_applies_the_same_shift(tmp_path, monkeypatch):
+def test_blocked_run_applies_the_same_shift(tmp_path, monkeypatch, many_cores):
     from geochange.engine import plan
 
     monkeypatch.setattr(plan, "STRIP_PIXELS", 400 * 40)   # cva runs on strips: 40 rows, so several blocks

@@ -8,8 +8,9 @@ borders, and its *edges* (the blend parts of the seam rows it shares with its ne
 The client then publishes (``assemble``): it finishes each seam by replaying both blocks' parts
 in the whole run's order, mosaics the parts into the COGs through a VRT, joins the border regions
 across blocks (and decides them: a block decides the regions it finishes itself, and burns that into
-its own mask part), burns those decisions into the mosaicked mask, and sums the statistics. Rasters come out bit for bit as a single-process run's;
-polygons the same after normalisation (ids are given in block order).
+its own mask part), burns those decisions into the mosaicked mask, and sums the statistics. Rasters
+come out bit for bit as a single-process run's, and so do the polygons: the same features in the same
+order with the same ids (:class:`PlainOrder`).
 
 A block's folder appears only when the block is complete (``journal.publish_block``), and the
 journal records it, so an interrupted run resumes with the blocks still to do.
@@ -181,7 +182,8 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
     vectors = VectorWriter(out_dir, grid.crs, polygon_schema(job.n_types > 0), style=polygon_style(job.n_types),
                            metadata=job.provenance)
     fixups = MaskFixups(journal.root / "fixups.bin", scale)
-    polygons = PolygonSink(vectors, grid, rule, fixups, job.n_types)
+    order = PlainOrder(vectors, grid, job.plan)
+    polygons = PolygonSink(order, grid, rule, fixups, job.n_types)  # border regions: held by ``order``
     parts: list[list[tuple[Path, int]]] = [[] for _ in specs]
     try:
         prev_tail: dict[str, np.ndarray] = {}
@@ -202,15 +204,17 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
                 quicklook.paste({k: z[k] for k in z.files})
             record = json.loads((folder / DONE).read_text(encoding="utf-8"))
             stats.merge(record)
-            for frame in _read_frames(folder / "regions.gpkg"):
-                polygons.append(frame)
             with np.load(folder / "border.npz") as z:
                 polygons.attach(BorderPieces.from_arrays({k: z[k] for k in z.files}))
+            # every region finishing in this block's rows is known now: the block's own, and the border
+            # regions the seam and the attach finished; they go out merged in a single run's order
+            order.merge(_read_frames(folder / "regions.gpkg"))
             for k, spec in enumerate(specs):
                 parts[k].append((folder / spec.name, block.body[0]))
             advance(1, f"block {block.index + 1}")
         advance(0, "publishing")
-        n_polygons = polygons.close()
+        polygons.close()
+        n_polygons = order.merge(())
         sources = [write_vrt(journal.root / f"{spec.name}.vrt", grid, spec.dtype, spec.nodata, parts[k],
                              meta=spec.meta(job.provenance)) for k, spec in enumerate(specs)]
         # the mask and types get the border regions' decisions: in one GeoTIFF each, edited in place
@@ -225,6 +229,85 @@ def assemble(job: BlockJob, blocks: list[Block], journal: BlockJournal, out_dir:
         vectors.abort()
         raise
     return Assembled(stats, quicklook, n_polygons)
+
+
+class PlainOrder:
+    """Writes the assembly's polygons in the order, and with the ids, of a single-process run.
+
+    A single run publishes a region when the strip below its last row is added (the plan's strips:
+    window row ``r`` finishes grid rows ``[row_offsets[r], row_offsets[r + 1])``; regions touching the
+    grid's last row at the end), and the regions one strip finishes in the raster order of their
+    first pixel (top row, then leftmost column in it: the order of their labels). :func:`plain_keys`
+    computes that key from an outline. A block's own polygons come in that order already (its strips
+    are the plan's), so each block's stream is kept as it is and the border regions the assembly
+    finished for that block's rows, held meanwhile (this is the ``writer`` of its ``PolygonSink``),
+    are merged into it by key.
+    """
+
+    def __init__(self, writer: VectorWriter, grid: Grid, plan: WindowPlan) -> None:
+        self.writer, self.grid = writer, grid
+        self.starts = np.asarray(plan.row_offsets, np.int64)
+        self.held: list = []
+        self.count = 0  # features written and held (PolygonSink numbers from it; ids are given anew here)
+
+    def write(self, frame) -> None:
+        """A border region frame the assembly finished: held until :meth:`merge`."""
+        if len(frame):
+            self.held.append(frame)
+            self.count += len(frame)
+
+    def merge(self, frames) -> int:
+        """Write ``frames`` (a block's own polygons, chunk by chunk, in a single run's order) merged with
+        the held border regions; returns the number of features written so far."""
+        import pandas as pd
+
+        held, held_keys = None, np.zeros(0, np.int64)
+        if self.held:
+            held = pd.concat(self.held, ignore_index=True)
+            held_keys = plain_keys(held, self.grid, self.starts)
+            first = np.argsort(held_keys, kind="stable")
+            held, held_keys = held.iloc[first].reset_index(drop=True), held_keys[first]
+        self.held = []
+        for frame in frames:
+            if not len(frame):
+                continue
+            # a held region goes before the first feature of the stream whose key (so far) is above its own
+            after = np.maximum.accumulate(plain_keys(frame, self.grid, self.starts))
+            n = int(np.searchsorted(held_keys, after[-1]))
+            if n:
+                at = np.searchsorted(after, held_keys[:n], side="right")
+                rank = np.concatenate([np.arange(len(frame)) + np.searchsorted(at, np.arange(len(frame)), side="right"),
+                                       at + np.arange(n)])
+                frame = pd.concat([frame, held.iloc[:n]], ignore_index=True).iloc[np.argsort(rank)]
+                held, held_keys = held.iloc[n:].reset_index(drop=True), held_keys[n:]
+            self._write(frame)
+        if held is not None and len(held):
+            self._write(held)
+        self.count = self.writer.count
+        return self.writer.count
+
+    def _write(self, frame) -> None:
+        frame = frame.drop(columns="id").reset_index(drop=True)
+        frame.insert(0, "id", np.arange(self.writer.count + 1, self.writer.count + 1 + len(frame)))
+        self.writer.write(frame)
+
+
+def plain_keys(frame, grid: Grid, starts: np.ndarray) -> np.ndarray:
+    """Per feature, the place a single-process run writes it at (:class:`PlainOrder`), as one int64:
+    the strip that finishes it, then its first pixel's row, then that pixel's column."""
+    import shapely
+
+    coords, index = shapely.get_coordinates(np.asarray(frame.geometry.values), return_index=True)
+    inv = ~grid.transform
+    col = np.rint(inv.a * coords[:, 0] + inv.b * coords[:, 1] + inv.c).astype(np.int64)
+    row = np.rint(inv.d * coords[:, 0] + inv.e * coords[:, 1] + inv.f).astype(np.int64)
+    first = np.searchsorted(index, np.arange(len(frame)))
+    top = np.minimum.reduceat(row, first)
+    below = np.maximum.reduceat(row, first)  # the row under the region's last row (vertices are pixel corners)
+    left = np.minimum.reduceat(np.where(row == top[index], col, np.iinfo(np.int64).max), first)
+    strip = np.where(below >= grid.height, len(starts), np.searchsorted(starts, below, side="right") - 1)
+    h, w = grid.height + 1, grid.width + 1
+    return (strip * h + np.clip(top, 0, h - 1)) * w + np.clip(left, 0, w - 1)
 
 
 def _write_seam(folder: Path, block: Block, grid: Grid, specs, strip, threshold: float) -> list[Path]:
