@@ -197,8 +197,11 @@ def _why_not_blocks(pair: RasterPair, opts: DetectOptions, device: str) -> str |
 
     if not opts.workers or opts.scheduler or opts.resume:
         return None
-    blocks = len(plan_blocks(plan_windows(pair.grid.height, pair.grid.width, opts.tile, opts.overlap),
-                             opts.block_size))
+    # the plan the model will run on (a per-pixel model's strips; no model is built for a network's)
+    context = create_model(opts.model, **opts.model_params).context_px if not model_class(opts.model).uses_torch \
+        else None
+    plan = plan_for(pair.grid.height, pair.grid.width, opts.tile, opts.overlap, context, pair.block_height)
+    blocks = len(plan_blocks(plan, opts.block_size))
     cores = scheduler.usable_cores()
     per_run = cores if device == "cpu" and model_class(opts.model).uses_torch else scheduler.CORES_PER_RUN
     why = scheduler.why_not_local_blocks(opts.workers, blocks, cores, per_run, opts.block_size)

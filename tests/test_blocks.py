@@ -263,15 +263,17 @@ def test_when_a_local_cluster_can_gain(workers, blocks, cores, per_run, gains):
 
 @pytest.mark.parametrize("coregister", [
     "off",
-    # AFTER is warped onto BEFORE's grid here, and the WarpedVRT's pixels depend on what was read
-    # through it before (GDAL's block cache): the client's co-registration reads change the single
-    # run's later reads, which the workers' fresh reads do not see (rasters differ too; not the blocks' doing)
-    pytest.param("auto", marks=pytest.mark.xfail(strict=True, reason="warped reads depend on earlier reads")),
+    # AFTER is warped onto BEFORE's grid here: the single run reads it after the co-registration's
+    # reads, the workers afresh (io.align.warp_to_grid keeps such reads equal)
+    "auto",
 ])
 def test_polygons_of_real_imagery_in_blocks_are_a_single_runs_ids_included(test_data, many_cores, tmp_path,
-                                                                            coregister):
+                                                                            coregister, monkeypatch):
     """NAIP 2016 / 2017 (tests/data): changes.gpkg and changes.shp of ``--workers 2`` are a single
     run's feature for feature (order, ids, attributes, geometries), regions across block borders included."""
+    from geochange.engine import plan
+
+    monkeypatch.setattr(plan, "STRIP_PIXELS", 256 * 16)   # cva's strips: 16 rows, so several blocks
     before, after = str(test_data / "naip_nd_2016_crop.tif"), str(test_data / "naip_nd_2017_crop.tif")
     opts = dict(tile=64, overlap=16, min_area=0, coregister=coregister)
     single = detect(before, after, tmp_path / "single", DetectOptions(**opts))
@@ -279,7 +281,7 @@ def test_polygons_of_real_imagery_in_blocks_are_a_single_runs_ids_included(test_
     assert blocked["engine"]["blocks"] >= 2 and blocked["polygons"] == single["polygons"]
     assert_same_polygons(tmp_path / "single", tmp_path / "blocked")
     grid = single["grid"]
-    borders = [b.y0 for b in plan_blocks(plan_windows(grid["height"], grid["width"], 64, 16), 64)[1:]]
+    borders = [b.y0 for b in plan_blocks(plan.plan_strips(grid["height"], grid["width"]), 64)[1:]]
     frame = gpd.read_file(tmp_path / "blocked" / "changes.gpkg", layer="changes")
     with rasterio.open(before) as ds:
         t = ds.transform
