@@ -122,7 +122,9 @@ class StripPolygonizer:
             lab, p = labels[inside], prob[inside]
             counts = np.bincount(lab, minlength=n + 1)[1:]
             sums = np.bincount(lab, weights=p, minlength=n + 1)[1:]
-            maxs = np.asarray(ndimage.maximum(prob, labels, np.arange(1, n + 1)), np.float64).reshape(n)
+            maxs = np.full(n + 1, -np.inf)
+            np.maximum.at(maxs, lab, p)
+            maxs = maxs[1:]
             if row_areas is None:
                 areas = counts.astype(np.float64)
             else:

@@ -240,10 +240,13 @@ def plan_batches(plan: WindowPlan, batch_size: int, block: Block) -> list[list[t
 def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, batches: list[list[tuple[int, Window]]],
               depth: int) -> Iterator[tuple[list[int], list[Window], np.ndarray, np.ndarray, np.ndarray]]:
     """Batches (window rows, windows, before, after, valid), read and stacked ``depth`` batches ahead."""
+    def stack(arrays: list[np.ndarray]) -> np.ndarray:
+        return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)   # one window (a strip): no copy
+
     def read_batch(items):
         wps = [pair.read(w) for _, w in items]
-        return ([r for r, _ in items], [w.window for w in wps], np.stack([w.before for w in wps]),
-                np.stack([w.after for w in wps]), np.stack([w.valid for w in wps]))
+        return ([r for r, _ in items], [w.window for w in wps], stack([w.before for w in wps]),
+                stack([w.after for w in wps]), stack([w.valid for w in wps]))
 
     queue: deque[Future] = deque()
     for items in batches:
