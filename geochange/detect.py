@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
@@ -418,17 +419,18 @@ def _trained_model(ckpt: dict, opts: DetectOptions, device: str, bands: int):
 def _cache_bytes(before: str, cache_mb: int | None) -> int:
     """GDAL's block cache for a run: bounded, so memory does not grow with the raster's size.
 
-    By default 64 MiB, or more for very wide rasters: two rows of 256-pixel output tiles of the
-    probability (4 bytes) and mask (1 byte), twice over, so strips never evict half-written tiles.
+    Enough for one row of BEFORE's blocks of both dates (a full-width read decompresses each block
+    once) and some room for the outputs' rows (written in strips of 16 rows: io.rasters.TEMP_LAYOUT),
+    at least 16 MiB: 32 MiB for a 12288-pixel-wide 3-band uint8 pair in 256-pixel tiles.
     """
     if cache_mb:
         return int(cache_mb) * 2**20
     try:
         with rasterio.open(before) as ds:
-            width = ds.width
+            row_of_blocks = ds.block_shapes[0][0] * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
     except rasterio.errors.RasterioIOError:
-        width = 0
-    return max(64 * 2**20, 2 * 2 * 256 * 5 * width)
+        row_of_blocks = 0
+    return max(16 * 2**20, int(1.25 * 2 * row_of_blocks) + 8 * 2**20)
 
 
 def _prepare_out_dir(out: str | Path | None, before: str, overwrite: bool,

@@ -71,8 +71,8 @@ class OverviewBuilder:
                 transform = grid.transform * grid.transform.scale(grid.width / w, grid.height / h)
                 self._files.append(rasterio.open(
                     self.paths[-1], "w", driver="GTiff", width=w, height=h, count=1, dtype="float32",
-                    crs=grid.crs, transform=transform, nodata=nodata, tiled=True, blockxsize=256,
-                    blockysize=256, bigtiff="IF_SAFER"))
+                    crs=grid.crs, transform=transform, nodata=nodata, tiled=False, blockysize=16,
+                    bigtiff="IF_SAFER"))
         except BaseException:
             self.discard()
             raise

@@ -25,6 +25,9 @@ from geochange.io.align import Grid
 from geochange.io.atomic import commit, discard, temp_path
 from geochange.io.overviews import OverviewBuilder
 
+#: layout of the temporary rows: strips of 16 full rows, so that a strip of the engine fills whole
+#: blocks that GDAL writes out at once (256-pixel tiles held a row of tiles in GDAL's cache, half written)
+TEMP_LAYOUT = {"tiled": False, "blockysize": 16}
 #: creation options of the published COGs; DEFLATE opens everywhere (QGIS, ArcGIS, GDAL >= 2)
 #: (level 1: a third faster than the default level 6 for about 4 % more bytes)
 COG_OPTIONS = {"compress": "DEFLATE", "level": 1, "blocksize": 512, "overviews": "AUTO", "bigtiff": "IF_SAFER",
@@ -99,8 +102,8 @@ class RasterWriter:
         self._tmp = temp_path(self.path, ".tif")
         self._tmp_cog = temp_path(self.path, ".cog.tif")
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype=dtype,
-                       crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True,
-                       blockxsize=256, blockysize=256, bigtiff="IF_SAFER", **temp_compression(dtype, cog))
+                       crs=grid.crs, transform=grid.transform, nodata=nodata, bigtiff="IF_SAFER",
+                       **TEMP_LAYOUT, **temp_compression(dtype, cog))
         self._ds = rasterio.open(self._tmp, "w", **profile)
         # a COG of floats averaged into overviews: build them from the rows as they come (io.overviews)
         self._overviews = None
