@@ -38,6 +38,10 @@ def test_bench_detect_tiny(tmp_path):
                  "--overlap", "32", "--workdir", str(tmp_path), cwd=tmp_path)
     assert any("engine efficiency" in line for line in lines)
     assert any(line.strip().startswith("512:") and "MiB" in line for line in lines)
+    # the CPU table against the minimal hand-written pipeline: a row of figures for the size
+    i = next(i for i, line in enumerate(lines) if "minimal hand-written pipeline" in line)
+    row = lines[i + 2].split()
+    assert row[0] == "512" and all(float(v) > 0 for v in row[1:5]) and row[-1] in ("ok", "HIGH")
 
 
 def test_bench_scale_tiny(tmp_path):
