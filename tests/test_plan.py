@@ -168,6 +168,8 @@ def test_strips_cover_the_grid_in_full_width_windows_of_bounded_size():
         covered[w.row_off:w.row_off + w.height] += 1
     assert covered.min() == 1
     assert plan_strips(10, 5000, max_pixels=100).tile_h == 1                                # one row at least
+    assert plan_strips(1000, 300, max_pixels=300 * 70, block_h=256).tile_h == 64             # a divisor of 256
+    assert plan_strips(1000, 300, max_pixels=300 * 70, block_h=100).tile_h == 50
     assert plan_strips(50, 20, max_pixels=10**6).tile_h == 50                                # never above the grid
     # a per-pixel model gets strips, a model with context square overlapping windows
     assert plan_for(1000, 300, 128, 16, 0).tile_w == 300

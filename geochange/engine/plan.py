@@ -58,11 +58,14 @@ STRIP_PIXELS = 1 << 20
 def plan_strips(height: int, width: int, max_pixels: int | None = None, block_h: int | None = None) -> WindowPlan:
     """Full-width windows of about ``max_pixels`` (at least one row), not overlapping: the plan of a
     per-pixel model, whose windows need no context (``ChangeModel.context_px`` 0). Their height is a
-    multiple of ``block_h`` (the input's block height) when it can be, so that reads decompress
-    each input block once; the last window is pushed back inside the grid, as in any plan."""
+    multiple or a divisor of ``block_h`` (the input's block height) when it can be, so that no window
+    straddles a row of input blocks and each block is decompressed once while GDAL's cache holds
+    one row of blocks; the last window is pushed back inside the grid, as in any plan."""
     rows = max(1, (max_pixels or STRIP_PIXELS) // max(width, 1))
     if block_h and block_h <= rows:
         rows -= rows % block_h
+    elif block_h:
+        rows = max(d for d in range(1, rows + 1) if block_h % d == 0)
     rows = min(rows, height)
     return WindowPlan(height, width, rows, width, 0, _offsets(height, rows, 0), (0,))
 
