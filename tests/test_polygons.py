@@ -162,6 +162,20 @@ def test_strips_match_whole_mask_on_random_masks(seed, spec):
     assert_same_regions(got, ref)
 
 
+@pytest.mark.parametrize("few", [0, 10**6])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_component_by_component_and_whole_strip_polygons_agree(seed, few, monkeypatch):
+    """A strip of few components is polygonised component by component, one of many in one go: the
+    regions are the same either way (holes and islands in holes included)."""
+    from geochange.engine import polygons
+
+    monkeypatch.setattr(polygons, "FEW_COMPONENTS", few)
+    for mask in (random_mask(seed), shapes_mask()):
+        prob = prob_for(mask, seed)
+        got, _ = by_strips(mask, prob, (2, 5, 1, 4, 3, 11))
+        assert_same_regions(got, whole_regions(mask, prob))
+
+
 def test_u_joined_late_is_one_region_and_arch_is_one_region():
     mask = np.zeros((12, 9), bool)
     mask[0:10, 1] = mask[0:10, 6] = True

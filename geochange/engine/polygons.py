@@ -91,6 +91,27 @@ class BorderPieces:
         return cls(a["top"], a["bottom"], pieces)
 
 
+#: up to this many components a strip is polygonised component by component, each in its bounding box
+#: (GDAL's polygoniser scans every pixel it is given: a few regions in a wide strip cost the strip)
+FEW_COMPONENTS = 64
+
+
+def _shapes(labels: np.ndarray, inside: np.ndarray, n: int, row_off: int):
+    """(GeoJSON-like geometry, label) of the ``n`` labelled components (4-connected), in grid pixel
+    coordinates: only the pixels near them are scanned."""
+    labels = labels.astype(np.int32, copy=False)
+    if n <= FEW_COMPONENTS:
+        for k, (rs, cs) in enumerate(ndimage.find_objects(labels), start=1):
+            part = labels[rs, cs]
+            yield from rasterio.features.shapes(part, mask=part == k, connectivity=4,
+                                                transform=Affine.translation(cs.start, row_off + rs.start))
+        return
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    yield from rasterio.features.shapes(labels[box], mask=inside[box], connectivity=4,
+                                        transform=Affine.translation(int(cols[0]), row_off + int(rows[0])))
+
+
 @dataclass
 class StripPolygonizer:
     """Feed full-width strips top to bottom with :meth:`add`; collect finished :class:`Region` s.
@@ -136,13 +157,7 @@ class StripPolygonizer:
                 flat = lab.astype(np.int64) * m + np.minimum(types[inside], n_types)
                 tcounts = np.bincount(flat, minlength=(n + 1) * m).reshape(n + 1, m)[1:]
             geoms: dict[int, list] = {}
-            # polygonise only the rows and columns that hold changes: the rest is GDAL's time for nothing
-            rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
-            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-            shapes = rasterio.features.shapes(labels[box].astype(np.int32, copy=False), mask=inside[box],
-                                              connectivity=4,
-                                              transform=Affine.translation(int(cols[0]), row_off + int(rows[0])))
-            for geom, value in shapes:
+            for geom, value in _shapes(labels, inside, n, row_off):
                 geoms.setdefault(int(value), []).append(shapely.geometry.shape(geom))
             for k in range(1, n + 1):
                 parts = geoms[k]

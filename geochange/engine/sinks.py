@@ -94,8 +94,12 @@ class PolygonSink:
             self.writer.write(frame)
 
     def _publish(self, regions) -> None:
+        if not regions:   # most strips finish none: no decision, no frame to build
+            return
         decision = decide(regions, self.rule, self.scale)
         self.fixups.record(decision)
+        if not decision.kept:
+            return
         frame = regions_to_frame(decision.kept, self.grid.transform, self.grid.crs, self.scale)
         if len(frame):
             frame.insert(0, "id", np.arange(self.writer.count + 1, self.writer.count + 1 + len(frame)))
