@@ -194,3 +194,12 @@ def test_bench_cdcluster_tiny(tmp_path):
     assert all(-1 <= v <= 1 for v in scores) and 0 <= scores[5] <= 1
     assert any(line.strip().startswith("mean ") for line in lines)        # Initial Alignment, k = 2
     assert sum(line.strip().startswith(("faiss", "sklearn")) and " s " in line for line in lines) == 3
+
+
+def test_every_benchmark_is_run_here():
+    """Benchmarks must not rot: each ``benchmarks/bench_*.py`` has a tiny run in this file."""
+    source = Path(__file__).read_text()
+    scripts = sorted(p.name for p in BENCH.glob("bench_*.py"))
+    assert scripts
+    missing = [name for name in scripts if f'"{name}"' not in source]
+    assert not missing, f"no tiny run of {', '.join(missing)} in tests/test_benchmarks.py"
