@@ -243,6 +243,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
 
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
     plan = plan_for(grid.height, grid.width, opts.tile, opts.overlap, model.context_px, pair.block_height)
+    strips = model.context_px == 0   # a per-pixel model: full-width strips (engine.plan.plan_strips)
     if model.context_px != 0 and (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
         narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != opts.overlap else ""
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
@@ -276,7 +277,8 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
         **({"labels": learned} if learned is not None else {}),
         "threshold": model.threshold,
-        "engine": {"tile": plan.tile_w, "window": [plan.tile_h, plan.tile_w], "overlap": plan.overlap,
+        "engine": {"tile": opts.tile if strips else plan.tile_w, "window": [plan.tile_h, plan.tile_w],
+                   "strips": strips, "overlap": plan.overlap,
                    "batch_size": opts.batch_size,
                    "device": device, "windows": result["windows"], "seed": opts.seed,
                    "normalize": opts.normalize, "resampling": opts.resampling, **result.get("engine", {})},

@@ -290,3 +290,15 @@ def test_split_strip_bounds_the_pixels_and_keeps_every_row():
     assert np.array_equal(np.concatenate([p.valid for p in parts]), strip.valid)
     assert split_strip(strip, max_pixels=10**9) == [strip]
     assert len(split_strip(strip, max_pixels=1)) == 100                   # one row at least
+
+
+@pytest.mark.parametrize("steps", [2**20, 2**10, 1000])
+def test_round_to_steps_equals_numpy_rounding(steps):
+    from geochange.engine.sliding import round_to_steps
+
+    rng = np.random.default_rng(1)
+    p = np.concatenate([rng.random(100_000), [0.0, 1.0, 0.5, 2.0**-21, 3 * 2.0**-21, 1 - 2.0**-21,
+                                                 np.nextafter(np.float32(0.5), 1)]]).astype(np.float32)
+    expect = (np.round(p * np.float32(steps)) / np.float32(steps)).astype(np.float32)
+    got = round_to_steps(p.copy(), steps)
+    assert got.dtype == np.float32 and np.array_equal(got, expect)

@@ -149,8 +149,9 @@ class StripPolygonizer:
             if row_areas is None:
                 areas = counts.astype(np.float64)
             else:
-                areas = np.bincount(lab, weights=np.asarray(row_areas, np.float64)[np.nonzero(inside)[0]],
-                                    minlength=n + 1)[1:]
+                # lab lists the pixels row by row: each carries its row's area
+                per_pixel = np.repeat(np.asarray(row_areas, np.float64), np.count_nonzero(inside, axis=1))
+                areas = np.bincount(lab, weights=per_pixel, minlength=n + 1)[1:]
             tcounts = None
             if types is not None:
                 m = n_types + 1

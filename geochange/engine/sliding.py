@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window
 
 from geochange.engine.plan import Block, WindowPlan, blend_weights
@@ -180,6 +181,22 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
     return stats
 
 
+def round_to_steps(prob: np.ndarray, steps: int) -> np.ndarray:
+    """``prob`` (float32 in [0, 1]) rounded in place to multiples of ``1 / steps``, halves to even, as
+    ``np.round(prob * steps) / steps``. For ``steps = 2**k`` (k <= 20) by adding and taking away
+    ``2**(23 - k)``: float32 keeps multiples of ``2**-k`` there, so the sum rounds (two passes, not three)."""
+    k = int(steps).bit_length() - 1
+    if prob.dtype == np.float32 and steps == 1 << k and k <= 20:
+        magic = np.float32(2.0 ** (23 - k))
+        prob += magic
+        prob -= magic
+        return prob
+    prob *= steps
+    np.round(prob, out=prob)
+    prob /= steps
+    return prob
+
+
 def clean_probabilities(probs: np.ndarray) -> np.ndarray:
     """A model's probabilities as float32 in [0, 1], NaN as 0: two in-place passes (``fmax``/``fmin``
     drop NaN), on the model's own array when it is float32 and writeable."""
@@ -208,8 +225,9 @@ def split_strip(strip: Strip, max_pixels: int = SINK_PIXELS) -> list[Strip]:
 
 
 def _write_all(sinks: Sequence[StripSink], strip: Strip) -> None:
-    for sink in sinks:
-        sink.write(strip)
+    with rasterio.Env():   # one GDAL environment for the sinks' calls, not one per call (the writer thread has none)
+        for sink in sinks:
+            sink.write(strip)
 
 
 def whole_plan(plan: WindowPlan) -> Block:
@@ -244,7 +262,8 @@ def _prefetch(pool: ThreadPoolExecutor, pair: RasterPair, batches: list[list[tup
         return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)   # one window (a strip): no copy
 
     def read_batch(items):
-        wps = [pair.read(w) for _, w in items]
+        with rasterio.Env():   # one GDAL environment per batch, not one per read (the reader thread has none)
+            wps = [pair.read(w) for _, w in items]
         return ([r for r, _ in items], [w.window for w in wps], stack([w.before for w in wps]),
                 stack([w.after for w in wps]), stack([w.valid for w in wps]))
 
@@ -274,9 +293,7 @@ class _Passthrough:
             return []
         prob = prob[skip:]
         if self.steps:
-            prob *= self.steps
-            np.round(prob, out=prob)
-            prob /= self.steps
+            round_to_steps(prob, self.steps)
         self.done = y0 + skip + prob.shape[0]
         return [Strip(y0 + skip, prob, valid[skip:], None if types is None else types[skip:])]
 
@@ -367,9 +384,7 @@ class _StripAccumulator:
         valid = wsum > 0
         prob = np.divide(self.sum[cut:n], wsum, out=np.zeros_like(wsum), where=valid)
         if self.steps:   # in place: no temporaries the size of the strip
-            prob *= self.steps
-            np.round(prob, out=prob)
-            prob /= self.steps
+            round_to_steps(prob, self.steps)
         types = self.types[cut:n].copy() if self.types is not None else None
         return Strip(self.base + cut, prob, valid, types)
 
