@@ -145,7 +145,12 @@ def model_only(before: Path, after: Path, opts, out: Path | None = None) -> dict
     from rasterio.windows import Window
 
     from geochange.device import resolve_device
-    from geochange.engine.plan import plan_for
+    from geochange.engine.plan import plan_windows
+    try:
+        from geochange.engine.plan import plan_for
+    except ImportError:   # geochange before 2026-11-29 (for before/after figures)
+        def plan_for(h, w, tile, overlap, context_px, block_h):
+            return plan_windows(h, w, tile, overlap)
     from geochange.io.pair import RasterPair
     from geochange.models import create_model, model_class
 
@@ -160,8 +165,8 @@ def model_only(before: Path, after: Path, opts, out: Path | None = None) -> dict
         del samples
         t_fit = time.perf_counter() - t0
         grid = pair.grid
-        plan = plan_for(grid.height, grid.width, opts.tile, opts.overlap, model.context_px,  # as detect
-                        pair.block_height)
+        plan = plan_for(grid.height, grid.width, opts.tile, opts.overlap, getattr(model, "context_px", None),
+                        getattr(pair, "block_height", None))  # as detect
         writers = []
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)

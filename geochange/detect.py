@@ -79,7 +79,7 @@ class DetectOptions:
     sample_windows: int = 64
     sample_size: int = 256
     overwrite: bool = False
-    gdal_cache_mb: int | None = None  # GDAL's block cache; None: enough for two rows of output tiles
+    gdal_cache_mb: int | None = None  # GDAL's block cache; None: one row of the inputs' blocks and room (_cache_bytes)
     workers: int | None = None    # run blocks of the plan on a local Dask cluster of this many processes
     scheduler: str | None = None  # ... or on the Dask cluster at this address
     resume: bool = False          # go on with an interrupted blocked run in the same output folder
