@@ -212,13 +212,21 @@ def _patches(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int) -> np.
 
 def superpixels(before: np.ndarray, after: np.ndarray, valid: np.ndarray, n_segments: int,
                 compactness: float) -> np.ndarray:
-    """SLIC on each date, intersected: ``(h, w)`` int labels, 0 outside ``valid``, 1.. inside."""
+    """SLIC on each date, intersected: ``(h, w)`` int labels, 0 outside ``valid``, 1.. inside.
+
+    SLIC gets a mask only where some pixel is invalid: with a mask, skimage places its seeds by
+    k-means on the mask's pixel coordinates (0.9 s for a 256 x 256 window against 0.08 s on its
+    regular grid, 40 % of a fit), and a full mask adds nothing. ``bench_drlnet.py --superpixels``
+    compares both on scenes with planted changes (boundary recall, undersegmentation).
+    """
     from skimage.segmentation import slic
 
+    valid = np.asarray(valid, bool)
+    mask = None if valid.all() else valid
     labels = []
     for img in (before, after):
         lab = slic(np.moveaxis(img, 0, -1).astype(np.float64), n_segments=n_segments,
-                   compactness=compactness, mask=valid, convert2lab=False, start_label=1,
+                   compactness=compactness, mask=mask, convert2lab=False, start_label=1,
                    channel_axis=-1)
         labels.append(lab.astype(np.int64))
     l1, l2 = labels
