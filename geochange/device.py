@@ -9,6 +9,12 @@ from geochange.errors import GeochangeError
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: torch's CPU threads while ``detect`` runs a model over the windows (``DetectOptions.torch_threads``
+#: overrides it). One: the sliding engine predicts in the main thread while a reader and a writer
+#: thread warp, blend and write, so on a 2-core machine a second torch thread competes with them (and
+#: with any other process) and its OpenMP barriers spin; benchmarks/bench_models.py measures 1 and 2.
+INFERENCE_THREADS = 1
+
 
 def check_device_name(name: str) -> str:
     """Validate a ``--device`` value without importing torch: auto, cpu, cuda or cuda:N."""
@@ -51,3 +57,11 @@ def torch_threads(n: int, device: str = "cpu") -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def inference_threads(uses_torch: bool, device: str, n: int | None = None):
+    """The block in which ``detect`` runs a model over the windows: torch on ``n`` CPU threads
+    (``INFERENCE_THREADS`` when None); nothing for models without torch or on a GPU."""
+    if not uses_torch or not device.startswith("cpu"):
+        return contextlib.nullcontext()
+    return torch_threads(INFERENCE_THREADS if n is None else int(n), device)
