@@ -131,3 +131,26 @@ def test_bench_labels_marks():
     assert areas == [4, 400]                      # exact pixel outlines, in pixels
     assert [g.geom_type for g, v in zip(geoms, values) if v == 0].count("Polygon") == 1
     assert shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10   # all within the left half
+
+
+def test_bench_models_tiny(tmp_path):
+    lines = _run("bench_models.py", "--tiny", "--workdir", str(tmp_path), "--json", str(tmp_path / "models.json"),
+                 cwd=tmp_path)
+    table = [line.split() for line in lines if line.split()[:1] in (["drlnet"], ["vae"], ["rscvae"], ["cdcluster"])]
+    assert [row[0] for row in table] == ["drlnet", "vae", "rscvae", "cdcluster"]
+    assert any(line.strip().startswith("fit:") and "CPU-s" in line for line in lines)
+    assert any(line.strip().startswith("drlnet - cva:") for line in lines)
+    figures = json.loads((tmp_path / "models.json").read_text())
+    for row in figures["inference"]:
+        assert row["predict_mpx_s"] > 0 and row["detect"]["1"]["ratio"] > 0
+    assert figures["fit"]["cpu_s"] > 0 and figures["rss"]["cva"]["peak_mib"] > 0
+
+
+def test_bench_models_refuses_cuda_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    out = subprocess.run([sys.executable, str(BENCH / "bench_models.py"), "--device", "cuda"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "needs a GPU" in out.stderr
