@@ -19,12 +19,16 @@
     against ``--model cva`` on a ``--rss-size`` pair (default 4096), each the only child of a
     wrapper process (``bench_detect.run_for_peak_rss``). Goal: drlnet <= cva + 300 MiB.
 
+``--load N`` runs (a) with N busy processes beside it (another job on the machine: the case where a
+second torch thread hurts most).
+
 ``--device cuda`` runs (a) on the GPU instead: detect's end-to-end Mpx/s against the model alone on
 the same batches (its pure forward pass, the inputs already read; goal >= 0.9), and skips (b), (c).
 It refuses to run where torch sees no CUDA GPU. ``--tiny`` is the test suite's smoke run (a 256 px
 pair, tiny fits, seconds).
 
     python3 benchmarks/bench_models.py --workdir /tmp/gcm                    # all parts, CPU
+    python3 benchmarks/bench_models.py --workdir /tmp/gcm --skip-fit --skip-rss --load 1   # (a) beside a busy process
     python3 benchmarks/bench_models.py --workdir /tmp/gcm --device cuda      # on a GPU
     python3 benchmarks/bench_models.py --tiny
 """
@@ -144,6 +148,38 @@ def detect_inference(before: Path, after: Path, out: Path, opts) -> dict:
     return summary
 
 
+def _spin(stop) -> None:
+    """A busy process (pure Python, one core): the "other work" of ``--load``."""
+    x = 0
+    while not stop.is_set():
+        for _ in range(100_000):
+            x += 1
+
+
+class Load:
+    """``n`` busy processes while the block runs (``--load``): another job on the machine."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list = []
+
+    def __enter__(self) -> "Load":
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.stop = ctx.Event()
+        self.procs = [ctx.Process(target=_spin, args=(self.stop,), daemon=True) for _ in range(self.n)]
+        for proc in self.procs:
+            proc.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.procs:
+            self.stop.set()
+            for proc in self.procs:
+                proc.join(10)
+
+
 def bench_inference(pair_paths: tuple[Path, Path], args, params: dict) -> list[dict]:
     import dataclasses
 
@@ -168,8 +204,9 @@ def bench_inference(pair_paths: tuple[Path, Path], args, params: dict) -> list[d
             prep = time.perf_counter() - t
             plan = plan_windows(pair.grid.height, pair.grid.width, args.tile, args.overlap)
             pixels = pair.grid.height * pair.grid.width
-            alone = min(predict_alone(model, pair, plan, args.batch_size, device)[0] for _ in range(args.repeats))
-        row = {"model": name, "device": device, "pixels": pixels, "windows": len(plan), "prepare_s": prep,
+            with Load(args.load):
+                alone = min(predict_alone(model, pair, plan, args.batch_size, device)[0] for _ in range(args.repeats))
+        row = {"model": name, "device": device, "load": args.load, "pixels": pixels, "windows": len(plan), "prepare_s": prep,
                "predict_s": alone, "predict_mpx_s": pixels / alone / 1e6, "detect": {}}
         for n in threads:
             if n is not None and not has_threads and n != threads[0]:
@@ -177,7 +214,8 @@ def bench_inference(pair_paths: tuple[Path, Path], args, params: dict) -> list[d
             run_opts = dataclasses.replace(mopts, torch_threads=n) if n is not None and has_threads else mopts
             best = None
             for _ in range(args.repeats):
-                s = detect_inference(before, after, args.workdir / f"out_models_{name}", run_opts)
+                with Load(args.load):
+                    s = detect_inference(before, after, args.workdir / f"out_models_{name}", run_opts)
                 tm = s["timings_s"]
                 if best is None or tm["inference"] < best["inference"]:
                     best = {"inference": tm["inference"], "model": tm.get("model"), "fit": tm.get("fit")}
@@ -203,7 +241,10 @@ def print_inference(rows: list[dict], goal: float) -> None:
         return
     r0 = rows[0]
     side = int(round(r0["pixels"] ** 0.5))
-    print(f"\n(a) inference on the {side}x{side} pair ({r0['windows']} windows), {r0['device']}: Mpx/s of the raster")
+    load = r0.get("load", 0)
+    busy = f", {load} busy process{'es' if load > 1 else ''} beside it" if load else ""
+    print(f"\n(a) inference on the {side}x{side} pair ({r0['windows']} windows), {r0['device']}{busy}: Mpx/s of the "
+          "raster")
     cols = list(r0["detect"])
     hdr = f"{'model':<10} {'predict alone':>13}" + "".join(f" {'detect ' + c:>14} {'ratio':>6}" for c in cols)
     print(hdr + "   best")
@@ -271,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1, help="repeats of each timing in (a), best kept [1]")
+    p.add_argument("--load", type=int, default=0,
+                   help="(a) with this many busy processes running beside it (another job on the machine) [0]")
     p.add_argument("--device", default="cpu", help="cpu, or cuda: part (a) on the GPU against the forward pass")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--skip-fit", action="store_true")
