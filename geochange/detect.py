@@ -21,7 +21,7 @@ from rasterio.enums import Resampling
 
 import geochange
 from geochange.checks import check_bands, check_local_folder, check_number
-from geochange.device import INFERENCE_THREADS, check_device_name, inference_threads, resolve_device
+from geochange.device import check_device_name, inference_thread_count, inference_threads, resolve_device
 from geochange.engine.outputs import DetectOutputs, ground_scale
 from geochange.engine.plan import plan_blocks, plan_windows
 from geochange.engine.regions import RegionRule, default_min_area_m2
@@ -84,7 +84,7 @@ class DetectOptions:
     resume: bool = False          # go on with an interrupted blocked run in the same output folder
     block_size: int = 2048        # rows of the grid per block (rounded to whole window rows)
     rgb: list[int] | None = None  # the quicklook's red, green, blue bands (1-based, as compared); None: found
-    torch_threads: int | None = None  # torch's CPU threads during inference; None: device.INFERENCE_THREADS (1)
+    torch_threads: int | None = None  # torch's CPU threads during inference; None: device.inference_thread_count()
 
     @property
     def distributed(self) -> bool:
@@ -317,7 +317,7 @@ def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, o
         outputs.abort()
         raise
     discard(out_dir / WORK_DIR)  # an unfinished blocked run this one overwrote
-    threads = opts.torch_threads or INFERENCE_THREADS
+    threads = opts.torch_threads or inference_thread_count()
     return {"windows": engine.windows, "stats": outputs.stats, "polygons": n_polygons,
             "quicklook": outputs.quicklook,
             "engine": {"torch_threads": threads} if model.uses_torch and device.startswith("cpu") else {}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -424,6 +425,15 @@ def test_superpixels_use_no_mask_where_every_pixel_is_valid(scene):
     np.testing.assert_array_equal(labels, expected)
 
 
+def test_superpixels_of_a_date_without_structure_do_not_collapse():
+    """SLIC seeded on its grid makes 2 segments of white noise where 1000 are asked; superpixels() then
+    seeds by k-means on the (full) mask, as before issue 15, and gets hundreds."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(2, 3, 128, 128)).astype(np.float32)
+    labels = superpixels(noise[0], noise[1], np.ones((128, 128), bool), 250, 0.1)
+    assert labels.min() == 1 and labels.max() > 250
+
+
 def test_superpixels_leave_invalid_pixels_unlabelled(scene):
     before, after = scene[0], scene[1]
     valid = np.ones(before.shape[1:], bool)
@@ -487,11 +497,12 @@ class ThreadsDRLnet(DRLnet):
 
 @pytest.mark.parametrize("threads", [None, 2])
 def test_detect_runs_torch_on_the_chosen_threads(planted_same_grid, tmp_path, monkeypatch, threads):
-    """detect runs the model's inference on ``device.INFERENCE_THREADS`` torch threads (or
-    ``DetectOptions.torch_threads``), records it, and gives torch's setting back."""
+    """detect runs the model's inference on ``device.inference_thread_count()`` torch threads (the cores
+    less one for the engine's reader and writer; or ``DetectOptions.torch_threads``), records it, and
+    gives torch's setting back."""
     from geochange import models
     from geochange.detect import DetectOptions, detect
-    from geochange.device import INFERENCE_THREADS
+    from geochange.device import inference_thread_count
 
     monkeypatch.setitem(models.MODELS, "threads_drlnet", f"{__name__}:ThreadsDRLnet")
     ThreadsDRLnet.seen = []
@@ -501,8 +512,8 @@ def test_detect_runs_torch_on_the_chosen_threads(planted_same_grid, tmp_path, mo
     summary = detect(str(s.before), str(s.after), tmp_path / "out",
                      DetectOptions(model="threads_drlnet", model_params=params, device="cpu", tile=64, overlap=8,
                                    torch_threads=threads))
-    want = INFERENCE_THREADS if threads is None else threads
-    assert INFERENCE_THREADS == 1
+    want = inference_thread_count() if threads is None else threads
+    assert inference_thread_count() == max(1, len(os.sched_getaffinity(0)) - 1)
     assert ThreadsDRLnet.seen and set(ThreadsDRLnet.seen) == {want}
     assert summary["engine"]["torch_threads"] == want
     assert torch.get_num_threads() == 3
