@@ -149,7 +149,7 @@ class DRLnetConfig:
     ggki_bins: int = 512                              # histogram bins of the GGKI fits
     ci_squared: bool = False                          # GGKI on ||h1-h2||^2 (Eq. 2) instead of ||h1-h2||
     predict_unit: str = "pixel"                       # "pixel": every pixel's window; "superpixel": paper's
-    predict_chunk: int = 128                          # rows of a window per forward pass in predict (memory)
+    predict_chunk: int = 32                           # rows of a window per forward pass in predict (memory)
     input_scale: str = "unit"                         # "unit": each band to [0, 1] (toolbox); "none": as given
     input_percentile: float = 0.0                     # unit scaling: band range between these percentiles (0: min-max)
 
