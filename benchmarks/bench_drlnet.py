@@ -305,8 +305,8 @@ def superpixel_quality(name: str, scene: dict, workdir: Path, seed: int, params:
 def print_superpixels(rows: list[dict]) -> None:
     print("\nSuperpixels of the scene sample, SLIC with mask=valid (before issue 15) and without a mask where "
           "every pixel is valid (now)")
-    hdr = (f"{'scene':<16} {'windows':>7} {'full':>5} | {'BR masked':>9} {'BR now':>7} | {'UE masked':>9} {'UE now':>7} | "
-           f"{'segs masked':>11} {'segs now':>8} | {'s masked':>8} {'s now':>6}")
+    hdr = (f"{'scene':<16} {'windows':>7} {'full':>5} | {'BR masked':>9} {'BR now':>7} | {'UE masked':>9} "
+           f"{'UE now':>7} | {'segs masked':>11} {'segs now':>8} | {'s masked':>8} {'s now':>6}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:

@@ -206,7 +206,8 @@ def bench_inference(pair_paths: tuple[Path, Path], args, params: dict) -> list[d
             pixels = pair.grid.height * pair.grid.width
             with Load(args.load):
                 alone = min(predict_alone(model, pair, plan, args.batch_size, device)[0] for _ in range(args.repeats))
-        row = {"model": name, "device": device, "load": args.load, "pixels": pixels, "windows": len(plan), "prepare_s": prep,
+        row = {"model": name, "device": device, "load": args.load, "pixels": pixels, "windows": len(plan),
+               "prepare_s": prep,
                "predict_s": alone, "predict_mpx_s": pixels / alone / 1e6, "detect": {}}
         for n in threads:
             if n is not None and not has_threads and n != threads[0]:

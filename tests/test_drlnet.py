@@ -425,6 +425,22 @@ def test_superpixels_use_no_mask_where_every_pixel_is_valid(scene):
     np.testing.assert_array_equal(labels, expected)
 
 
+def test_slic_mask_always_restores_the_masked_segmentation(scene):
+    """``slic_mask="always"`` segments as before issue 15: SLIC given the (full) mask, k-means seeds."""
+    from skimage.segmentation import slic
+
+    before, after = scene[0], scene[1]
+    full = np.ones(before.shape[1:], bool)
+    labels = superpixels(before, after, full, 60, 0.1, always_mask=True)
+    masked = [slic(np.moveaxis(img, 0, -1).astype(np.float64), n_segments=60, compactness=0.1, mask=full,
+                   convert2lab=False, start_label=1, channel_axis=-1) for img in (before, after)]
+    joint = masked[0] * (masked[1].max() + 1) + masked[1]
+    np.testing.assert_array_equal(labels, np.unique(joint, return_inverse=True)[1].reshape(joint.shape) + 1)
+    assert create_model("drlnet", slic_mask="always").config.slic_mask == "always"
+    with pytest.raises(GeochangeError, match="slic_mask"):
+        create_model("drlnet", slic_mask="sometimes")
+
+
 def test_superpixels_of_a_date_without_structure_do_not_collapse():
     """SLIC seeded on its grid makes 2 segments of white noise where 1000 are asked; superpixels() then
     seeds by k-means on the (full) mask, as before issue 15, and gets hundreds."""

@@ -117,6 +117,7 @@ from geochange.threshold import GGKIResult, ggki_threshold
 VARIANTS = ("DRLnet1", "DRLnet2")
 INPUT_SCALES = ("unit", "none")
 PREDICT_UNITS = ("pixel", "superpixel")
+SLIC_MASKS = ("invalid", "always")
 _SLIC_AREA = 256 * 256   # n_segments is per this many valid pixels
 _EPS = 1e-6
 
@@ -145,6 +146,7 @@ class DRLnetConfig:
     max_samples: int = 20_000                         # superpixel samples pooled over the scene sample
     n_segments: int = 1000                            # SLIC segments per 256x256 valid pixels, each date
     compactness: float = 0.1                          # SLIC compactness (data in std units)
+    slic_mask: str = "invalid"                        # SLIC's mask: "invalid" only where some pixel is; "always" (slow)
     kmeans_niter: int = 20                            # FAISS k-means iterations
     ggki_bins: int = 512                              # histogram bins of the GGKI fits
     ci_squared: bool = False                          # GGKI on ||h1-h2||^2 (Eq. 2) instead of ||h1-h2||
@@ -178,6 +180,8 @@ class DRLnetConfig:
                                  f"got {self.predict_unit!r}")
         if self.batch_size < 1 or self.max_samples < 2 or self.n_segments < 1 or self.predict_chunk < 1:
             raise GeochangeError("drlnet batch_size, max_samples, n_segments and predict_chunk must be positive")
+        if self.slic_mask not in SLIC_MASKS:
+            raise GeochangeError(f"drlnet slic_mask must be one of {', '.join(SLIC_MASKS)}, got {self.slic_mask!r}")
         if self.input_scale not in INPUT_SCALES:
             raise GeochangeError(f"drlnet input_scale must be one of {', '.join(INPUT_SCALES)}, "
                                  f"got {self.input_scale!r}")
@@ -211,7 +215,7 @@ def _patches(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int) -> np.
 
 
 def superpixels(before: np.ndarray, after: np.ndarray, valid: np.ndarray, n_segments: int,
-                compactness: float) -> np.ndarray:
+                compactness: float, always_mask: bool = False) -> np.ndarray:
     """SLIC on each date, intersected: ``(h, w)`` int labels, 0 outside ``valid``, 1.. inside.
 
     SLIC gets a mask only where some pixel is invalid: with a mask, skimage places its seeds by
@@ -221,6 +225,7 @@ def superpixels(before: np.ndarray, after: np.ndarray, valid: np.ndarray, n_segm
     On a date without spatial structure (pure noise) the grid-seeded SLIC collapses into a few
     segments (2 for 1000 asked on white noise), the k-means-seeded one does not: a date that comes
     out with fewer than a quarter of ``n_segments`` is segmented again with the mask.
+    ``always_mask``: give SLIC the mask everywhere (as before issue 15; ``slic_mask="always"``).
     """
     from skimage.segmentation import slic
 
@@ -229,8 +234,9 @@ def superpixels(before: np.ndarray, after: np.ndarray, valid: np.ndarray, n_segm
     for img in (before, after):
         image = np.moveaxis(img, 0, -1).astype(np.float64)
         kw = dict(n_segments=n_segments, compactness=compactness, convert2lab=False, start_label=1, channel_axis=-1)
-        lab = slic(image, mask=None if valid.all() else valid, **kw)
-        if valid.all() and lab.max() < n_segments // 4:
+        full = valid.all() and not always_mask
+        lab = slic(image, mask=None if full else valid, **kw)
+        if full and lab.max() < n_segments // 4:
             lab = slic(image, mask=valid, **kw)
         labels.append(lab.astype(np.int64))
     l1, l2 = labels
@@ -258,14 +264,15 @@ def superpixel_centres(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def superpixel_samples(before: np.ndarray, after: np.ndarray, valid: np.ndarray, window: int,
-                       n_segments: int, compactness: float) -> tuple[np.ndarray, np.ndarray]:
+                       n_segments: int, compactness: float,
+                       always_mask: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The ``w x w`` patches of both dates at the centres of the intersected superpixels of one window."""
     n_valid = int(valid.sum())
     if n_valid == 0:
         empty = np.empty((0, before.shape[0] * window * window), np.float32)
         return empty, empty
     n_seg = max(1, int(round(n_segments * n_valid / _SLIC_AREA)))
-    labels = superpixels(before, after, valid, n_seg, compactness)
+    labels = superpixels(before, after, valid, n_seg, compactness, always_mask)
     rows, cols = superpixel_centres(labels)
     return _patches(before, rows, cols, window), _patches(after, rows, cols, window)
 
@@ -419,7 +426,7 @@ class DRLnet(ChangeModel):
             if not valid.any():
                 continue
             a, b = superpixel_samples(np.asarray(before, np.float32), np.asarray(after, np.float32), valid,
-                                      cfg.window, cfg.n_segments, cfg.compactness)
+                                      cfg.window, cfg.n_segments, cfg.compactness, cfg.slic_mask == "always")
             x1s.append(a)
             x2s.append(b)
         if not x1s:
@@ -715,7 +722,7 @@ class DRLnet(ChangeModel):
                 if not v.any():
                     continue
                 n_seg = max(1, int(round(cfg.n_segments * int(v.sum()) / _SLIC_AREA)))
-                labels = superpixels(before[n], after[n], v, n_seg, cfg.compactness)
+                labels = superpixels(before[n], after[n], v, n_seg, cfg.compactness, cfg.slic_mask == "always")
                 rows, cols = superpixel_centres(labels)
                 inside = labels > 0
                 for arr in (ci_out, types_out) if types_out is not None else (ci_out,):
