@@ -60,10 +60,11 @@ def inference_thread_count() -> int:
     overrides it): the cores this process may use, less one for the sliding engine's reader and writer
     threads (which warp, blend and write while the model predicts in the main thread); at least 1.
 
-    Measured on 2 cores (benchmarks/bench_models.py, issue 15): one thread where torch's default took
-    two. On a quiet machine two threads ran drlnet and cdcluster 1.2-1.6x faster and rscvae 1.4x
-    slower; beside one busy process, two threads ran every model 2-20x slower than one (their OpenMP
-    threads wait for each other at every barrier of a small op), one thread kept its pace.
+    Measured on 2 cores (benchmarks/bench_models.py, issue 15), where this gives one thread and
+    torch's default was two: on a quiet machine two threads ran drlnet and cdcluster 1.2-1.6x faster
+    and rscvae 1.4x slower; beside one busy process they ran drlnet 4x and rscvae 1.7x slower (their
+    OpenMP threads wait for each other at every barrier of a small op) and cdcluster no faster. At
+    one thread every learned model ran in detect at 0.8x or more of its own predict rate, quiet or not.
     """
     try:
         cores = len(os.sched_getaffinity(0))
