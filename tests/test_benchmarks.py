@@ -70,6 +70,14 @@ def test_bench_drlnet_tiny(tmp_path):
     assert any(line.startswith("illumination") and " drlnet " in line for line in lines)
 
 
+def test_bench_drlnet_superpixels_tiny(tmp_path):
+    lines = _run("bench_drlnet.py", "--workdir", str(tmp_path), "--scenes", "illumination", "--superpixels",
+                 "--data", str(tmp_path / "no-shared-data"), cwd=tmp_path)
+    row = next(line for line in lines if line.startswith("illumination ") and "|" in line).split("|")
+    recall_masked, recall_now = (float(v) for v in row[1].split())
+    assert recall_masked > 0.9 and recall_now > 0.9  # the planted changes' edges lie on superpixel edges
+
+
 def test_bench_vae_speed_tiny(tmp_path):
     lines = _run("bench_vae_speed.py", "--patch", "112", "--batch", "1", "--widths", "0.125", "--skip-direct",
                  cwd=tmp_path)
