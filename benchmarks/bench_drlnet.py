@@ -26,7 +26,13 @@ strip, by ``bench_detect.make_pair``), ``python3 -m geochange detect`` with ``--
 (``getrusage(RUSAGE_CHILDREN)``), with fit and inference times from summary.json; plus the peak
 RSS of a bare interpreter that only imports torch and geochange's drlnet (what loading torch costs).
 
+Part 1c (``--superpixels``, instead of part 1): detect's scene sample of each scene segmented as
+``drlnet.superpixels`` did before issue 15 (SLIC always given ``mask=valid``) and as it does now (a
+mask only where some pixel is invalid): boundary recall and undersegmentation error against the
+truth, superpixels per window and SLIC seconds.
+
     python3 benchmarks/bench_drlnet.py --workdir /tmp/gcd [--scenes bercy taizhou] [--drlnet-param max_samples=5000]
+    python3 benchmarks/bench_drlnet.py --workdir /tmp/gcd --superpixels --scenes bercy paris illumination
 """
 
 from __future__ import annotations
@@ -213,6 +219,107 @@ def print_quality(rows: list[dict]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# part 1c (--superpixels): SLIC with and without a mask where every pixel is valid (issue 15)
+# --------------------------------------------------------------------------------------------------
+
+def _slic_masked(before: np.ndarray, after: np.ndarray, valid: np.ndarray, n_segments: int,
+                 compactness: float) -> np.ndarray:
+    """``drlnet.superpixels`` as it was before issue 15: SLIC always given ``mask=valid``."""
+    from skimage.segmentation import slic
+
+    labels = [slic(np.moveaxis(img, 0, -1).astype(np.float64), n_segments=n_segments, compactness=compactness,
+                   mask=valid, convert2lab=False, start_label=1, channel_axis=-1).astype(np.int64)
+              for img in (before, after)]
+    joint = labels[0] * (int(labels[1].max()) + 1) + labels[1]
+    out = np.zeros(valid.shape, np.int64)
+    out[valid] = np.unique(joint[valid], return_inverse=True)[1].reshape(-1) + 1
+    return out
+
+
+def _segment_scores(labels: np.ndarray, changed: np.ndarray, scored: np.ndarray, tol: int = 2) -> dict:
+    """Boundary recall (truth change boundaries within ``tol`` px of a superpixel boundary), the
+    undersegmentation error (pixels in the minority class of their superpixel, share of scored pixels;
+    1 - achievable segmentation accuracy) and the number of superpixels."""
+    from scipy import ndimage
+
+    lab = np.where(scored, labels, 0)
+    edge = np.zeros(labels.shape, bool)
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    near = ndimage.binary_dilation(edge, iterations=tol)
+    truth_edge = (changed ^ ndimage.binary_erosion(changed)) & scored
+    recall = float(near[truth_edge].mean()) if truth_edge.any() else float("nan")
+    n = int(lab.max()) + 1
+    total = np.bincount(lab.ravel(), minlength=n)[1:]
+    pos = np.bincount(lab.ravel(), weights=(changed & scored).ravel().astype(np.float64), minlength=n)[1:]
+    leak = float(np.minimum(pos, total - pos).sum()) / max(int(scored.sum()), 1)
+    return {"boundary_recall": recall, "boundary_px": int(truth_edge.sum()), "underseg": leak,
+            "segments": int(np.count_nonzero(total))}
+
+
+def superpixel_quality(name: str, scene: dict, workdir: Path, seed: int, params: dict) -> dict:
+    """The scene sample of detect (its 256 x 256 windows, normalised), segmented both ways."""
+    import rasterio
+
+    from geochange.detect import DetectOptions
+    from geochange.evaluate import _RasterTruth
+    from geochange.io.pair import RasterPair
+    from geochange.models.drlnet import _SLIC_AREA, DRLnetConfig, superpixels
+
+    cfg = DRLnetConfig(**params)
+    opts = DetectOptions()
+    grid_ref = workdir / "runs" / name / "superpixel-grid.tif"
+    acc = {"masked": [], "unmasked": []}
+    secs = {"masked": 0.0, "unmasked": 0.0}
+    with RasterPair.open(str(scene["before"]), str(scene["after"])) as pair:
+        samples = pair.fit_normalization(opts.normalize, n_windows=opts.sample_windows, size=opts.sample_size,
+                                         seed=seed)
+        g = pair.grid
+        grid_ref.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(grid_ref, "w", driver="GTiff", width=g.width, height=g.height, count=1,
+                           dtype="uint8", crs=g.crs, transform=g.transform):
+            pass
+        with rasterio.open(grid_ref) as ref, rasterio.open(str(scene["truth"])) as tds:
+            truth = _RasterTruth(ref, str(grid_ref), tds, str(scene["truth"]), [1])
+            for smp in samples:
+                valid = np.asarray(smp.valid, bool)
+                changed, tvalid = truth.read(smp.window)
+                scored = valid & tvalid
+                n_seg = max(1, int(round(cfg.n_segments * int(valid.sum()) / _SLIC_AREA)))
+                for how, fn in (("masked", _slic_masked), ("unmasked", superpixels)):
+                    t = time.perf_counter()
+                    labels = fn(smp.before, smp.after, valid, n_seg, cfg.compactness)
+                    secs[how] += time.perf_counter() - t
+                    acc[how].append(_segment_scores(labels, changed & scored, scored))
+    row = {"scene": name, "windows": len(samples),
+           "full_windows": int(sum(bool(np.asarray(s.valid).all()) for s in samples))}
+    for how, rows in acc.items():
+        px = np.array([r["boundary_px"] for r in rows], float)
+        rec = np.array([r["boundary_recall"] for r in rows], float)
+        row[how] = {"boundary_recall": float(np.nansum(rec * px) / max(px.sum(), 1)),
+                    "underseg": float(np.mean([r["underseg"] for r in rows])),
+                    "segments": float(np.mean([r["segments"] for r in rows])), "seconds": secs[how]}
+    return row
+
+
+def print_superpixels(rows: list[dict]) -> None:
+    print("\nSuperpixels of the scene sample, SLIC with mask=valid (before issue 15) and without a mask where "
+          "every pixel is valid (now)")
+    hdr = (f"{'scene':<16} {'windows':>7} {'full':>5} | {'BR masked':>9} {'BR now':>7} | {'UE masked':>9} "
+           f"{'UE now':>7} | {'segs masked':>11} {'segs now':>8} | {'s masked':>8} {'s now':>6}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        m, u = r["masked"], r["unmasked"]
+        print(f"{r['scene']:<16} {r['windows']:>7} {r['full_windows']:>5} | {m['boundary_recall']:>9.4f} "
+              f"{u['boundary_recall']:>7.4f} | {m['underseg']:>9.5f} {u['underseg']:>7.5f} | {m['segments']:>11.0f} "
+              f"{u['segments']:>8.0f} | {m['seconds']:>8.1f} {u['seconds']:>6.1f}")
+    print("(BR: boundary recall, share of the truth's change-boundary pixels within 2 px of a superpixel boundary; "
+          "UE: undersegmentation error, pixels in the minority class of their superpixel; segs: superpixels per "
+          "window; s: SLIC seconds for the whole sample; full: windows with every pixel valid)")
+
+
+# --------------------------------------------------------------------------------------------------
 # part 2: big pair, peak RSS and runtime
 # --------------------------------------------------------------------------------------------------
 
@@ -310,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", action="store_true",
                    help="instead of part 1: AUC, oracle kappa and GGKI kappa of each method's change score "
                         "(cva's magnitude, drlnet's change intensity) on the scored pixels")
+    p.add_argument("--superpixels", action="store_true",
+                   help="instead of part 1: the superpixels of detect's scene sample with SLIC always masked (before "
+                        "issue 15) and unmasked where every pixel is valid (now): boundary recall, undersegmentation")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     params = dict(args.drlnet_param)
@@ -331,6 +441,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.scenes:
             scenes[name] = prepare(name, workdir, args.data, args.seed)
             print(f"  {name}: {scenes[name]['kind']}; " + "; ".join(scenes[name]["notes"]), flush=True)
+        if args.superpixels:
+            srows = []
+            for name in args.scenes:
+                r = superpixel_quality(name, scenes[name], workdir, args.seed, params)
+                print(f"  {name:<16} boundary recall {r['masked']['boundary_recall']:.4f} -> "
+                      f"{r['unmasked']['boundary_recall']:.4f}, undersegmentation {r['masked']['underseg']:.5f} -> "
+                      f"{r['unmasked']['underseg']:.5f}", flush=True)
+                srows.append(r)
+            results["superpixels"] = srows
+            print_superpixels(srows)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            return 0
         if args.quality:
             qrows = []
             for name in args.scenes:

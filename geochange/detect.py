@@ -22,7 +22,7 @@ from rasterio.enums import Resampling
 
 import geochange
 from geochange.checks import check_bands, check_local_folder, check_number
-from geochange.device import check_device_name, resolve_device
+from geochange.device import check_device_name, inference_thread_count, inference_threads, resolve_device
 from geochange.engine.outputs import DetectOutputs, ground_scale
 from geochange.engine.plan import plan_blocks, plan_for
 from geochange.engine.regions import RegionRule, default_min_area_m2
@@ -85,6 +85,7 @@ class DetectOptions:
     resume: bool = False          # go on with an interrupted blocked run in the same output folder
     block_size: int = 2048        # rows of the grid per block (rounded to whole window rows)
     rgb: list[int] | None = None  # the quicklook's red, green, blue bands (1-based, as compared); None: found
+    torch_threads: int | None = None  # torch's CPU threads during inference; None: device.inference_thread_count()
 
     @property
     def distributed(self) -> bool:
@@ -154,6 +155,7 @@ def check_options(opts: DetectOptions) -> None:
     check_number(opts.hysteresis_low, "--hysteresis", low=0, high=1, what="(a probability)")
     check_number(opts.sample_windows, "sample_windows", low=1, integer=True)
     check_number(opts.sample_size, "sample_size", low=1, integer=True)
+    check_number(opts.torch_threads, "torch_threads", low=1, integer=True)
     check_bands(opts.bands)
     if opts.rgb is not None:
         check_bands(opts.rgb, "--rgb")
@@ -330,7 +332,8 @@ def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, o
                             provenance=provenance)
     try:
         t = time.perf_counter()
-        with task(f"detecting ({opts.model}, {device})", len(plan), unit="windows") as advance:
+        with task(f"detecting ({opts.model}, {device})", len(plan), unit="windows") as advance, \
+                inference_threads(model.uses_torch, device, opts.torch_threads):
             engine = run_sliding(pair, model, plan, outputs.sinks, batch_size=opts.batch_size,
                                  prob_steps=PROB_STEPS, window_hooks=[outputs.quicklook.add_window],
                                  advance=advance)
@@ -347,8 +350,10 @@ def _run_whole(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, o
         outputs.abort()
         raise
     discard(out_dir / WORK_DIR)  # an unfinished blocked run this one overwrote
+    threads = opts.torch_threads or inference_thread_count()
     return {"windows": engine.windows, "stats": outputs.stats, "polygons": n_polygons,
-            "quicklook": outputs.quicklook}
+            "quicklook": outputs.quicklook,
+            "engine": {"torch_threads": threads} if model.uses_torch and device.startswith("cpu") else {}}
 
 
 def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, opts: DetectOptions, device: str,

@@ -76,6 +76,14 @@ def test_bench_drlnet_tiny(tmp_path):
     assert any(line.startswith("illumination") and " drlnet " in line for line in lines)
 
 
+def test_bench_drlnet_superpixels_tiny(tmp_path):
+    lines = _run("bench_drlnet.py", "--workdir", str(tmp_path), "--scenes", "illumination", "--superpixels",
+                 "--data", str(tmp_path / "no-shared-data"), cwd=tmp_path)
+    row = next(line for line in lines if line.startswith("illumination ") and "|" in line).split("|")
+    recall_masked, recall_now = (float(v) for v in row[1].split())
+    assert recall_masked > 0.9 and recall_now > 0.9  # the planted changes' edges lie on superpixel edges
+
+
 def test_bench_vae_speed_tiny(tmp_path):
     lines = _run("bench_vae_speed.py", "--patch", "112", "--batch", "1", "--widths", "0.125", "--skip-direct",
                  cwd=tmp_path)
@@ -203,3 +211,27 @@ def test_every_benchmark_is_run_here():
     assert scripts
     missing = [name for name in scripts if f'"{name}"' not in source]
     assert not missing, f"no tiny run of {', '.join(missing)} in tests/test_benchmarks.py"
+
+
+def test_bench_models_tiny(tmp_path):
+    lines = _run("bench_models.py", "--tiny", "--workdir", str(tmp_path), "--json", str(tmp_path / "models.json"),
+                 cwd=tmp_path)
+    models = ("drlnet", "vae", "rscvae", "cdcluster")
+    table = [line.split() for line in lines if line.startswith(models) and "Mpx/s" not in line]  # the summary table
+    assert [row[0] for row in table] == list(models)
+    assert any(line.strip().startswith("fit:") and "CPU-s" in line for line in lines)
+    assert any(line.strip().startswith("drlnet - cva:") for line in lines)
+    figures = json.loads((tmp_path / "models.json").read_text())
+    for row in figures["inference"]:
+        assert row["predict_mpx_s"] > 0 and row["detect"]["1"]["ratio"] > 0
+    assert figures["fit"]["cpu_s"] > 0 and figures["rss"]["cva"]["peak_mib"] > 0
+
+
+def test_bench_models_refuses_cuda_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    out = subprocess.run([sys.executable, str(BENCH / "bench_models.py"), "--device", "cuda"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "needs a GPU" in out.stderr

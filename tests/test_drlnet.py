@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -404,3 +405,132 @@ def test_row_chunks_do_not_change_the_maps(fitted, scene):
     p2, t2 = fitted_small.predict_with_types(b, a, v)
     np.testing.assert_allclose(p1, p2, atol=1e-4)  # float32 convolutions sum in another order
     assert (t1 == t2).mean() > 0.999
+
+
+# -- issue 15: SLIC's mask, the NumPy training step, torch's threads in detect ---------------------
+
+def test_superpixels_use_no_mask_where_every_pixel_is_valid(scene):
+    """A full window is segmented without a mask (skimage seeds a mask by k-means on its coordinates,
+    10x slower), and every pixel gets a superpixel."""
+    from skimage.segmentation import slic
+
+    before, after = scene[0], scene[1]
+    full = np.ones(before.shape[1:], bool)
+    labels = superpixels(before, after, full, 60, 0.1)
+    assert labels.min() == 1 and labels.shape == full.shape
+    plain = [slic(np.moveaxis(img, 0, -1).astype(np.float64), n_segments=60, compactness=0.1, convert2lab=False,
+                  start_label=1, channel_axis=-1) for img in (before, after)]
+    joint = plain[0] * (plain[1].max() + 1) + plain[1]
+    expected = np.unique(joint, return_inverse=True)[1].reshape(joint.shape) + 1
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_slic_mask_always_restores_the_masked_segmentation(scene):
+    """``slic_mask="always"`` segments as before issue 15: SLIC given the (full) mask, k-means seeds."""
+    from skimage.segmentation import slic
+
+    before, after = scene[0], scene[1]
+    full = np.ones(before.shape[1:], bool)
+    labels = superpixels(before, after, full, 60, 0.1, always_mask=True)
+    masked = [slic(np.moveaxis(img, 0, -1).astype(np.float64), n_segments=60, compactness=0.1, mask=full,
+                   convert2lab=False, start_label=1, channel_axis=-1) for img in (before, after)]
+    joint = masked[0] * (masked[1].max() + 1) + masked[1]
+    np.testing.assert_array_equal(labels, np.unique(joint, return_inverse=True)[1].reshape(joint.shape) + 1)
+    assert create_model("drlnet", slic_mask="always").config.slic_mask == "always"
+    with pytest.raises(GeochangeError, match="slic_mask"):
+        create_model("drlnet", slic_mask="sometimes")
+
+
+def test_superpixels_of_a_date_without_structure_do_not_collapse():
+    """SLIC seeded on its grid makes 2 segments of white noise where 1000 are asked; superpixels() then
+    seeds by k-means on the (full) mask, as before issue 15, and gets hundreds."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(2, 3, 128, 128)).astype(np.float32)
+    labels = superpixels(noise[0], noise[1], np.ones((128, 128), bool), 250, 0.1)
+    assert labels.min() == 1 and labels.max() > 250
+
+
+def test_superpixels_leave_invalid_pixels_unlabelled(scene):
+    before, after = scene[0], scene[1]
+    valid = np.ones(before.shape[1:], bool)
+    valid[:, :20] = False
+    valid[50:60, 70:90] = False
+    labels = superpixels(before, after, valid, 60, 0.1)
+    assert (labels[~valid] == 0).all() and (labels[valid] >= 1).all()
+    assert len(np.unique(labels[valid])) == labels.max()  # labels 1..n, no gaps
+
+
+@pytest.mark.parametrize("variant,separation", [("DRLnet2", 0.0), ("DRLnet2", 20.0), ("DRLnet1", 0.0)])
+def test_numpy_training_step_matches_torch_autograd(variant, separation):
+    """The CPU's hand-written SGD steps (_NumpyStep) give torch's autograd + SGD results to float rounding:
+    weights, losses of every term, with the clustering updates of Algorithm 1."""
+    from geochange.models.drlnet import _build_network, _Clustering
+
+    cfg = DRLnetConfig(variant=variant, separation_weight=separation)
+    rng = np.random.default_rng(0)
+    n = 300
+    x1 = torch.from_numpy(rng.random((n, 27), dtype=np.float32))
+    x2 = torch.from_numpy(rng.random((n, 27), dtype=np.float32))
+    prev = torch.from_numpy(rng.integers(0, 6, n))
+    lam = torch.from_numpy(rng.random(n) < 0.3)
+    labels = torch.where(lam, torch.from_numpy(rng.integers(1, 4, n)), 0)
+    centres = torch.from_numpy(rng.random((4, 10), dtype=np.float32))
+    torch.manual_seed(0)
+    net = _build_network(27, cfg, 6)
+    runs = []
+    for train in ("_torch_train", "_train"):
+        model = DRLnet(cfg)
+        model.net = copy.deepcopy(net)
+        params = ([p for m in [*model.net.dr, model.net.classifier] for p in m.parameters()]
+                  if variant == "DRLnet1" else list(model.net.parameters()))
+        getattr(model, train)(x1, x2, prev, _Clustering(centres, labels, lam, 0.5), np.random.default_rng(1), 2,
+                              stage=1, params=params)
+        runs.append(model)
+    by_torch, by_numpy = runs
+    for p, q, p0 in zip(by_torch.net.parameters(), by_numpy.net.parameters(), net.parameters()):
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), atol=2e-6)
+    moved = max(float((p - p0).detach().abs().max()) for p, p0 in zip(by_numpy.net.parameters(), net.parameters()))
+    assert moved > 0.01
+    frozen = [p for m in [*by_numpy.net.extractor, by_numpy.net.merge] for p in m.parameters()]
+    if variant == "DRLnet1":  # the extractor and the merging layer are not fine-tuned
+        assert all(torch.equal(p, p0) for p, p0 in zip(frozen, [*net.extractor.parameters(), *net.merge.parameters()]))
+    for a, b in zip(by_torch.history, by_numpy.history):
+        for key in ("loss", "classification", "clustering", "sparsity", "separation"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7)
+    assert (by_numpy.history[-1]["separation"] > 0) == (separation > 0)
+
+
+class ThreadsDRLnet(DRLnet):
+    """DRLnet that notes torch's CPU threads at each predict call."""
+
+    name = "threads_drlnet"
+    seen: list = []
+
+    def predict_with_types(self, before, after, valid):
+        ThreadsDRLnet.seen.append(torch.get_num_threads())
+        return super().predict_with_types(before, after, valid)
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_detect_runs_torch_on_the_chosen_threads(planted_same_grid, tmp_path, monkeypatch, threads):
+    """detect runs the model's inference on ``device.inference_thread_count()`` torch threads (the cores
+    less one for the engine's reader and writer; or ``DetectOptions.torch_threads``), records it, and
+    gives torch's setting back."""
+    from geochange import models
+    from geochange.detect import DetectOptions, detect
+    from geochange.device import inference_thread_count
+
+    monkeypatch.setitem(models.MODELS, "threads_drlnet", f"{__name__}:ThreadsDRLnet")
+    ThreadsDRLnet.seen = []
+    torch.set_num_threads(3)
+    s = planted_same_grid
+    params = {**SMALL, "pretrain_epochs": 1, "stage_epochs": 1}
+    summary = detect(str(s.before), str(s.after), tmp_path / "out",
+                     DetectOptions(model="threads_drlnet", model_params=params, device="cpu", tile=64, overlap=8,
+                                   torch_threads=threads))
+    want = inference_thread_count() if threads is None else threads
+    assert inference_thread_count() == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert ThreadsDRLnet.seen and set(ThreadsDRLnet.seen) == {want}
+    assert summary["engine"]["torch_threads"] == want
+    assert torch.get_num_threads() == 3
+    torch.set_num_threads(1)
