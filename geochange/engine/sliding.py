@@ -111,7 +111,7 @@ class BlockEdges:
 
 
 def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: Sequence[StripSink], *,
-                batch_size: int = 8, prefetch: int | None = None, prob_steps: int | None = None,
+                batch_size: int = 8, prefetch: int = 1, prob_steps: int | None = None,
                 window_hooks: Sequence[Callable[[Window, np.ndarray, np.ndarray, np.ndarray], None]] = (),
                 advance: Callable[[int], None] = lambda n: None, block: Block | None = None) -> EngineStats:
     """Run ``model`` over every window of ``plan`` (or of one ``block``) and stream blended strips to ``sinks``.
@@ -121,11 +121,9 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
     ``prob_steps``: round the blended probabilities to multiples of ``1 / prob_steps`` before
     they reach the sinks (so the mask, polygons and probability raster agree exactly).
     With ``block``, only that block's rows reach the sinks and ``stats.edges`` holds its seams' parts.
-    ``prefetch``: batches read ahead (default 1: the reader reads the next batch while the model runs
-    on this one; a second one ahead only held another batch in memory, 50 MiB at tile 512, batch 8).
+    ``prefetch``: batches read ahead (1: the reader reads the next batch while the model runs on this
+    one; a second one ahead only held another batch in memory, 50 MiB at tile 512, batch 8).
     """
-    if prefetch is None:
-        prefetch = 1
     stats = EngineStats()
     t_start = time.perf_counter()
     weights = blend_weights(plan.tile_h, plan.tile_w, plan.overlap)
