@@ -252,7 +252,7 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
             f"{narrowed}")
     n_types = getattr(model, "n_types", 0)
     provenance = run_provenance(pair.before_path, pair.after_path, model.params(), now(), checkpoint=opts.checkpoint,
-                                labels=opts.labels, rule=rule.as_dict(), settings=_settings(pair, plan, opts))
+                                labels=opts.labels, rule=rule.as_dict(), settings=_settings(pair, plan, opts, strips))
     shown, shown_by = true_colour(pair.band_labels(), opts.rgb)   # the quicklook's red, green, blue
     if cluster is None:
         result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings, shown, provenance)
@@ -292,10 +292,11 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     }
 
 
-def _settings(pair: RasterPair, plan, opts: DetectOptions) -> dict:
+def _settings(pair: RasterPair, plan, opts: DetectOptions, strips: bool = False) -> dict:
     """The engine's settings recorded in every output (io.provenance)."""
     return {"bands": pair.bands_before, "normalize": opts.normalize, "coregister": opts.coregister,
-            "resampling": opts.resampling, "tile": plan.tile_w, "overlap": plan.overlap, "seed": opts.seed}
+            "resampling": opts.resampling, "tile": opts.tile if strips else plan.tile_w,
+            "window": [plan.tile_h, plan.tile_w], "overlap": plan.overlap, "seed": opts.seed}
 
 
 def _fit_marks(model, pair: RasterPair, marks: Marks, samples, seed: int) -> dict:

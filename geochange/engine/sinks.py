@@ -85,14 +85,6 @@ class PolygonSink:
         if len(border.top):
             self._publish(self.polygonizer.attach(border))
 
-    def append(self, frame) -> None:
-        """Assembly: polygons a block finished (and decided) on its own (their ``id`` is given anew,
-        in output order)."""
-        if len(frame):
-            frame = frame.drop(columns="id")
-            frame.insert(0, "id", np.arange(self.writer.count + 1, self.writer.count + 1 + len(frame)))
-            self.writer.write(frame)
-
     def _publish(self, regions) -> None:
         if not regions:   # most strips finish none: no decision, no frame to build
             return
