@@ -245,14 +245,13 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
 
     rule = region_rule(opts, model.threshold, ground_scale(grid).pixel_area())
     plan = plan_for(grid.height, grid.width, opts.tile, opts.overlap, model.context_px, pair.block_height)
-    strips = model.context_px == 0   # a per-pixel model: full-width strips (engine.plan.plan_strips)
     if model.context_px != 0 and (plan.tile_h, plan.tile_w) != (opts.tile, opts.tile):
         narrowed = f" overlapping by {plan.overlap} px" if plan.overlap != opts.overlap else ""
         say(f"the overlap of the dates is {grid.width}x{grid.height} px: using {plan.tile_w}x{plan.tile_h} windows"
             f"{narrowed}")
     n_types = getattr(model, "n_types", 0)
     provenance = run_provenance(pair.before_path, pair.after_path, model.params(), now(), checkpoint=opts.checkpoint,
-                                labels=opts.labels, rule=rule.as_dict(), settings=_settings(pair, plan, opts, strips))
+                                labels=opts.labels, rule=rule.as_dict(), settings=_settings(pair, plan, opts))
     shown, shown_by = true_colour(pair.band_labels(), opts.rgb)   # the quicklook's red, green, blue
     if cluster is None:
         result = _run_whole(pair, model, rule, plan, out_dir, opts, device, timings, shown, provenance)
@@ -279,8 +278,8 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
         "model": {**model.params(), **({"checkpoint": str(opts.checkpoint)} if opts.checkpoint else {})},
         **({"labels": learned} if learned is not None else {}),
         "threshold": model.threshold,
-        "engine": {"tile": opts.tile if strips else plan.tile_w, "window": [plan.tile_h, plan.tile_w],
-                   "strips": strips, "overlap": plan.overlap,
+        "engine": {"tile": opts.tile if plan.strips else plan.tile_w, "window": [plan.tile_h, plan.tile_w],
+                   "strips": plan.strips, "overlap": plan.overlap,
                    "batch_size": opts.batch_size,
                    "device": device, "windows": result["windows"], "seed": opts.seed,
                    "normalize": opts.normalize, "resampling": opts.resampling, **result.get("engine", {})},
@@ -292,10 +291,10 @@ def _fit_and_run(pair: RasterPair, out_dir: Path, opts: DetectOptions, device: s
     }
 
 
-def _settings(pair: RasterPair, plan, opts: DetectOptions, strips: bool = False) -> dict:
+def _settings(pair: RasterPair, plan, opts: DetectOptions) -> dict:
     """The engine's settings recorded in every output (io.provenance)."""
     return {"bands": pair.bands_before, "normalize": opts.normalize, "coregister": opts.coregister,
-            "resampling": opts.resampling, "tile": opts.tile if strips else plan.tile_w,
+            "resampling": opts.resampling, "tile": opts.tile if plan.strips else plan.tile_w,
             "window": [plan.tile_h, plan.tile_w], "overlap": plan.overlap, "seed": opts.seed}
 
 

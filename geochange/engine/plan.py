@@ -29,6 +29,11 @@ class WindowPlan:
     def __len__(self) -> int:
         return len(self.row_offsets) * len(self.col_offsets)
 
+    @property
+    def strips(self) -> bool:
+        """Full-width windows that do not overlap (``plan_strips``): each window is a strip as it is."""
+        return self.overlap == 0 and len(self.col_offsets) == 1
+
     def windows(self):
         """(row index, Window) pairs in processing order."""
         for r, y in enumerate(self.row_offsets):

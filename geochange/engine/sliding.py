@@ -131,7 +131,7 @@ def run_sliding(pair: RasterPair, model: ChangeModel, plan: WindowPlan, sinks: S
     blocked = block is not None
     block = block or whole_plan(plan)
     # a per-pixel model's strips need no blending: each window is its own strip
-    passthrough = not blocked and plan.overlap == 0 and len(plan.col_offsets) == 1
+    passthrough = not blocked and plan.strips
     acc = _Passthrough(prob_steps) if passthrough else _StripAccumulator(plan, prob_steps, with_types=typed, block=block)
     with ThreadPoolExecutor(1, "geochange-read") as reader, ThreadPoolExecutor(1, "geochange-write") as writer:
         batches = _prefetch(reader, pair, plan_batches(plan, batch_size, block), prefetch)
