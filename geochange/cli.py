@@ -183,9 +183,9 @@ def detect(
     before: str = typer.Argument(..., metavar="BEFORE", help="Earlier image (any GDAL-readable path); outputs use its grid and CRS."),
     after: str = typer.Argument(..., metavar="AFTER", help="Later image; warped onto BEFORE's grid on the fly if needed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder \\[default: <before stem>_change/ beside BEFORE]."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: cva (change-vector magnitude + GGKI threshold; the default), drlnet (Zhang et al. 2017: learns from the pair, also maps change types), vae or rscvae (learn from the pair itself without --checkpoint; anomaly mode); trained models come with --checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: cva (change-vector magnitude + two-gamma mixture threshold; the default), logistic (learns from --labels; their default), drlnet (Zhang et al. 2017: learns from the pair, also maps change types), vae or rscvae (learn from the pair itself without --checkpoint; anomaly mode); trained models come with --checkpoint."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A model trained with `geochange train` (its last.pt); --model is then read from it."),
-    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Marks drawn on the scene (GeoPackage, Shapefile, GeoJSON; any CRS): polygons or points with a field change = 1 (changed) or 0 (unchanged). The model (default cdcluster) learns from them and the scene's cheap negatives, then maps the whole scene."),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Marks drawn on the scene (GeoPackage, Shapefile, GeoJSON; any CRS): polygons or points with a field change = 1 (changed) or 0 (unchanged). The model (default logistic, a few seconds; also cdcluster, vae, rscvae) learns from them and the scene's cheap negatives, then maps the whole scene."),
     label_field: str = typer.Option("change", "--label-field", help="The marks' field: 1 changed, 0 unchanged."),
     label_layer: Optional[str] = typer.Option(None, "--label-layer", help="The marks' layer, when the file holds several."),
     types: Optional[int] = typer.Option(None, "--types", help="drlnet: number of change types K_T \\[default: 5]."),
@@ -410,11 +410,11 @@ def tile(
              "  geochange train vae --data wdc/ --out runs/vae --epochs 30 --device cuda\n\n"
              "  geochange train vae --data wdc/ --init runs/vae/last.pt -p stage=finetune --out runs/vae_ft\n\n"
              "  geochange train cdcluster --data levir_cd/ --out runs/cdcluster --resume\n\n"
-             "  geochange train cdcluster --labels marks.gpkg --pair 2015.tif,2020.tif --pair 2016.tif,2021.tif --out runs/marks\n\n"
+             "  geochange train logistic --labels marks.gpkg --pair 2015.tif,2020.tif --pair 2016.tif,2021.tif --out runs/marks\n\n"
              "  torchrun --nproc-per-node 4 -m geochange train cdcluster --data levir_cd/ --ddp --device cuda")
 @user_errors
 def train(
-    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train: vae, rscvae or cdcluster (optional with --init)."),
+    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train: vae, rscvae or cdcluster; with --labels also logistic (optional with --init)."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="A dataset from `geochange tile` / `build-wdc`, or a LEVIR-CD folder (A/, B/, label/)."),
     labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Marks (polygons or points with a field change = 1 or 0, any CRS) drawn on the scenes given by --pair; the format of detect --labels."),
     pair: List[str] = typer.Option([], "--pair", metavar="BEFORE,AFTER", help="BEFORE,AFTER: a scene the --labels marks lie on (repeatable)."),

@@ -41,7 +41,7 @@ from geochange.train.checkpoint import load_checkpoint, model_from_checkpoint
 from geochange.train.marks import marked_scene
 
 #: the model ``detect --labels`` trains when none is named (chosen by benchmarks/bench_labels.py)
-LABELS_MODEL = "cdcluster"
+LABELS_MODEL = "logistic"
 #: change_probability.tif holds multiples of 2**-20: exact in float32, fine enough that no value piles
 #: up (cva's ranking probability reaches 1 - 2**-21 only at 1400x its threshold), and the mask,
 #: polygons and raster all see the same rounded values

@@ -128,24 +128,27 @@ def marked_scene_of(pair, marks, samples):
     return cut_marked_scene(pair, marks, samples, patch=48, negatives=8, seed=0)
 
 
-def test_detect_learns_from_marks(marked_scene, tmp_path):
+@pytest.mark.parametrize("model, params", [(None, {}), ("cdcluster", FAST)])
+def test_detect_learns_from_marks(marked_scene, tmp_path, model, params):
     """Roofs and distractors change as much: without marks both are flagged; with marks of the left half
-    only, the right half's roofs are found and its distractors are not."""
+    only, the right half's roofs are found and its distractors are not (the default, logistic, and cdcluster)."""
     s = marked_scene
     right = np.zeros(s.shape, bool)
     right[:, s.shape[1] // 2 + 8:] = True
     found = {}
     for name, opts in (("cva", DetectOptions()),
-                       ("marks", DetectOptions(labels=str(s.marks), model_params=FAST))):
+                       ("marks", DetectOptions(labels=str(s.marks), model=model, model_params=params))):
         summary = detect(str(s.before), str(s.after), tmp_path / name, opts)
         with rasterio.open(tmp_path / name / "change_mask.tif") as ds:
             mask = ds.read(1) == 1
-        found[name] = (mask[s.roofs & right].mean(), mask[s.distractors & right].mean())
+        found[name] = (mask[s.roofs & right].mean(), mask[s.distractors & right].mean(),
+                       mask[~s.roofs & ~s.distractors].mean())
     assert found["cva"][0] > 0.9 and found["cva"][1] > 0.9, found  # label-free: both kinds of change
-    assert found["marks"][0] > 0.8 and found["marks"][1] < 0.1, found
-    assert summary["model"]["name"] == "cdcluster"
+    # logistic leaves the unchanged ground alone; cdcluster's clusters take in 5 % of it
+    assert found["marks"][0] > 0.8 and found["marks"][1] < 0.1 and found["marks"][2] < (0.1 if model else 0.01), found
+    assert summary["model"]["name"] == (model or "logistic")
     learned = summary["labels"]
-    assert learned["changed"] > 0 and learned["unchanged"] > 0 and learned["negatives"] == 16
+    assert learned["changed"] > 0 and learned["unchanged"] > 0 and learned["negatives"] == (16 if model else 96)
     assert summary["timings_s"]["fit"] > 0 and summary["timings_s"]["inference"] > 0
 
 
@@ -163,15 +166,16 @@ def test_cli_bad_marks_leave_nothing(marked_scene, tmp_path):
         assert not out.exists()
 
 
-def test_cli_detect_with_marks(marked_scene, tmp_path):
+@pytest.mark.parametrize("model", ["logistic", "cdcluster"])
+def test_cli_detect_with_marks(marked_scene, tmp_path, model):
     s = marked_scene
     out = tmp_path / "o"
-    params = [x for k, v in FAST.items() for x in ("-p", f"{k}={v}")]
+    params = [x for k, v in FAST.items() for x in ("-p", f"{k}={v}")] if model == "cdcluster" else []
     res = runner.invoke(app, ["detect", str(s.before), str(s.after), "--out", str(out), "-q", "--labels",
-                              str(s.marks), *params])
+                              str(s.marks), "--model", model, *params])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["labels"]["path"] == str(s.marks) and summary["labels"]["epochs"] == 6
+    assert summary["labels"]["path"] == str(s.marks) and summary["labels"]["epochs"] == (6 if params else 1)
 
 
 def test_tile_takes_the_same_marks(marked_scene, tmp_path):
@@ -191,12 +195,13 @@ def test_tile_takes_the_same_marks(marked_scene, tmp_path):
     assert int((values == 1).sum()) == int((expected == 1).sum())
 
 
-def test_train_on_marks_then_detect_with_the_checkpoint(marked_scene, tmp_path):
+@pytest.mark.parametrize("model", ["logistic", "cdcluster"])
+def test_train_on_marks_then_detect_with_the_checkpoint(marked_scene, tmp_path, model):
     """``train --labels --pair``: the checkpoint maps the unmarked half as detect --labels does."""
     s = marked_scene
     out = tmp_path / "run"
-    params = [x for k, v in FAST.items() for x in ("-p", f"{k}={v}")]
-    res = runner.invoke(app, ["train", "cdcluster", "--labels", str(s.marks), "--pair", f"{s.before},{s.after}",
+    params = [x for k, v in FAST.items() for x in ("-p", f"{k}={v}")] if model == "cdcluster" else []
+    res = runner.invoke(app, ["train", model, "--labels", str(s.marks), "--pair", f"{s.before},{s.after}",
                               "--out", str(out), "-q", "--device", "cpu", *params])
     assert res.exit_code == 0, res.output
     assert (out / "last.pt").is_file() and (out / "metrics.csv").is_file()

@@ -12,6 +12,7 @@ MODELS: dict[str, str] = {
     "cdcluster": "geochange.models.cdcluster:CDCluster",
     "cva": "geochange.models.cva:CVA",
     "drlnet": "geochange.models.drlnet:DRLnet",
+    "logistic": "geochange.models.logistic:MarksLogistic",
     "rscvae": "geochange.models.rscvae:RSCVAE",
     "vae": "geochange.models.vae:DisentangledVAE",
 }

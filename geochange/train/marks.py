@@ -24,6 +24,10 @@ from geochange.errors import GeochangeError
 from geochange.io.marks import UNKNOWN, Marks
 from geochange.train.data import random_crops
 
+#: windows of each scene's sample kept by ``train --labels`` (MarkedScene.sample), so that memory does
+#: not grow with the scenes' count as fast as the samples
+SAMPLE_PER_SCENE = 16
+
 
 @dataclass
 class MarkedScene:
@@ -32,6 +36,9 @@ class MarkedScene:
     marked: list[dict]
     negatives: list[dict]
     marks: dict = field(default_factory=dict)   # Marks.describe()
+    #: the scene sample detect fits on, (before, after, valid) windows: for models that also need the
+    #: scene's label-free statistics (logistic: cva's threshold and share of change)
+    sample: list = field(default_factory=list)
 
     def items(self) -> list[dict]:
         return self.marked + self.negatives
@@ -62,7 +69,8 @@ def marked_scene(pair, marks: Marks, samples: Sequence, *, patch: int, negatives
     if require_both and not any((it["label"] == 0).any() for it in marked):
         raise GeochangeError(f"{marks.path}: no unchanged mark covers a pixel with data in both dates; "
                              "mark unchanged areas where both images have data")
-    return MarkedScene(marked, negative_patches(samples, marks, patch, negatives, seed, name), marks.describe())
+    return MarkedScene(marked, negative_patches(samples, marks, patch, negatives, seed, name), marks.describe(),
+                       [(s.before, s.after, s.valid) for s in samples])
 
 
 def negative_patches(samples: Sequence, marks: Marks | None, size: int, n: int, seed: int = 0,
@@ -117,7 +125,7 @@ def train_on_marks(name: str, pairs: Sequence[tuple[str, str]], labels: str, opt
     model = create_model(name, **(params or {}))
     patch, n_neg = model.marks_sizes()
     seed = options.seed if options is not None else 0
-    marked, negatives, counts = [], [], {"changed": 0, "unchanged": 0, "pairs": 0}
+    marked, negatives, sample, counts = [], [], [], {"changed": 0, "unchanged": 0, "pairs": 0}
     for i, (before, after) in enumerate(pairs):
         with RasterPair.open(before, after, bands=bands) as pair:
             try:
@@ -132,6 +140,7 @@ def train_on_marks(name: str, pairs: Sequence[tuple[str, str]], labels: str, opt
                                  name=f"pair{i}", require_both=False)
         marked += scene.marked
         negatives += scene.negatives
+        sample += scene.sample[:SAMPLE_PER_SCENE]
         counts["changed"] += marks.n_changed
         counts["unchanged"] += marks.n_unchanged
         counts["pairs"] += 1
@@ -142,6 +151,6 @@ def train_on_marks(name: str, pairs: Sequence[tuple[str, str]], labels: str, opt
         raise GeochangeError(f"{labels}: the marks on these scenes are of one class; mark a few {lacks} areas too")
     say(f"{name}: learning from {counts['changed']} changed and {counts['unchanged']} unchanged marks on "
         f"{counts['pairs']} scenes ({len(marked)} patches) and {len(negatives)} cheap negatives")
-    combined = MarkedScene(marked, negatives, {"path": str(labels), "field": field, **counts})
+    combined = MarkedScene(marked, negatives, {"path": str(labels), "field": field, **counts}, sample)
     summary = model.fit_marks(combined, seed=seed, options=options) or {}
     return {**summary, "model": name, "labels": combined.marks, "samples": len(combined.items())}

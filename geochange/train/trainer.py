@@ -131,7 +131,7 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
                 if opts.keep_every_epoch:
                     save_checkpoint(out / f"epoch_{epoch + 1:03d}.pt", model, **kwargs)
                 checkpoint = save_checkpoint(out / LAST, model, **kwargs)
-                write_text(out / "metrics.csv", _csv(history))
+                write_text(out / "metrics.csv", metrics_csv(history))
             distributed.barrier(ctx)
         model.net.eval()
         if epochs > 0:  # fitted on the trained network, saved into the final checkpoint (again on --resume)
@@ -141,7 +141,7 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
             if out is not None and ctx.main:
                 checkpoint = save_checkpoint(out / LAST, model, epoch=epochs, history=history,
                                              optimizer=optimizer, scheduler=scheduler)
-                write_text(out / "metrics.csv", _csv(history))
+                write_text(out / "metrics.csv", metrics_csv(history))
             distributed.barrier(ctx)
     if out is not None and checkpoint is None and start == epochs and (out / LAST).exists():
         checkpoint = out / LAST
@@ -235,7 +235,7 @@ def _resume_checkpoint(out: Path | None, model: TrainableModel, resume: bool, fr
     return ckpt
 
 
-def _csv(history: list[dict]) -> str:
+def metrics_csv(history: list[dict]) -> str:
     columns: list[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
