@@ -24,7 +24,7 @@ Methods, each scored on the right half (kappa, F1, % flagged, seconds):
 
 * ``cva``: the label-free default, ``detect(before, after, out, DetectOptions(seed=seed))``
   (bench_accuracy.run_detect);
-* each label model of ``--models`` (default cdcluster vae rscvae): ``detect`` with
+* each label model of ``--models`` (default logistic cdcluster vae rscvae): ``detect`` with
   ``DetectOptions(model=M, labels=MARKS, label_field="change")``; its ``timings_s`` fit and inference too;
 * ``rf``: the yardstick an analyst has at hand in QGIS / OTB: scikit-learn's RandomForestClassifier
   (100 trees, class_weight="balanced") on per-pixel features (both dates' bands, each standardised
@@ -35,9 +35,9 @@ Methods, each scored on the right half (kappa, F1, % flagged, seconds):
 
 The last lines give, per group of scenes, the default label model's mean kappa against cva's and rf's.
 
-    python benchmarks/bench_labels.py --workdir /tmp/acc [--models cdcluster] [--scenes bercy paris]
+    python benchmarks/bench_labels.py --workdir /tmp/acc [--models logistic] [--scenes bercy paris]
     python benchmarks/bench_labels.py --workdir /tmp/acc --models none    # cva, rf and rf-nonneg only
-    python benchmarks/bench_labels.py --tiny   # a smoke run: illumination, cva, rf and cdcluster trained briefly
+    python benchmarks/bench_labels.py --tiny   # a smoke run: illumination, cva, rf and logistic
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ import bench_accuracy as ba  # noqa: E402
 import reference  # noqa: E402
 import scenes as sc  # noqa: E402
 
-LABEL_MODELS = ("cdcluster", "vae", "rscvae")
-DEFAULT_LABEL_MODEL = "cdcluster"
+LABEL_MODELS = ("logistic", "cdcluster", "vae", "rscvae")
+DEFAULT_LABEL_MODEL = "logistic"   # geochange.detect.LABELS_MODEL
 LABEL_FREE = "cva"
 RF_METHODS = ("rf", "rf-nonneg")
 MIN_COMPONENT_PX = 4       # smaller changed components are not drawn
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--negatives", type=int, default=CHEAP_NEGATIVES, help=f"rf's cheap negatives [{CHEAP_NEGATIVES}]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true",
-                   help="smoke run: illumination; cva, rf, rf-nonneg and cdcluster (or --models) trained briefly")
+                   help="smoke run: illumination; cva, rf, rf-nonneg and logistic (or --models, trained briefly)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows and the marks to this JSON file")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown to this file")
     args = p.parse_args(argv)

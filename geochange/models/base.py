@@ -94,6 +94,8 @@ class TrainableModel(ChangeModel):
 
     net: Any = None
     in_bands: int = 0
+    #: False for a model that learns from marks only (``fit_marks``), never from a dataset in the trainer
+    trains_on_datasets: ClassVar[bool] = True
 
     def configure(self, data) -> None:
         """Called before :meth:`build` with the trainer's :class:`~geochange.train.data.TrainData`

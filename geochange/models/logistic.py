@@ -83,6 +83,7 @@ class MarksLogistic(TrainableModel):
     name = "logistic"
     config_class = LogisticConfig
     uses_torch = False
+    trains_on_datasets = False
 
     def __init__(self, config: LogisticConfig | None = None, device: str = "cpu") -> None:
         super().__init__(config or LogisticConfig(), device)
@@ -191,7 +192,7 @@ class MarksLogistic(TrainableModel):
         self._set_amount(sample)
         summary = {"model": self.name, "epochs": 1, "history": [{"loss": loss}],
                    "pixels": {"changed": int(counts[1]), "unchanged": int(counts[0])},
-                   "changed_share": self.changed_share, "checkpoint": None}
+                   "changed_share": self.changed_share, "checkpoint": None, "device": "cpu"}
         if options is not None and getattr(options, "out", None):
             summary["checkpoint"] = str(self._save(options.out, summary["history"]))
         return summary
@@ -266,8 +267,7 @@ class MarksLogistic(TrainableModel):
         self.net = torch.nn.Module()
 
     def training_step(self, batch: dict, epoch: int) -> dict:
-        raise GeochangeError("logistic learns from marks only: geochange train logistic --labels MARKS "
-                             "--pair BEFORE,AFTER")
+        raise GeochangeError("logistic learns from marks only (trains_on_datasets is False)")
 
     def extra_state(self) -> dict:
         import torch

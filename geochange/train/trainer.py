@@ -267,6 +267,9 @@ def train_model(name: str | None, data, options: TrainOptions | None = None, par
         model = create_model(name, **(params or {}))
     if not isinstance(model, TrainableModel):
         raise GeochangeError(f"model {model.name} is not trained (it fits itself on each scene in `detect`)")
+    if not model.trains_on_datasets:
+        raise GeochangeError(f"{model.name} learns from marks only: geochange train {model.name} --labels MARKS "
+                             "--pair BEFORE,AFTER")
     return train(model, data, options)
 
 
