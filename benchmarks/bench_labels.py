@@ -7,7 +7,9 @@ This benchmark plays the analyst on every scene with truth (scenes.py): each pai
 is cut into two halves of BEFORE's columns; the marks are drawn from the truth of the LEFT half only,
 and every method is scored on the RIGHT half only (its pixels with known truth).
 
-Marks (per pair, ``--marks N`` per class, seeded by ``--seed``):
+Marks (per pair, ``--marks N`` per class, seeded by ``--seed``; ``--marks 0``: all of the left half's
+truth, each region of changed and of unchanged pixels as a polygon: what a model could learn at most from
+that half, a ceiling for the marks):
 
 * changed: up to N connected components (4-connected) of truth == 1 in the left half, picked at random
   among those of at least 4 pixels, written as their exact pixel outlines; a component larger than
@@ -156,6 +158,23 @@ def draw_marks(truth: np.ndarray, transform, n: int, rng: np.random.Generator) -
                            "components": len(ids)}
 
 
+def all_truth_marks(truth: np.ndarray, transform) -> tuple[list, list[int], dict]:
+    """``--marks 0``, the ceiling: ALL of the left half's truth as marks (each 4-connected region of
+    truth == 1 and of truth == 0 as its exact outline), the most a model could learn from that half."""
+    import rasterio.features
+    import shapely.geometry
+
+    left = truth.copy()
+    left[:, truth.shape[1] // 2:] = 255
+    geoms, values = [], []
+    for g, v in rasterio.features.shapes(left, mask=left != 255, transform=transform, connectivity=4):
+        geoms.append(shapely.geometry.shape(g))
+        values.append(int(v))
+    n_changed = sum(values)
+    return geoms, values, {"changed": n_changed, "unchanged": len(values) - n_changed, "points": 0, "cut": 0,
+                           "components": n_changed}
+
+
 def write_marks(path: Path, geoms: list, values: list[int], crs) -> Path:
     """The marks as a GeoPackage (layer ``marks``, integer field ``change``) in ``crs``."""
     import geopandas as gpd
@@ -183,7 +202,7 @@ def split_scene(scene: dict, workdir: Path, n: int, seed: int) -> dict:
         truth = ba._truth_on(grid, part["truth"])
         tag = f"{scene['name']}/{sub}" if sub else scene["name"]
         rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
-        geoms, values, counts = draw_marks(truth, grid.transform, n, rng)
+        geoms, values, counts = draw_marks(truth, grid.transform, n, rng) if n else all_truth_marks(truth, grid.transform)
         marks = write_marks(folder / "marks.gpkg", geoms, values, grid.crs) if counts["changed"] else None
         right = truth.copy()
         right[:, :grid.width // 2] = 255
@@ -373,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a label model's parameter (DetectOptions.model_params), e.g. cdcluster:epochs=5")
     p.add_argument("--references", nargs="*", choices=list(reference.REFERENCES), default=["cva+otsu"],
                    help="label-free reference methods (reference.py) scored on the same right halves [cva+otsu]")
-    p.add_argument("--marks", type=int, default=10, help="changed and unchanged marks per pair, each [10]")
+    p.add_argument("--marks", type=int, default=10,
+                   help="changed and unchanged marks per pair, each [10]; 0: all of the left half's truth (a ceiling)")
     p.add_argument("--negatives", type=int, default=CHEAP_NEGATIVES, help=f"rf's cheap negatives [{CHEAP_NEGATIVES}]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true",

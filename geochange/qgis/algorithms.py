@@ -22,8 +22,8 @@ from qgis.core import (QgsLayerTreeLayer, QgsProcessing, QgsProcessingAlgorithm,
 from . import runner
 from .settings import executable_setting
 
-#: ``--model`` choices; the first: geochange's default (cva, or cdcluster with marks)
-MODELS = ["", "cva", "drlnet", "vae", "rscvae", "cdcluster"]
+#: ``--model`` choices; the first: geochange's default (cva, or logistic with marks)
+MODELS = ["", "cva", "drlnet", "vae", "rscvae", "cdcluster", "logistic"]
 #: Detect's layers, top to bottom in the layer tree: (output, file, layer name, style beside it)
 LAYERS = [("CHANGES", "changes.gpkg", "changes", "changes.qml"),
           ("CHANGE_MASK", "change_mask.tif", "change mask", "change_mask.qml"),
@@ -105,7 +105,7 @@ class DetectAlgorithm(GeochangeAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("BEFORE", "Earlier image (BEFORE): outputs use its grid and CRS"))
         self.addParameter(QgsProcessingParameterRasterLayer("AFTER", "Later image (AFTER)"))
         self.addParameter(QgsProcessingParameterEnum(
-            "MODEL", "Model", options=["default (cva; cdcluster with marks)", *MODELS[1:]], defaultValue=0))
+            "MODEL", "Model", options=["default (cva; logistic with marks)", *MODELS[1:]], defaultValue=0))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "LABELS", "Marks: polygons or points with a field change = 1 (changed) or 0 (unchanged)",
             [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint], optional=True))
