@@ -113,7 +113,8 @@ def test_summary_names_the_weights_and_the_share(marked_scene, tmp_path):
 
 @pytest.mark.parametrize("params, text", [({"scales": [4]}, "odd window sizes"),
                                           ({"amount": "all"}, "unknown amount"),
-                                          ({"regularization": 0}, "regularization must be > 0")])
+                                          ({"regularization": 0}, "regularization must be > 0"),
+                                          ({"accept": 1.0}, "accept is a probability")])
 def test_bad_settings_refused(params, text):
     with pytest.raises(GeochangeError, match=text):
         create_model("logistic", **params)

@@ -21,7 +21,8 @@ How much is flagged (``amount``): the balanced classifier's own 0.5 over-flags, 
 changed as unchanged pixels. The label-free ``cva`` model estimates the share of change well (its
 two-gamma mixture), but it counts the change the marks reject too. By default (``amount="accepted"``)
 the model flags the share of the scene sample that ``cva`` flags (bar specks under the minimum mapping
-unit) *and* the balanced classifier accepts (P >= 0.5), at the pixels the classifier ranks highest;
+unit) *and* the balanced classifier does not reject (P >= ``accept``, 0.1: a kind of change marked
+unchanged falls far below it), at the pixels the classifier ranks highest;
 ``amount="cva"`` flags all of cva's share, ``amount="balanced"`` keeps the balanced 0.5. The log-odds
 are shifted by a constant (a change of prior, as in Saerens et al. 2002), so the probability stays a
 logistic of the features, 0.5 at the threshold.
@@ -53,8 +54,9 @@ class LogisticConfig:
     scales: tuple[int, ...] = (3, 7, 15)  # box means of the change vector over these sizes, px (odd)
     regularization: float = 0.01  # C of the L2-penalised logistic regression: smaller is a stronger penalty
     negatives_px: int = 5000      # cheap-negative pixels drawn from the scene's random crops
-    amount: str = "accepted"      # accepted: the share of the scene cva flags and the marks accept; cva: all
-                                  # cva flags; balanced: the balanced classifier's own 0.5
+    amount: str = "accepted"      # accepted: the share of the scene cva flags and the marks accept (P >= accept);
+                                  # cva: all cva flags; balanced: the balanced classifier's own 0.5
+    accept: float = 0.1           # accepted: the balanced classifier's probability from which it accepts cva's change
     marks_patch: int = 64         # side of the windows cut around the marks, px
     marks_negatives: int = 96     # random crops of the scene (cheap negatives) cut, marks_patch px each
     max_iter: int = 1000          # of the solver (lbfgs)
@@ -65,6 +67,8 @@ class LogisticConfig:
             raise GeochangeError("logistic: scales are odd window sizes >= 1, e.g. -p scales=[3,7,15]")
         if self.regularization <= 0:
             raise GeochangeError("logistic: regularization must be > 0")
+        if not 0 < self.accept < 1:
+            raise GeochangeError("logistic: accept is a probability between 0 and 1 (exclusive)")
         if self.amount not in AMOUNTS:
             raise GeochangeError(f"logistic: unknown amount {self.amount!r} (choose one of {', '.join(AMOUNTS)})")
         if self.negatives_px < 0 or self.marks_patch < 16 or self.marks_negatives < 1:
@@ -208,7 +212,7 @@ class MarksLogistic(TrainableModel):
             z = self.log_odds(b[None], a[None], v[None])[0]
             cva = _without_specks(self.cva.predict(b[None], a[None], v[None])[0] >= self.cva.threshold)
             if self.config.amount == "accepted":
-                cva &= z >= 0
+                cva &= z >= self._accept_logit
             logits.append(z[v])
             flagged.append(cva[v])
         logits, flagged = np.concatenate(logits), np.concatenate(flagged)
@@ -217,6 +221,12 @@ class MarksLogistic(TrainableModel):
             self.offset = float(logits.max()) + 1.0
         else:
             self.offset = float(np.quantile(logits, 1.0 - self.changed_share))
+
+    @property
+    def _accept_logit(self) -> float:
+        """``accept`` as log-odds."""
+        p = self.config.accept
+        return float(np.log(p / (1 - p)))
 
     def _save(self, out, history: list[dict]):
         """``out/last.pt`` and ``out/metrics.csv``, as the trainer leaves them (``train --labels``)."""
