@@ -145,6 +145,12 @@ def test_bench_labels_marks():
     assert areas == [4, 400]                      # exact pixel outlines, in pixels
     assert [g.geom_type for g, v in zip(geoms, values) if v == 0].count("Polygon") == 1
     assert shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10   # all within the left half
+    # --marks 0 (the ceiling): every labelled pixel of the left half, as exact outlines with its value
+    geoms, values, counts = bench_labels.all_truth_marks(truth, t)
+    left = truth[:, :40]
+    assert sum(g.area / 100 for g, v in zip(geoms, values) if v == 1) == (left == 1).sum()
+    assert sum(g.area / 100 for g, v in zip(geoms, values) if v == 0) == (left == 0).sum()
+    assert counts["changed"] == 3 and shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10
 
 
 def _cdcluster_data(root: Path) -> Path:
