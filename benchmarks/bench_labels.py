@@ -202,7 +202,10 @@ def split_scene(scene: dict, workdir: Path, n: int, seed: int) -> dict:
         truth = ba._truth_on(grid, part["truth"])
         tag = f"{scene['name']}/{sub}" if sub else scene["name"]
         rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
-        geoms, values, counts = draw_marks(truth, grid.transform, n, rng) if n else all_truth_marks(truth, grid.transform)
+        if n:
+            geoms, values, counts = draw_marks(truth, grid.transform, n, rng)
+        else:
+            geoms, values, counts = all_truth_marks(truth, grid.transform)
         marks = write_marks(folder / "marks.gpkg", geoms, values, grid.crs) if counts["changed"] else None
         right = truth.copy()
         right[:, :grid.width // 2] = 255

@@ -77,7 +77,8 @@ class LogisticConfig:
 
 def feature_names(bands: int, scales: Sequence[int]) -> list[str]:
     """Names of the features, in the order of :meth:`MarksLogistic.features`."""
-    per_band = ["before", "after", "diff", "absdiff"] + [f"{k}{s}" for s in scales for k in ("diff_mean", "absdiff_mean")]
+    per_band = ["before", "after", "diff", "absdiff"]
+    per_band += [f"{k}{s}" for s in scales for k in ("diff_mean", "absdiff_mean")]
     return [f"{k}_b{c + 1}" for k in per_band for c in range(bands)] + ["magnitude", "log_magnitude", "cva_probability"]
 
 
@@ -97,7 +98,7 @@ class MarksLogistic(TrainableModel):
         self.weights: np.ndarray | None = None   # (F,) on the standardised features
         self.bias = 0.0
         self.offset = 0.0                         # subtracted from the log-odds (amount)
-        self.changed_share: float | None = None   # the share of the scene cva flags (amount="cva")
+        self.changed_share: float | None = None   # the share of the scene sample flagged (amount)
 
     @property
     def context_px(self) -> int:
@@ -129,12 +130,12 @@ class MarksLogistic(TrainableModel):
 
     def log_odds(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(N, h, w)`` log-odds of change of the fitted classifier (before ``offset``)."""
-        out = np.full(valid.shape, self.bias, np.float32)
+        w = self.weights / self.scale          # on the raw features: one multiply-add each
+        out = np.full(valid.shape, self.bias - float(w @ self.mean), np.float32)
         k = 0
         for group in self.features(before, after, valid):
             for j in range(group.shape[1]):
-                w = self.weights[k] / self.scale[k]
-                out += np.float32(w) * group[:, j] - np.float32(w * self.mean[k])
+                out += np.float32(w[k]) * group[:, j]
                 k += 1
         return out
 
@@ -143,10 +144,10 @@ class MarksLogistic(TrainableModel):
         return int(self.config.marks_patch), int(self.config.marks_negatives)
 
     def fit_marks(self, scene, seed: int = 0, options=None) -> dict:
-        """Fit on ``scene`` (a :class:`~geochange.train.marks.MarkedScene`): cva's threshold on the cheap
-        negatives (random crops of the scene), then the classifier on the marked pixels and
-        ``negatives_px`` of the crops' pixels (labelled unchanged, or as marked where a mark covers them),
-        then the offset that sets how much is flagged (``amount``)."""
+        """Fit on ``scene`` (a :class:`~geochange.train.marks.MarkedScene`): cva's threshold on the scene
+        sample (as ``detect`` fits cva; on the cheap negatives where there is none), then the classifier
+        on the marked pixels and ``negatives_px`` of the crops' pixels (labelled unchanged, or as marked
+        where a mark covers them), then the offset that sets how much is flagged (``amount``)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
