@@ -18,6 +18,10 @@ that half, a ceiling for the marks):
 * unchanged: N squares of 5 x 5 pixels whose 25 pixels are all truth == 0 (so, on Taizhou's sparse
   truth, all labelled 0), not overlapping; where there are too few, points on truth == 0 pixels.
 
+``--unchanged false-alarms``: the unchanged marks are first up to N regions of a label-free first run's
+false alarms (its mask on truth == 0) in the left half, drawn like the changed ones (the analyst marks
+what the first map got wrong); squares only where there are fewer.
+
 They are written as a GeoPackage in the scene's CRS (``WORKDIR/labels/SCENE[/PART]/marks.gpkg``).
 A pair without a changed component in its left half has no marks: a scene made of one such pair is
 scored by the label-free methods only, such a DSIFN part is left out of the scene for every method (a note says so).
@@ -107,35 +111,51 @@ def _outline(piece: np.ndarray, transform):
     return shapely.union_all(parts)
 
 
-def draw_marks(truth: np.ndarray, transform, n: int, rng: np.random.Generator) -> tuple[list, list[int], dict]:
-    """Marks from the left half of ``truth`` (1 changed, 0 unchanged, 255 unknown) on the grid of
-    ``transform``: up to ``n`` changed regions and ``n`` unchanged squares (or points where there are
-    too few squares). Returns (geometries, change values, counts)."""
-    import shapely
+def _regions(mask: np.ndarray, n: int, rng: np.random.Generator, transform) -> tuple[list, int]:
+    """Up to ``n`` of the 4-connected regions of ``mask`` of >= MIN_COMPONENT_PX pixels, picked at random,
+    as exact pixel outlines (one over MAX_MARK_PX cut down to its centre's square); and how many were cut."""
     from affine import Affine
-    from numpy.lib.stride_tricks import sliding_window_view
     from scipy import ndimage
 
-    left = truth[:, :truth.shape[1] // 2]
-    geoms, values = [], []
-    lab, k = ndimage.label(left == 1)
+    lab, k = ndimage.label(mask)
     sizes = np.bincount(lab.ravel(), minlength=k + 1)
     ids = np.flatnonzero(sizes >= MIN_COMPONENT_PX)
     ids = ids[ids > 0]
     boxes = ndimage.find_objects(lab)
-    cut = 0
+    geoms, cut = [], 0
     for i in sorted(rng.choice(ids, size=min(n, len(ids)), replace=False)):
         rows, cols = boxes[i - 1]
         piece = lab[rows, cols] == i
         if piece.sum() > MAX_MARK_PX:
             piece, cut = _cut(piece), cut + 1
         geoms.append(_outline(piece, transform @ Affine.translation(cols.start, rows.start)))
-        values.append(1)
+    return geoms, cut
+
+
+def draw_marks(truth: np.ndarray, transform, n: int, rng: np.random.Generator,
+               false_alarms: np.ndarray | None = None) -> tuple[list, list[int], dict]:
+    """Marks from the left half of ``truth`` (1 changed, 0 unchanged, 255 unknown) on the grid of
+    ``transform``: up to ``n`` changed regions and ``n`` unchanged squares (or points where there are
+    too few squares). With ``false_alarms`` (a first label-free run's mask), the unchanged marks are
+    first its false alarms in the left half (regions of mask & truth == 0, drawn like the changed ones),
+    squares only where there are too few. Returns (geometries, change values, counts)."""
+    import shapely
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy import ndimage
+
+    left = truth[:, :truth.shape[1] // 2]
+    changed = left == 1
+    geoms, cut = _regions(changed, n, rng, transform)
+    values = [1] * len(geoms)
     n_changed = len(geoms)
+    alarms = 0
+    if false_alarms is not None:
+        fa, fa_cut = _regions(false_alarms[:, :left.shape[1]] & (left == 0), n, rng, transform)
+        geoms, values, alarms, cut = geoms + fa, values + [0] * len(fa), len(fa), cut + fa_cut
     # unchanged squares: top-left corners whose SQUARE x SQUARE block is all 0, taken at random, not overlapping
     corners = np.argwhere(sliding_window_view(left == 0, (SQUARE, SQUARE)).all(axis=(2, 3)))
     taken = np.zeros(left.shape, bool)
-    squares = 0
+    squares = alarms
     for r, c in corners[rng.permutation(len(corners))]:
         if squares == n:
             break
@@ -154,8 +174,9 @@ def draw_marks(truth: np.ndarray, transform, n: int, rng: np.random.Generator) -
             geoms.append(shapely.Point(*(transform @ (c + 0.5, r + 0.5))))
             values.append(0)
             points += 1
+    components = int((np.bincount(ndimage.label(changed)[0].ravel())[1:] >= MIN_COMPONENT_PX).sum())
     return geoms, values, {"changed": n_changed, "unchanged": squares + points, "points": points, "cut": cut,
-                           "components": len(ids)}
+                           "components": components, "false_alarms": alarms}
 
 
 def all_truth_marks(truth: np.ndarray, transform) -> tuple[list, list[int], dict]:
@@ -172,7 +193,7 @@ def all_truth_marks(truth: np.ndarray, transform) -> tuple[list, list[int], dict
         values.append(int(v))
     n_changed = sum(values)
     return geoms, values, {"changed": n_changed, "unchanged": len(values) - n_changed, "points": 0, "cut": 0,
-                           "components": n_changed}
+                           "components": n_changed, "false_alarms": 0}
 
 
 def write_marks(path: Path, geoms: list, values: list[int], crs) -> Path:
@@ -185,9 +206,21 @@ def write_marks(path: Path, geoms: list, values: list[int], crs) -> Path:
     return path
 
 
-def split_scene(scene: dict, workdir: Path, n: int, seed: int) -> dict:
+def first_run_mask(part: dict, folder: Path, seed: int) -> np.ndarray:
+    """The change mask of a label-free ``detect`` (cva) of ``part``, the analyst's first run."""
+    import rasterio
+
+    from geochange.detect import DetectOptions, detect
+
+    detect(str(part["before"]), str(part["after"]), folder / "first-run", DetectOptions(seed=seed, overwrite=True))
+    with rasterio.open(folder / "first-run" / "change_mask.tif") as ds:
+        return ds.read(1) == 1
+
+
+def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = "squares") -> dict:
     """``scene`` with, for each pair, its marks (left half) and the truth of its right half only
-    (``truth``: left half 255, on BEFORE's grid); pairs without changed marks get ``marks`` None."""
+    (``truth``: left half 255, on BEFORE's grid); pairs without changed marks get ``marks`` None.
+    ``unchanged="false-alarms"``: the unchanged marks go on a first label-free run's false alarms."""
     import rasterio
 
     from geochange.io.align import Grid
@@ -203,7 +236,8 @@ def split_scene(scene: dict, workdir: Path, n: int, seed: int) -> dict:
         tag = f"{scene['name']}/{sub}" if sub else scene["name"]
         rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
         if n:
-            geoms, values, counts = draw_marks(truth, grid.transform, n, rng)
+            alarms = first_run_mask(part, folder, seed) if unchanged == "false-alarms" else None
+            geoms, values, counts = draw_marks(truth, grid.transform, n, rng, alarms)
         else:
             geoms, values, counts = all_truth_marks(truth, grid.transform)
         marks = write_marks(folder / "marks.gpkg", geoms, values, grid.crs) if counts["changed"] else None
@@ -397,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="label-free reference methods (reference.py) scored on the same right halves [cva+otsu]")
     p.add_argument("--marks", type=int, default=10,
                    help="changed and unchanged marks per pair, each [10]; 0: all of the left half's truth (a ceiling)")
+    p.add_argument("--unchanged", choices=["squares", "false-alarms"], default="squares",
+                   help="where the unchanged marks go: random unchanged squares, or the false alarms of a first "
+                        "label-free run (cva) in the left half, as an analyst marks them [squares]")
     p.add_argument("--negatives", type=int, default=CHEAP_NEGATIVES, help=f"rf's cheap negatives [{CHEAP_NEGATIVES}]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true",
@@ -438,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in names:
             scene = split_scene({**sc.prepare(n, workdir, args.data, args.seed), "name": n}, workdir,
-                                args.marks, args.seed)
+                                args.marks, args.seed, args.unchanged)
             bare = [q["name"] for q in scene["parts"] if q["marks"] is None]
             labelled = len(bare) < len(scene["parts"])
             if bare and labelled:

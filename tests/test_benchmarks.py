@@ -140,11 +140,20 @@ def test_bench_labels_marks():
     truth[77, 1:30:3] = 0                         # single labelled unchanged pixels
     truth[:, 40:] = 1                             # the right half is never drawn from
     geoms, values, counts = bench_labels.draw_marks(truth, t, 10, np.random.default_rng(0))
-    assert counts == {"changed": 2, "unchanged": 10, "points": 9, "cut": 1, "components": 2}
+    assert counts == {"changed": 2, "unchanged": 10, "points": 9, "cut": 1, "components": 2, "false_alarms": 0}
     areas = sorted(g.area / 100 for g, v in zip(geoms, values) if v == 1)
     assert areas == [4, 400]                      # exact pixel outlines, in pixels
     assert [g.geom_type for g, v in zip(geoms, values) if v == 0].count("Polygon") == 1
     assert shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10   # all within the left half
+    # --unchanged false-alarms: a first run's false alarms in the left half are marked unchanged first
+    alarms = np.zeros_like(truth, bool)
+    alarms[70:73, 25:28] = True                   # 9 px on unchanged truth: a false alarm
+    alarms[5:8, 2:5] = True                       # on changed truth: a hit, not a false alarm
+    alarms[10:13, 60:63] = True                   # in the right half: never drawn from
+    geoms, values, counts = bench_labels.draw_marks(truth, t, 10, np.random.default_rng(0), alarms)
+    assert counts["false_alarms"] == 1 and counts["unchanged"] == 10
+    assert sorted(g.area / 100 for g, v in zip(geoms, values) if v == 0 and g.geom_type == "Polygon")[-1] == 25
+    assert any(g.area / 100 == 9 for g, v in zip(geoms, values) if v == 0)
     # --marks 0 (the ceiling): every labelled pixel of the left half, as exact outlines with its value
     geoms, values, counts = bench_labels.all_truth_marks(truth, t)
     left = truth[:, :40]
