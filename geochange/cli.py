@@ -103,16 +103,33 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+_SIGTERM_PID: int | None = None   # the process whose run SIGTERM unwinds (not its forked workers)
+
+
 def _on_sigterm(signum, frame) -> None:
-    """SIGTERM (``timeout``, schedulers, Kubernetes) unwinds the run as Ctrl-C does, cleaning up."""
+    """SIGTERM (``timeout``, schedulers, Kubernetes) unwinds the run as Ctrl-C does, cleaning up.
+
+    A forked child (a multiprocessing pool or DataLoader worker) inherits this handler; there SIGTERM
+    is its parent stopping it, and it dies at once as it would without the handler (an exception in
+    a pool worker blocked on the task queue's lock could leave the parent's pool.terminate() waiting)."""
+    import os
+    import signal
+
+    if os.getpid() != _SIGTERM_PID:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
 def _catch_sigterm() -> None:
+    import os
     import signal
     import threading
 
+    global _SIGTERM_PID
     if threading.current_thread() is threading.main_thread():
+        _SIGTERM_PID = os.getpid()
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 

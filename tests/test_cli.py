@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import subprocess
 import sys
@@ -366,3 +367,27 @@ def test_remote_outputs_are_refused_in_one_line(planted_same_grid, tmp_path, mon
         assert res.output.strip() == ("error: --out s3://bucket/run: remote outputs are not supported; write to a "
                                       "local folder and copy it there afterwards (e.g. aws s3 cp --recursive)")
     assert list((tmp_path / "cwd").iterdir()) == []      # no ./s3:/bucket
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_forked_workers_die_on_sigterm_as_without_the_handler():
+    """The CLI's SIGTERM handler unwinds its own process only: a forked worker (a multiprocessing pool's,
+    a DataLoader's) that its parent stops with SIGTERM dies at once, whatever it was waiting on."""
+    import signal
+    import time
+
+    from geochange import cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        cli._catch_sigterm()       # as every command does, in this (pytest's) process
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+        child.start()
+        time.sleep(0.2)
+        child.terminate()
+        child.join(10)
+        assert child.exitcode == -signal.SIGTERM, child.exitcode
+        with pytest.raises(KeyboardInterrupt):   # Terminated, in the process that installed it
+            cli._on_sigterm(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, before)
