@@ -46,7 +46,8 @@ def test_it_learns_which_change_the_marks_want(marked_scene):
     right = np.zeros(s.shape, bool)
     right[:, s.shape[1] // 2 + 8:] = True
     roofs, distractors, ground = prob[s.roofs & right], prob[s.distractors & right], prob[~s.roofs & ~s.distractors]
-    assert np.median(roofs) > 0.9 and np.quantile(distractors, 0.95) < 0.1 and np.quantile(ground, 0.99) < 0.1
+    assert np.median(roofs) > 0.9 and np.quantile(distractors, 0.95) < 0.1
+    assert np.quantile(ground, 0.99) < 0.2 and (ground >= 0.5).mean() < 0.005   # the box means blur roofs' edges
     cva = model.cva.predict(wp.before[None], wp.after[None], wp.valid[None])[0]   # its cva feature
     assert np.quantile(cva[s.distractors & right], 0.05) > 0.5 and np.quantile(cva[s.roofs & right], 0.05) > 0.5
     assert summary["pixels"]["changed"] > 0 and summary["history"][0]["loss"] < np.log(2)
@@ -107,7 +108,7 @@ def test_summary_names_the_weights_and_the_share(marked_scene, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     m = summary["model"]
-    assert m["name"] == "logistic" and list(m["weights"]) == feature_names(3, (3, 7, 15))
+    assert m["name"] == "logistic" and list(m["weights"]) == feature_names(3, (3, 7, 15), 7)
     assert 0 < m["changed_share"] < 0.2 and summary["engine"]["overlap"] >= 2 * 7
 
 

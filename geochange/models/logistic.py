@@ -44,6 +44,7 @@ from geochange.models.cva import CVA, CVAConfig
 AMOUNTS = ("accepted", "cva", "balanced")
 #: fewer marked pixels of a class than this and the classifier refuses (a one-line error says which)
 MIN_CLASS_PIXELS = 5
+_DIRECTION_EPS = 0.1   # a unit change vector, shrunk towards 0 where there is little change
 _LOG_EPS = 0.05   # log(magnitude + eps): the magnitude of normalised values is about 0.1-10
 
 
@@ -52,6 +53,7 @@ class LogisticConfig:
     """Hyper-parameters of the marks' logistic regression (defaults chosen by benchmarks/bench_labels.py)."""
 
     scales: tuple[int, ...] = (3, 7, 15)  # box means of the change vector over these sizes, px (odd)
+    direction: int = 7            # > 0: also the direction of the change vector's box mean over this size, px (0: none)
     regularization: float = 0.01  # C of the L2-penalised logistic regression: smaller is a stronger penalty
     negatives_px: int = 5000      # cheap-negative pixels drawn from the scene's random crops
     amount: str = "accepted"      # accepted: the share of the scene cva flags and the marks accept (P >= accept);
@@ -63,7 +65,7 @@ class LogisticConfig:
 
     def __post_init__(self) -> None:
         self.scales = tuple(int(s) for s in self.scales)
-        if any(s < 1 or s % 2 == 0 for s in self.scales):
+        if any(s < 1 or s % 2 == 0 for s in self.scales) or (self.direction and self.direction % 2 == 0):
             raise GeochangeError("logistic: scales are odd window sizes >= 1, e.g. -p scales=[3,7,15]")
         if self.regularization <= 0:
             raise GeochangeError("logistic: regularization must be > 0")
@@ -75,10 +77,11 @@ class LogisticConfig:
             raise GeochangeError("logistic: negatives_px >= 0, marks_patch >= 16 and marks_negatives >= 1")
 
 
-def feature_names(bands: int, scales: Sequence[int]) -> list[str]:
+def feature_names(bands: int, scales: Sequence[int], direction: int = 0) -> list[str]:
     """Names of the features, in the order of :meth:`MarksLogistic.features`."""
     per_band = ["before", "after", "diff", "absdiff"]
     per_band += [f"{k}{s}" for s in scales for k in ("diff_mean", "absdiff_mean")]
+    per_band += [f"direction{direction}"] if direction else []
     return [f"{k}_b{c + 1}" for k in per_band for c in range(bands)] + ["magnitude", "log_magnitude", "cva_probability"]
 
 
@@ -103,7 +106,7 @@ class MarksLogistic(TrainableModel):
     @property
     def context_px(self) -> int:
         """Half the largest box mean: a pixel depends on that many pixels around it."""
-        return max(self.config.scales, default=1) // 2
+        return max((*self.config.scales, self.config.direction), default=1) // 2
 
     # -- features ---------------------------------------------------------------------------------
     def features(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray):
@@ -118,6 +121,9 @@ class MarksLogistic(TrainableModel):
         for s in self.config.scales:
             yield ndimage.uniform_filter(d, size=(1, 1, s, s), mode="nearest")
             yield ndimage.uniform_filter(ad, size=(1, 1, s, s), mode="nearest")
+        if self.config.direction:
+            m = ndimage.uniform_filter(d, size=(1, 1, self.config.direction, self.config.direction), mode="nearest")
+            yield m / (np.sqrt(np.einsum("nchw,nchw->nhw", m, m))[:, None] + _DIRECTION_EPS)
         mag = np.sqrt(np.einsum("nchw,nchw->nhw", d, d))
         yield mag[:, None]
         yield np.log(mag + _LOG_EPS)[:, None]
@@ -264,7 +270,7 @@ class MarksLogistic(TrainableModel):
     def params(self) -> dict:
         out = super().params()
         if self.weights is not None:
-            names = feature_names(self.in_bands, self.config.scales)
+            names = feature_names(self.in_bands, self.config.scales, self.config.direction)
             out.update({"offset": round(self.offset, 6), "changed_share": self.changed_share,
                         "weights": {n: round(float(w), 4) for n, w in zip(names, self.weights)},
                         "cva_threshold": float(self.cva.fitted.threshold)})
@@ -293,7 +299,7 @@ class MarksLogistic(TrainableModel):
         self.mean = np.asarray(state["mean"], np.float64)
         self.scale = np.asarray(state["scale"], np.float64)
         self.weights = np.asarray(state["weights"], np.float64)
-        n = len(feature_names(self.in_bands, self.config.scales))
+        n = len(feature_names(self.in_bands, self.config.scales, self.config.direction))
         if not (len(self.mean) == len(self.scale) == len(self.weights) == n):
             raise ValueError(f"{len(self.weights)} weights for {n} features")
         self.bias, self.offset = float(state["bias"]), float(state["offset"])
