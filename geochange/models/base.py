@@ -96,6 +96,9 @@ class TrainableModel(ChangeModel):
     in_bands: int = 0
     #: False for a model that learns from marks only (``fit_marks``), never from a dataset in the trainer
     trains_on_datasets: ClassVar[bool] = True
+    #: True for a model whose ``fit_marks`` also reads the scene sample (``MarkedScene.sample``); others
+    #: are not handed it by ``train --labels``, which would hold it for every scene
+    uses_scene_sample: ClassVar[bool] = False
 
     def configure(self, data) -> None:
         """Called before :meth:`build` with the trainer's :class:`~geochange.train.data.TrainData`

@@ -92,6 +92,7 @@ class MarksLogistic(TrainableModel):
     config_class = LogisticConfig
     uses_torch = False
     trains_on_datasets = False
+    uses_scene_sample = True
 
     def __init__(self, config: LogisticConfig | None = None, device: str = "cpu") -> None:
         super().__init__(config or LogisticConfig(), device)

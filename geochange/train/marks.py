@@ -24,9 +24,9 @@ from geochange.errors import GeochangeError
 from geochange.io.marks import UNKNOWN, Marks
 from geochange.train.data import random_crops
 
-#: windows of each scene's sample kept by ``train --labels`` (MarkedScene.sample), so that memory does
-#: not grow with the scenes' count as fast as the samples
-SAMPLE_PER_SCENE = 16
+#: windows of each scene's sample kept by ``train --labels`` for a model that uses it (MarkedScene.sample):
+#: 8 of 256 px, half a million pixels a scene, enough for a threshold fit pooled over the scenes
+SAMPLE_PER_SCENE = 8
 
 
 @dataclass
@@ -140,7 +140,8 @@ def train_on_marks(name: str, pairs: Sequence[tuple[str, str]], labels: str, opt
                                  name=f"pair{i}", require_both=False)
         marked += scene.marked
         negatives += scene.negatives
-        sample += scene.sample[:SAMPLE_PER_SCENE]
+        if model.uses_scene_sample:
+            sample += scene.sample[:SAMPLE_PER_SCENE]
         counts["changed"] += marks.n_changed
         counts["unchanged"] += marks.n_unchanged
         counts["pairs"] += 1
