@@ -211,7 +211,8 @@ class MarksLogistic(TrainableModel):
 
     def _set_amount(self, sample: list[Sample]) -> None:
         """The offset of the log-odds: 0 (``balanced``), or the one that flags, of the scene sample's valid
-        pixels, the share cva flags (``cva``) or cva flags and the balanced classifier accepts (``accepted``)."""
+        pixels, the share cva flags (``cva``), or that cva flags and the balanced classifier does not reject
+        (P >= ``accept``: ``accepted``)."""
         self.offset, self.changed_share = 0.0, None
         if self.config.amount == "balanced":
             return
