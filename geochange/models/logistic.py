@@ -155,9 +155,6 @@ class MarksLogistic(TrainableModel):
         sample (as ``detect`` fits cva; on the cheap negatives where there is none), then the classifier
         on the marked pixels and ``negatives_px`` of the crops' pixels (labelled unchanged, or as marked
         where a mark covers them), then the offset that sets how much is flagged (``amount``)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
         rng = np.random.default_rng(seed)
         negatives = scene.negatives
         if not negatives:
@@ -167,8 +164,27 @@ class MarksLogistic(TrainableModel):
         crops = [_window(it) for it in negatives]
         sample = list(getattr(scene, "sample", None) or crops)   # the scene sample detect fits cva on
         self.cva.fit(sample, seed=seed)
+        x, y = self._training_pixels(scene.marked, negatives, crops, rng)
+        counts = np.bincount(y, minlength=2)[:2]
+        for cls, what in ((1, "changed (change = 1)"), (0, "unchanged (change = 0)")):
+            if counts[cls] < MIN_CLASS_PIXELS:
+                raise GeochangeError(f"logistic: {counts[cls]} {what} pixels among the marks, fewer than "
+                                     f"{MIN_CLASS_PIXELS}: mark a few more {what.split()[0]} areas")
+        loss = self._fit_classifier(x, y, counts)
+        self._set_amount(sample)
+        summary = {"model": self.name, "epochs": 1, "history": [{"loss": loss}],
+                   "pixels": {"changed": int(counts[1]), "unchanged": int(counts[0])},
+                   "changed_share": self.changed_share, "checkpoint": None, "device": "cpu"}
+        if options is not None and getattr(options, "out", None):
+            summary["checkpoint"] = str(self._save(options.out, summary["history"]))
+        return summary
+
+    def _training_pixels(self, marked: list[dict], negatives: list[dict], crops: list[Sample],
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of the marked pixels and of ``negatives_px`` pixels of the crops (unchanged,
+        or as marked where a mark covers them), each pixel of the scene once."""
         xs, ys, keys = [], [], []
-        for it in scene.marked:
+        for it in marked:
             label = np.asarray(it["label"]).ravel()
             keep = np.flatnonzero(label != 255)
             if keep.size:
@@ -184,15 +200,17 @@ class MarksLogistic(TrainableModel):
                 xs.append(self._stack(*crop)[take])
                 ys.append(label[take])
                 keys.append(_pixel_keys(it, take))
+        if not xs:
+            return np.zeros((0, 0)), np.zeros(0, np.int64)
         # a pixel in several windows (marks close together, a crop over a mark) counts once
         _, first = np.unique(np.concatenate(keys), axis=0, return_index=True)
-        x = np.concatenate(xs)[first].astype(np.float64)
-        y = np.concatenate(ys)[first].astype(np.int64)
-        counts = np.bincount(y, minlength=2)[:2]
-        for cls, what in ((1, "changed (change = 1)"), (0, "unchanged (change = 0)")):
-            if counts[cls] < MIN_CLASS_PIXELS:
-                raise GeochangeError(f"logistic: {counts[cls]} {what} pixels among the marks, fewer than "
-                                     f"{MIN_CLASS_PIXELS}: mark a few more {what.split()[0]} areas")
+        return np.concatenate(xs)[first].astype(np.float64), np.concatenate(ys)[first].astype(np.int64)
+
+    def _fit_classifier(self, x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> float:
+        """The L2-penalised, class-balanced logistic regression on standardised ``x``; its balanced log-loss."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
         scaler = StandardScaler().fit(x)
         clf = LogisticRegression(C=self.config.regularization, class_weight="balanced",
                                  max_iter=self.config.max_iter).fit(scaler.transform(x), y)
@@ -200,14 +218,7 @@ class MarksLogistic(TrainableModel):
         self.scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0).astype(np.float64)
         self.weights = clf.coef_[0].astype(np.float64)
         self.bias = float(clf.intercept_[0])
-        loss = _log_loss(clf.decision_function(scaler.transform(x)), y, counts)
-        self._set_amount(sample)
-        summary = {"model": self.name, "epochs": 1, "history": [{"loss": loss}],
-                   "pixels": {"changed": int(counts[1]), "unchanged": int(counts[0])},
-                   "changed_share": self.changed_share, "checkpoint": None, "device": "cpu"}
-        if options is not None and getattr(options, "out", None):
-            summary["checkpoint"] = str(self._save(options.out, summary["history"]))
-        return summary
+        return _log_loss(clf.decision_function(scaler.transform(x)), y, counts)
 
     def _set_amount(self, sample: list[Sample]) -> None:
         """The offset of the log-odds: 0 (``balanced``), or the one that flags, of the scene sample's valid
