@@ -63,6 +63,23 @@ def _auc(score: np.ndarray, truth: np.ndarray) -> float:
     return float(roc_auc_score(truth, score))
 
 
+def oracle_kappa(score: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The best kappa of ``score > t`` over all thresholds t, and that t (exact: every cut is tried)."""
+    order = np.argsort(-score, kind="stable")
+    s, y = score[order], truth[order].astype(np.float64)
+    last = np.r_[s[1:] != s[:-1], True]          # cut only between distinct scores
+    tp = np.cumsum(y)[last]
+    k = np.arange(1, s.size + 1, dtype=np.float64)[last]
+    fp = k - tp
+    n, p = float(s.size), float(y.sum())
+    po = (tp + (n - p - fp)) / n
+    pe = (p * k + (n - p) * (n - k)) / n ** 2
+    kappa = np.where(pe < 1, (po - pe) / np.maximum(1 - pe, 1e-12), 0.0)
+    i = int(np.argmax(kappa))
+    cuts = s[last]
+    return float(kappa[i]), float(cuts[i + 1] if i + 1 < cuts.size else cuts[i])
+
+
 class Tally:
     """A pooled confusion matrix and scores of one method on one scene (over its parts)."""
 
@@ -79,6 +96,12 @@ class Tally:
         self.scores.append(score[m].astype(np.float64))
         self.truths.append(t)
 
+    def best_kappa(self) -> float:
+        """The kappa of the scores at their kappa-best threshold on these very pixels (pixel by pixel, no
+        minimum mapping unit): an oracle that says what the ranking is worth, apart from how much is flagged."""
+        score, truth = np.concatenate(self.scores), np.concatenate(self.truths)
+        return oracle_kappa(score, truth)[0] if truth.any() and not truth.all() else 0.0
+
     def row(self) -> dict:
         tp, fp, fn, tn = self.c
         n = self.c.sum()
@@ -87,6 +110,7 @@ class Tally:
         return {"kappa": float((po - pe) / (1 - pe)) if pe < 1 else 0.0,
                 "f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
                 "auc": _auc(np.concatenate(self.scores), np.concatenate(self.truths)),
+                "kappa_best": self.best_kappa(),
                 "flagged": float((tp + fp) / n), "true": float((tp + fn) / n), "scored": int(n), **self.extra}
 
 

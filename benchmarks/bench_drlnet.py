@@ -52,6 +52,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_accuracy import oracle_kappa  # noqa: E402
 from scenes import DATA, prepare as _prepare_scene  # noqa: E402  (the scenes of every accuracy benchmark)
 
 REAL = ("bercy", "paris", "taizhou")
@@ -127,23 +128,6 @@ def _score_fn(model):
     if model.name == "cva":
         return lambda b, a, v: model.magnitude(b[None], a[None])[0]
     return lambda b, a, v: model._maps(b[None], a[None], v[None], with_types=False)[0][0]
-
-
-def oracle_kappa(score: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """The best kappa of ``score > t`` over all thresholds t, and that t (exact: every cut is tried)."""
-    order = np.argsort(-score, kind="stable")
-    s, y = score[order], truth[order].astype(np.float64)
-    last = np.r_[s[1:] != s[:-1], True]          # cut only between distinct scores
-    tp = np.cumsum(y)[last]
-    k = np.arange(1, s.size + 1, dtype=np.float64)[last]
-    fp = k - tp
-    n, p = float(s.size), float(y.sum())
-    po = (tp + (n - p - fp)) / n
-    pe = (p * k + (n - p) * (n - k)) / n ** 2
-    kappa = np.where(pe < 1, (po - pe) / np.maximum(1 - pe, 1e-12), 0.0)
-    i = int(np.argmax(kappa))
-    cuts = s[last]
-    return float(kappa[i]), float(cuts[i + 1] if i + 1 < cuts.size else cuts[i])
 
 
 def _kappa_at(score: np.ndarray, truth: np.ndarray, threshold: float) -> float:

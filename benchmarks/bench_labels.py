@@ -22,6 +22,11 @@ that half, a ceiling for the marks):
 false alarms (its mask on truth == 0) in the left half, drawn like the changed ones (the analyst marks
 what the first map got wrong); squares only where there are fewer.
 
+``--corrections K``: the analyst's second round. N - K marks of each class are drawn as above, the default
+label model is trained on them and maps the pair, and the K largest regions of its false alarms (marked
+unchanged) and of its misses (marked changed) in the left half are added, drawn like the changed ones:
+N of each class in all, as an analyst who looks at the first map and corrects its worst errors.
+
 They are written as a GeoPackage in the scene's CRS (``WORKDIR/labels/SCENE[/PART]/marks.gpkg``).
 A pair without a changed component in its left half has no marks: a scene made of one such pair is
 scored by the label-free methods only, such a DSIFN part is left out of the scene for every method (a note says so).
@@ -39,7 +44,9 @@ Methods, each scored on the right half (kappa, F1, % flagged, seconds):
   unchanged ("cheap negatives"), predicting every pixel; ``rf-nonneg``: the same on the marks only;
 * ``--references`` (default cva+otsu): bench_accuracy's label-free reference methods on the whole pair.
 
-The last lines give, per group of scenes, the default label model's mean kappa against cva's and rf's.
+The last lines give, per group of scenes, the default label model's mean kappa against cva's and rf's, and
+every method's mean kappa at each scene's kappa-best threshold (``kappa_best``: pixel by pixel, chosen on the
+scored pixels themselves, an oracle): what its ranking is worth, apart from how much it flags.
 
     python benchmarks/bench_labels.py --workdir /tmp/acc [--models logistic] [--scenes bercy paris]
     python benchmarks/bench_labels.py --workdir /tmp/acc --models none    # cva, rf and rf-nonneg only
@@ -111,9 +118,10 @@ def _outline(piece: np.ndarray, transform):
     return shapely.union_all(parts)
 
 
-def _regions(mask: np.ndarray, n: int, rng: np.random.Generator, transform) -> tuple[list, int]:
-    """Up to ``n`` of the 4-connected regions of ``mask`` of >= MIN_COMPONENT_PX pixels, picked at random,
-    as exact pixel outlines (one over MAX_MARK_PX cut down to its centre's square); and how many were cut."""
+def _regions(mask: np.ndarray, n: int, rng: np.random.Generator | None, transform) -> tuple[list, int]:
+    """Up to ``n`` of the 4-connected regions of ``mask`` of >= MIN_COMPONENT_PX pixels, picked at random
+    (``rng`` None: the largest), as exact pixel outlines (one over MAX_MARK_PX cut down to its centre's
+    square); and how many were cut."""
     from affine import Affine
     from scipy import ndimage
 
@@ -123,7 +131,9 @@ def _regions(mask: np.ndarray, n: int, rng: np.random.Generator, transform) -> t
     ids = ids[ids > 0]
     boxes = ndimage.find_objects(lab)
     geoms, cut = [], 0
-    for i in sorted(rng.choice(ids, size=min(n, len(ids)), replace=False)):
+    picked = ids[np.argsort(-sizes[ids], kind="stable")[:n]] if rng is None else \
+        rng.choice(ids, size=min(n, len(ids)), replace=False)
+    for i in sorted(picked):
         rows, cols = boxes[i - 1]
         piece = lab[rows, cols] == i
         if piece.sum() > MAX_MARK_PX:
@@ -206,21 +216,41 @@ def write_marks(path: Path, geoms: list, values: list[int], crs) -> Path:
     return path
 
 
-def first_run_mask(part: dict, folder: Path, seed: int) -> np.ndarray:
-    """The change mask of a label-free ``detect`` (cva) of ``part``, the analyst's first run."""
+def first_run_mask(part: dict, folder: Path, seed: int, labels: Path | None = None) -> np.ndarray:
+    """The change mask of the analyst's first run of ``part``: label-free ``detect`` (cva), or with ``labels``
+    the default label model trained on those marks."""
     import rasterio
 
     from geochange.detect import DetectOptions, detect
 
-    detect(str(part["before"]), str(part["after"]), folder / "first-run", DetectOptions(seed=seed, overwrite=True))
+    marks = {"model": DEFAULT_LABEL_MODEL, "labels": str(labels), "label_field": "change"} if labels else {}
+    detect(str(part["before"]), str(part["after"]), folder / "first-run", DetectOptions(seed=seed, overwrite=True,
+                                                                                      **marks))
     with rasterio.open(folder / "first-run" / "change_mask.tif") as ds:
         return ds.read(1) == 1
 
 
-def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = "squares") -> dict:
+def corrections(part: dict, folder: Path, seed: int, truth: np.ndarray, transform, crs, geoms: list,
+                values: list[int], counts: dict, k: int) -> tuple[list, list[int], dict]:
+    """The analyst's second round (``--corrections K``): the default label model trained on the first
+    marks maps the pair; the K largest regions of its false alarms (unchanged) and of its misses (changed)
+    in the left half are added to the marks."""
+    first = write_marks(folder / "marks-first.gpkg", geoms, values, crs)
+    mask = first_run_mask(part, folder, seed, labels=first)
+    left = np.zeros(truth.shape, bool)
+    left[:, :truth.shape[1] // 2] = True
+    alarms, cut_a = _regions(mask & left & (truth == 0), k, None, transform)
+    misses, cut_m = _regions(~mask & left & (truth == 1), k, None, transform)
+    counts = {**counts, "changed": counts["changed"] + len(misses), "unchanged": counts["unchanged"] + len(alarms),
+              "false_alarms": counts["false_alarms"] + len(alarms), "cut": counts["cut"] + cut_a + cut_m}
+    return geoms + alarms + misses, values + [0] * len(alarms) + [1] * len(misses), counts
+
+
+def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = "squares", fixes: int = 0) -> dict:
     """``scene`` with, for each pair, its marks (left half) and the truth of its right half only
     (``truth``: left half 255, on BEFORE's grid); pairs without changed marks get ``marks`` None.
-    ``unchanged="false-alarms"``: the unchanged marks go on a first label-free run's false alarms."""
+    ``unchanged="false-alarms"``: the unchanged marks go on a first label-free run's false alarms.
+    ``fixes`` > 0: ``n - fixes`` marks of each class first, then ``fixes`` of each from :func:`corrections`."""
     import rasterio
 
     from geochange.io.align import Grid
@@ -237,7 +267,10 @@ def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = 
         rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
         if n:
             alarms = first_run_mask(part, folder, seed) if unchanged == "false-alarms" else None
-            geoms, values, counts = draw_marks(truth, grid.transform, n, rng, alarms)
+            geoms, values, counts = draw_marks(truth, grid.transform, n - fixes, rng, alarms)
+            if fixes and counts["changed"]:
+                geoms, values, counts = corrections(part, folder, seed, truth, grid.transform, grid.crs, geoms,
+                                                    values, counts, fixes)
         else:
             geoms, values, counts = all_truth_marks(truth, grid.transform)
         marks = write_marks(folder / "marks.gpkg", geoms, values, grid.crs) if counts["changed"] else None
@@ -341,8 +374,8 @@ def _cell(r: dict | None) -> str:
     return f"{r['kappa']:.3f}/{r['f1']:.3f}/{100 * r['flagged']:.1f}" if r else "-"
 
 
-def _mean_kappa(rows: dict, members: list[str], m: str) -> float | None:
-    ks = [rows[(n, m)]["kappa"] for n in members if (n, m) in rows]
+def _mean_kappa(rows: dict, members: list[str], m: str, key: str = "kappa") -> float | None:
+    ks = [rows[(n, m)][key] for n in members if (n, m) in rows]
     return float(np.mean(ks)) if ks and len(ks) == len(members) else None
 
 
@@ -414,6 +447,9 @@ def summary_lines(rows: dict, names: list[str], label_models: list[str], others:
         lines.append(f"[{g}] labels default ({best or 'none run'}) mean kappa {_fmt(lab)}; "
                      f"label-free {LABEL_FREE} {_fmt(cva)}{gain}; rf {_fmt(rf)}"
                      + "".join(f"; {m} {_fmt(_mean_kappa(rows, members, m))}" for m in others))
+        methods = [LABEL_FREE, *label_models, "rf", *others]
+        lines.append(f"[{g}] at each scene's kappa-best threshold (an oracle: the ranking's worth): "
+                     + "; ".join(f"{m} {_fmt(_mean_kappa(rows, members, m, 'kappa_best'))}" for m in methods))
     return lines
 
 
@@ -434,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unchanged", choices=["squares", "false-alarms"], default="squares",
                    help="where the unchanged marks go: random unchanged squares, or the false alarms of a first "
                         "label-free run (cva) in the left half, as an analyst marks them [squares]")
+    p.add_argument("--corrections", type=int, default=0, metavar="K",
+                   help="an analyst's second round: --marks minus K marks of each class at random, then the K largest "
+                        "false alarms and misses in the left half of the label default's map on them [0: none]")
     p.add_argument("--negatives", type=int, default=CHEAP_NEGATIVES, help=f"rf's cheap negatives [{CHEAP_NEGATIVES}]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true",
@@ -441,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the rows and the marks to this JSON file")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown to this file")
     args = p.parse_args(argv)
+    if args.corrections and not 0 < args.corrections < args.marks:
+        p.error(f"--corrections {args.corrections}: give 0 < K < --marks ({args.marks})")
     if args.models is None:
         args.models = [DEFAULT_LABEL_MODEL] if args.tiny else list(LABEL_MODELS)
     models = [m for m in args.models if m.lower() != "none"]
@@ -475,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in names:
             scene = split_scene({**sc.prepare(n, workdir, args.data, args.seed), "name": n}, workdir,
-                                args.marks, args.seed, args.unchanged)
+                                args.marks, args.seed, args.unchanged, args.corrections)
             bare = [q["name"] for q in scene["parts"] if q["marks"] is None]
             labelled = len(bare) < len(scene["parts"])
             if bare and labelled:
@@ -510,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                 rows[(n, m)] = r
                 split = f" (fit {r['fit_s']:.1f} s, inference {r['inference_s']:.1f} s)" if "fit_s" in r else ""
-                print(f"  {n:<15} {m:<11} kappa {r['kappa']:.3f} F1 {r['f1']:.3f} AUC {r['auc']:.3f} "
+                print(f"  {n:<15} {m:<11} kappa {r['kappa']:.3f} (best {r['kappa_best']:.3f}) F1 {r['f1']:.3f} "
+                      f"AUC {r['auc']:.3f} "
                       f"flagged {100 * r['flagged']:.2f} % (true {100 * r['true']:.2f} %, {r['scored']} px) "
                       f"{r['seconds']:.1f} s{split}", flush=True)
         methods = [m for m in methods if m not in failed or any((n, m) in rows for n in names)]

@@ -119,10 +119,59 @@ def test_bench_labels_tiny(tmp_path):
     assert "rf-nonneg" in kappa
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert rows["marks"]["illumination"]["changed"] == 10
+    # every method's kappa at its kappa-best threshold (the oracle that separates ranking from amount)
+    assert any(line.startswith("[synthetic] at each scene's kappa-best threshold") for line in lines)
+    best = {r["method"]: r["kappa_best"] for r in rows["rows"]}
+    assert best["cva"] > 0.9 and best["rf"] >= kappa["rf"] - 0.05
     if not any(line.startswith("note: geochange.detect.DetectOptions has no `labels`") for line in lines):
         assert kappa["logistic"] > 0.9  # the default label model, trained on the marks, finds the right half's change
         r = next(r for r in rows["rows"] if r["method"] == "logistic")
         assert r["fit_s"] > 0 and r["inference_s"] > 0
+
+
+def test_bench_labels_corrections_tiny(tmp_path):
+    """--corrections 3: 7 random marks of each class, then the first map's largest false alarms and misses."""
+    lines = _run("bench_labels.py", "--tiny", "--workdir", str(tmp_path), "--data", str(tmp_path / "no-shared-data"),
+                 "--corrections", "3", "--references", "--json", str(tmp_path / "rows.json"), cwd=tmp_path)
+    assert any(line.startswith("[synthetic] labels default") for line in lines)
+    marks = json.loads((tmp_path / "rows.json").read_text())["marks"]["illumination"]
+    import geopandas as gpd
+
+    first = gpd.read_file(tmp_path / "labels" / "illumination" / "marks-first.gpkg")
+    final = gpd.read_file(tmp_path / "labels" / "illumination" / "marks.gpkg")
+    assert (first["change"] == 1).sum() == 7 and (first["change"] == 0).sum() == 7
+    added = len(final) - len(first)
+    assert 0 <= marks["false_alarms"] <= 3 and added == marks["false_alarms"] + marks["changed"] - 7
+    assert marks["changed"] <= 10 and marks["unchanged"] <= 10
+    out = subprocess.run([sys.executable, str(BENCH / "bench_labels.py"), "--tiny", "--corrections", "10"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--corrections 10: give 0 < K < --marks (10)" in out.stderr
+
+
+def test_oracle_kappa_is_the_best_threshold():
+    """bench_accuracy.oracle_kappa (Tally.best_kappa): the best kappa over every cut, as a brute force finds it."""
+    import bench_accuracy
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(500) < 0.1
+    score = np.round(rng.normal(truth * 1.5, 1.0), 1)       # ties, as a quantised probability has
+    best, cut = bench_accuracy.oracle_kappa(score, truth)
+
+    def kappa(pred):
+        tp, fp = (pred & truth).sum(), (pred & ~truth).sum()
+        fn, tn = (~pred & truth).sum(), (~pred & ~truth).sum()
+        n = truth.size
+        pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n ** 2
+        return ((tp + tn) / n - pe) / (1 - pe)
+
+    brute = max(kappa(score >= t) for t in np.unique(score))
+    assert abs(best - brute) < 1e-12 and 0.2 < best < 0.9
+    tally = bench_accuracy.Tally()
+    tally.add(score > cut, score, truth.astype(np.uint8), np.ones(truth.shape, bool))
+    row = tally.row()
+    assert abs(row["kappa_best"] - best) < 1e-12 and abs(row["kappa"] - best) < 1e-12   # flagged at its own cut
+    assert bench_accuracy.oracle_kappa(np.where(truth, 2.0, 1.0), truth)[0] == 1.0
 
 
 def test_bench_labels_marks():
@@ -160,6 +209,13 @@ def test_bench_labels_marks():
     assert sum(g.area / 100 for g, v in zip(geoms, values) if v == 1) == (left == 1).sum()
     assert sum(g.area / 100 for g, v in zip(geoms, values) if v == 0) == (left == 0).sum()
     assert counts["changed"] == 3 and shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10
+    # the second round's regions: the largest ones, not a random draw
+    mask = np.zeros((40, 40), bool)
+    mask[0:2, 0:2] = True                         # 4 px
+    mask[10:13, 10:13] = True                     # 9 px
+    mask[20:25, 20:25] = True                     # 25 px
+    geoms, cut = bench_labels._regions(mask, 2, None, t)
+    assert sorted(g.area / 100 for g in geoms) == [9, 25] and cut == 0
 
 
 def _cdcluster_data(root: Path) -> Path:
