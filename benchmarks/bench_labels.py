@@ -15,8 +15,8 @@ that half, a ceiling for the marks):
   among those of at least 4 pixels, written as their exact pixel outlines; a component larger than
   400 px is cut down to the part of it (connected to its centre) within a 20 x 20 square around its
   centre, so that one mark is not half the truth;
-* unchanged: N squares of 5 x 5 pixels whose 25 pixels are all truth == 0 (so, on Taizhou's sparse
-  truth, all labelled 0), not overlapping; where there are too few, points on truth == 0 pixels.
+* unchanged: N squares of 5 x 5 pixels (``--square``) whose pixels are all truth == 0 (so, on Taizhou's
+  sparse truth, all labelled 0), not overlapping; where there are too few, points on truth == 0 pixels.
 
 ``--unchanged false-alarms``: the unchanged marks are first up to N regions of a label-free first run's
 false alarms (its mask on truth == 0) in the left half, drawn like the changed ones (the analyst marks
@@ -81,7 +81,8 @@ LABEL_FREE = "cva"
 RF_METHODS = ("rf", "rf-nonneg")
 MIN_COMPONENT_PX = 4       # smaller changed components are not drawn
 MAX_MARK_PX = 400          # larger ones are cut to a square of this area around their centre
-SQUARE = 5                 # side of an unchanged square, px
+SQUARE = 5                 # side of an unchanged square, px (--square)
+RF_SMOOTH = 5              # rf's smoothed difference: its box mean over this side, px
 CHEAP_NEGATIVES = 5000     # random scene pixels taken as unchanged by rf
 RF_TREES = 100
 #: --tiny: label models trained briefly (--param overrides them)
@@ -143,11 +144,11 @@ def _regions(mask: np.ndarray, n: int, rng: np.random.Generator | None, transfor
 
 
 def draw_marks(truth: np.ndarray, transform, n: int, rng: np.random.Generator,
-               false_alarms: np.ndarray | None = None) -> tuple[list, list[int], dict]:
+               false_alarms: np.ndarray | None = None, square: int = SQUARE) -> tuple[list, list[int], dict]:
     """Marks from the left half of ``truth`` (1 changed, 0 unchanged, 255 unknown) on the grid of
-    ``transform``: up to ``n`` changed regions and ``n`` unchanged squares (or points where there are
-    too few squares). With ``false_alarms`` (a first label-free run's mask), the unchanged marks are
-    first its false alarms in the left half (regions of mask & truth == 0, drawn like the changed ones),
+    ``transform``: up to ``n`` changed regions and ``n`` unchanged squares of ``square`` px a side (or
+    points where there are too few squares). With ``false_alarms`` (a first label-free run's mask), the
+    unchanged marks are first its false alarms in the left half (regions of mask & truth == 0, drawn like the changed ones),
     squares only where there are too few. Returns (geometries, change values, counts)."""
     import shapely
     from numpy.lib.stride_tricks import sliding_window_view
@@ -162,18 +163,18 @@ def draw_marks(truth: np.ndarray, transform, n: int, rng: np.random.Generator,
     if false_alarms is not None:
         fa, fa_cut = _regions(false_alarms[:, :left.shape[1]] & (left == 0), n, rng, transform)
         geoms, values, alarms, cut = geoms + fa, values + [0] * len(fa), len(fa), cut + fa_cut
-    # unchanged squares: top-left corners whose SQUARE x SQUARE block is all 0, taken at random, not overlapping
-    corners = np.argwhere(sliding_window_view(left == 0, (SQUARE, SQUARE)).all(axis=(2, 3)))
+    # unchanged squares: top-left corners whose square x square block is all 0, taken at random, not overlapping
+    corners = np.argwhere(sliding_window_view(left == 0, (square, square)).all(axis=(2, 3)))
     taken = np.zeros(left.shape, bool)
     squares = alarms
     for r, c in corners[rng.permutation(len(corners))]:
         if squares == n:
             break
-        if taken[r:r + SQUARE, c:c + SQUARE].any():
+        if taken[r:r + square, c:c + square].any():
             continue
-        taken[r:r + SQUARE, c:c + SQUARE] = True
+        taken[r:r + square, c:c + square] = True
         x0, y0 = transform @ (c, r)
-        x1, y1 = transform @ (c + SQUARE, r + SQUARE)
+        x1, y1 = transform @ (c + square, r + square)
         geoms.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
         values.append(0)
         squares += 1
@@ -246,11 +247,13 @@ def corrections(part: dict, folder: Path, seed: int, truth: np.ndarray, transfor
     return geoms + alarms + misses, values + [0] * len(alarms) + [1] * len(misses), counts
 
 
-def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = "squares", fixes: int = 0) -> dict:
+def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = "squares", fixes: int = 0,
+                square: int = SQUARE) -> dict:
     """``scene`` with, for each pair, its marks (left half) and the truth of its right half only
     (``truth``: left half 255, on BEFORE's grid); pairs without changed marks get ``marks`` None.
     ``unchanged="false-alarms"``: the unchanged marks go on a first label-free run's false alarms.
-    ``fixes`` > 0: ``n - fixes`` marks of each class first, then ``fixes`` of each from :func:`corrections`."""
+    ``fixes`` > 0: ``n - fixes`` marks of each class first, then ``fixes`` of each from :func:`corrections`.
+    ``square``: the side of the unchanged squares, px."""
     import rasterio
 
     from geochange.io.align import Grid
@@ -267,7 +270,7 @@ def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = 
         rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
         if n:
             alarms = first_run_mask(part, folder, seed) if unchanged == "false-alarms" else None
-            geoms, values, counts = draw_marks(truth, grid.transform, n - fixes, rng, alarms)
+            geoms, values, counts = draw_marks(truth, grid.transform, n - fixes, rng, alarms, square)
             if fixes and counts["changed"]:
                 geoms, values, counts = corrections(part, folder, seed, truth, grid.transform, grid.crs, geoms,
                                                     values, counts, fixes)
@@ -285,13 +288,13 @@ def split_scene(scene: dict, workdir: Path, n: int, seed: int, unchanged: str = 
 
 def rf_features(before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(H * W, 4C) float32: both dates' z-scores (per band, over the valid pixels), their difference
-    and its SQUARE x SQUARE mean."""
+    and its RF_SMOOTH x RF_SMOOTH mean."""
     from scipy import ndimage
 
     zb = np.where(valid, reference._zscores(before, valid), 0.0)
     za = np.where(valid, reference._zscores(after, valid), 0.0)
     d = za - zb
-    smooth = ndimage.uniform_filter(d, size=(1, SQUARE, SQUARE), mode="nearest")
+    smooth = ndimage.uniform_filter(d, size=(1, RF_SMOOTH, RF_SMOOTH), mode="nearest")
     f = np.concatenate([zb, za, d, smooth]).astype(np.float32)
     return f.reshape(f.shape[0], -1).T
 
@@ -470,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unchanged", choices=["squares", "false-alarms"], default="squares",
                    help="where the unchanged marks go: random unchanged squares, or the false alarms of a first "
                         "label-free run (cva) in the left half, as an analyst marks them [squares]")
+    p.add_argument("--square", type=int, default=SQUARE, metavar="PX",
+                   help=f"side of the unchanged squares, px: a small patch, or a block an analyst outlines [{SQUARE}]")
     p.add_argument("--corrections", type=int, default=0, metavar="K",
                    help="an analyst's second round: --marks minus K marks of each class at random, then the K largest "
                         "false alarms and misses in the left half of the label default's map on them [0: none]")
@@ -480,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the rows and the marks to this JSON file")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown to this file")
     args = p.parse_args(argv)
+    if args.square < 1:
+        p.error(f"--square {args.square}: give a side of at least 1 px")
     if args.corrections and not 0 < args.corrections < args.marks:
         p.error(f"--corrections {args.corrections}: give 0 < K < --marks ({args.marks})")
     if args.models is None:
@@ -516,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in names:
             scene = split_scene({**sc.prepare(n, workdir, args.data, args.seed), "name": n}, workdir,
-                                args.marks, args.seed, args.unchanged, args.corrections)
+                                args.marks, args.seed, args.unchanged, args.corrections, args.square)
             bare = [q["name"] for q in scene["parts"] if q["marks"] is None]
             labelled = len(bare) < len(scene["parts"])
             if bare and labelled:

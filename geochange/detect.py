@@ -371,7 +371,8 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     t = time.perf_counter()
     try:
         client = cluster.client()
-        with task(f"detecting ({opts.model}, {device}, {len(blocks)} blocks)", len(plan), unit="windows") as advance:
+        plural = "" if len(blocks) == 1 else "s"
+        with task(f"detecting ({opts.model}, {device}, {len(blocks)} block{plural})", len(plan), unit="windows") as advance:
             n_workers = len(client.nthreads())
             records, resumed = run_blocks(job, blocks, journal, client, advance, opts.resume)
     except BaseException:

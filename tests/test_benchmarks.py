@@ -209,6 +209,10 @@ def test_bench_labels_marks():
     assert sum(g.area / 100 for g, v in zip(geoms, values) if v == 1) == (left == 1).sum()
     assert sum(g.area / 100 for g, v in zip(geoms, values) if v == 0) == (left == 0).sum()
     assert counts["changed"] == 3 and shapely.union_all(geoms).bounds[2] <= 500_000 + 40 * 10
+    # --square 3: unchanged squares of 3 x 3 px (one fits in the 5 x 5 unchanged block, points elsewhere)
+    geoms, values, counts = bench_labels.draw_marks(truth, t, 10, np.random.default_rng(0), square=3)
+    assert sorted(g.area / 100 for g, v in zip(geoms, values) if v == 0 and g.geom_type == "Polygon") == [9]
+    assert counts["unchanged"] == 10 and counts["points"] == 9
     # the second round's regions: the largest ones, not a random draw
     mask = np.zeros((40, 40), bool)
     mask[0:2, 0:2] = True                         # 4 px
