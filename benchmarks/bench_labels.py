@@ -148,8 +148,8 @@ def draw_marks(truth: np.ndarray, transform, n: int, rng: np.random.Generator,
     """Marks from the left half of ``truth`` (1 changed, 0 unchanged, 255 unknown) on the grid of
     ``transform``: up to ``n`` changed regions and ``n`` unchanged squares of ``square`` px a side (or
     points where there are too few squares). With ``false_alarms`` (a first label-free run's mask), the
-    unchanged marks are first its false alarms in the left half (regions of mask & truth == 0, drawn like the changed ones),
-    squares only where there are too few. Returns (geometries, change values, counts)."""
+    unchanged marks are first its false alarms in the left half (regions of mask & truth == 0, drawn like
+    the changed ones), squares only where there are too few. Returns (geometries, change values, counts)."""
     import shapely
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy import ndimage

@@ -372,7 +372,8 @@ def _run_blocks(pair: RasterPair, model, rule: RegionRule, plan, out_dir: Path, 
     try:
         client = cluster.client()
         plural = "" if len(blocks) == 1 else "s"
-        with task(f"detecting ({opts.model}, {device}, {len(blocks)} block{plural})", len(plan), unit="windows") as advance:
+        with task(f"detecting ({opts.model}, {device}, {len(blocks)} block{plural})", len(plan),
+                  unit="windows") as advance:
             n_workers = len(client.nthreads())
             records, resumed = run_blocks(job, blocks, journal, client, advance, opts.resume)
     except BaseException:
