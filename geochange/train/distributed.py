@@ -81,8 +81,20 @@ def setup(ddp: bool, device: str) -> tuple[Dist, str]:
         device = f"cuda:{local}"
     joined = not _initialised()
     if joined:
+        import_before_group()
         dist.init_process_group("nccl" if cuda else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), local, joined), device
+
+
+def import_before_group() -> None:
+    """Import what DDP imports before the group exists. ``torch.distributed.nn.functional`` (which DDP
+    imports on first use) takes ``group.WORLD`` as a default argument: imported while a group exists, it
+    holds that group for good, so ``destroy_process_group`` cannot end it, and gloo's worker threads
+    outlive the interpreter. Freeing the last collective's work on one of them during the interpreter's
+    finalisation aborts the process ("terminate called without an active exception"): a SIGABRT at
+    exit, now and then, under CPU contention (similar reports: pytorch/pytorch#72366, #107298). A script
+    that holds its own group across several trainings calls this before ``init_process_group``."""
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 def teardown(ctx: Dist) -> None:

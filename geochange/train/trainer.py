@@ -145,6 +145,7 @@ def train(model: TrainableModel, data, options: TrainOptions | None = None) -> d
             distributed.barrier(ctx)
     if out is not None and checkpoint is None and start == epochs and (out / LAST).exists():
         checkpoint = out / LAST
+    del step_fn  # DDP's reducer holds the process group: free it before the group ends
     distributed.teardown(ctx)
     return {"model": model.name, "epochs": len(history), "history": history,
             "checkpoint": str(checkpoint) if checkpoint else None, "device": device,
