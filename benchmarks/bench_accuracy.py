@@ -80,6 +80,10 @@ def oracle_kappa(score: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(kappa[i]), float(cuts[i + 1] if i + 1 < cuts.size else cuts[i])
 
 
+def _best_kappa(score: np.ndarray, truth: np.ndarray) -> float:
+    return oracle_kappa(score, truth)[0] if truth.any() and not truth.all() else 0.0
+
+
 class Tally:
     """A pooled confusion matrix and scores of one method on one scene (over its parts)."""
 
@@ -99,18 +103,20 @@ class Tally:
     def best_kappa(self) -> float:
         """The kappa of the scores at their kappa-best threshold on these very pixels (pixel by pixel, no
         minimum mapping unit): an oracle that says what the ranking is worth, apart from how much is flagged."""
-        score, truth = np.concatenate(self.scores), np.concatenate(self.truths)
-        return oracle_kappa(score, truth)[0] if truth.any() and not truth.all() else 0.0
+        return _best_kappa(*self._pooled())
+
+    def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.scores), np.concatenate(self.truths)
 
     def row(self) -> dict:
+        score, truth = self._pooled()     # every part's scored pixels, pooled once for AUC and kappa_best
         tp, fp, fn, tn = self.c
         n = self.c.sum()
         po = (tp + tn) / n
         pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n ** 2
         return {"kappa": float((po - pe) / (1 - pe)) if pe < 1 else 0.0,
                 "f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
-                "auc": _auc(np.concatenate(self.scores), np.concatenate(self.truths)),
-                "kappa_best": self.best_kappa(),
+                "auc": _auc(score, truth), "kappa_best": _best_kappa(score, truth),
                 "flagged": float((tp + fp) / n), "true": float((tp + fn) / n), "scored": int(n), **self.extra}
 
 
