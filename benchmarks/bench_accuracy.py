@@ -81,6 +81,8 @@ def oracle_kappa(score: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def _best_kappa(score: np.ndarray, truth: np.ndarray) -> float:
+    """The kappa of the scores at their kappa-best threshold on these very pixels (pixel by pixel, no
+    minimum mapping unit): an oracle that says what the ranking is worth, apart from how much is flagged."""
     return oracle_kappa(score, truth)[0] if truth.any() and not truth.all() else 0.0
 
 
@@ -100,16 +102,8 @@ class Tally:
         self.scores.append(score[m].astype(np.float64))
         self.truths.append(t)
 
-    def best_kappa(self) -> float:
-        """The kappa of the scores at their kappa-best threshold on these very pixels (pixel by pixel, no
-        minimum mapping unit): an oracle that says what the ranking is worth, apart from how much is flagged."""
-        return _best_kappa(*self._pooled())
-
-    def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.concatenate(self.scores), np.concatenate(self.truths)
-
     def row(self) -> dict:
-        score, truth = self._pooled()     # every part's scored pixels, pooled once for AUC and kappa_best
+        score, truth = np.concatenate(self.scores), np.concatenate(self.truths)  # pooled once: AUC, kappa_best
         tp, fp, fn, tn = self.c
         n = self.c.sum()
         po = (tp + tn) / n

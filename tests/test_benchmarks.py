@@ -149,7 +149,7 @@ def test_bench_labels_corrections_tiny(tmp_path):
 
 
 def test_oracle_kappa_is_the_best_threshold():
-    """bench_accuracy.oracle_kappa (Tally.best_kappa): the best kappa over every cut, as a brute force finds it."""
+    """bench_accuracy.oracle_kappa (the rows' kappa_best): the best kappa over every cut, as a brute force finds it."""
     import bench_accuracy
     import numpy as np
 
